@@ -1,0 +1,26 @@
+//! Outrigger's policies as pure logic over the core types: no broker, no store, no network.
+//!
+//! The pipeline asks these modules what to do; it never decides by itself. Each module is one
+//! policy and is tested on its own, with property tests for the state machines.
+//!
+//! # Layout
+//! - [`dedup`]: the claim/complete/release protocol as a state machine every store follows.
+//! - [`backoff`]: the delay curve between attempts (constant, linear, exponential; cap, jitter).
+//! - [`retry`]: whether a failed message gets another attempt, and when.
+//! - [`classify`]: the app's reply to an [`Action`](outrigger_core::Action): the app's
+//!   `outrigger-action` header, then user rules, then the defaults.
+//! - [`key`]: idempotency-key templates over headers, JSON payload fields and broker ids.
+
+pub mod backoff;
+pub mod classify;
+pub mod dedup;
+pub mod key;
+pub mod retry;
+
+pub use backoff::{Backoff, BackoffKind};
+pub use classify::{
+    Classifier, HeaderMatch, Matched, ParseStatusError, Rule, StatusRange, Verdict,
+};
+pub use dedup::{DedupRecord, DedupState, Step};
+pub use key::{KeyError, KeyTemplate, ParseKeyTemplateError};
+pub use retry::{Exhausted, RetryDecision, RetryPolicy};

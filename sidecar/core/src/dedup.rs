@@ -1,0 +1,92 @@
+//! The dedup store contract: claim with a lease and a fence, complete by compare-and-set on the
+//! fence, release on a retryable failure.
+//!
+//! The fence grows with every new claim of a key, so a holder whose lease expired can be told
+//! apart from the current one: its completion is refused ([`Completion::Fenced`]), and the app
+//! can refuse its writes (the fence is sent as `outrigger-fence`).
+//!
+//! Every store keeps the same record per key, for the store's lease and TTL:
+//! `state` (claimed, released, done), `fence` (last fence handed out), `attempts` (attempts
+//! spent, reset on dead letter), `lease_until`.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// The answer to a claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This caller holds the key until the lease ends. `attempt` counts this attempt, from 1,
+    /// across restarts and replicas.
+    Acquired {
+        /// The fence token of this claim.
+        fence: u64,
+        /// The attempt number this claim starts.
+        attempt: u32,
+    },
+    /// The key was already handled successfully: skip the message.
+    Done,
+    /// Another holder's lease is live: try again after this long.
+    Busy {
+        /// Time left on the other holder's lease.
+        retry_in: Duration,
+    },
+}
+
+/// The answer to a completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// The key is now recorded as done.
+    Completed,
+    /// A newer claim superseded this one; the record was not changed.
+    Fenced {
+        /// The fence the store holds now.
+        current: u64,
+    },
+}
+
+/// How a claim is given up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// A retryable failure: the attempt counts.
+    Retry,
+    /// The attempt does not count (throttled, or interrupted by shutdown).
+    Refund,
+    /// The message left the pipeline without success (dead letter, drop): attempts start over,
+    /// so a later resubmission begins at attempt 1.
+    Reset,
+}
+
+/// A key-value store that holds dedup records.
+pub trait DedupStore: Send + Sync + 'static {
+    /// Claims `key` for one delivery attempt.
+    fn claim(&self, key: &str) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+
+    /// Marks `key` done if `fence` is still the current claim.
+    fn complete(
+        &self,
+        key: &str,
+        fence: u64,
+    ) -> impl Future<Output = Result<Completion, StoreError>> + Send;
+
+    /// Gives up the claim `fence` on `key`; false when a newer claim superseded it.
+    fn release(
+        &self,
+        key: &str,
+        fence: u64,
+        how: Release,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Checks the store answers.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// A dedup store failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store did not answer (down, timeout, connection refused); retrying may help.
+    #[error("dedup store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with something the protocol does not expect.
+    #[error("dedup store returned an unexpected answer: {0}")]
+    Protocol(String),
+}

@@ -1,0 +1,28 @@
+//! Outrigger's core: the types every part of the sidecar speaks.
+//!
+//! A broker adapter turns broker records into [`Message`]s wrapped in a [`Delivery`], and turns a
+//! [`Settlement`] back into broker calls (ack, requeue, dead-letter publish). A dedup store keeps
+//! the claim/complete/release protocol behind [`DedupStore`]. The app's HTTP reply is a [`Reply`].
+//! Nothing here talks to a broker, a store or the network: types and traits only.
+//!
+//! # Layout
+//! - [`message`]: a broker record, its headers and where it came from.
+//! - [`reply`]: what the application answered (or why it did not).
+//! - [`action`]: the closed set of fates a classifier can pick.
+//! - [`dead_letter`]: the failure context attached to a dead letter.
+//! - [`source`]: the adapter traits, [`Source`] and [`Acker`].
+//! - [`dedup`]: the dedup store trait and its protocol types.
+
+pub mod action;
+pub mod dead_letter;
+pub mod dedup;
+pub mod message;
+pub mod reply;
+pub mod source;
+
+pub use action::{Action, ParseActionError};
+pub use dead_letter::DeadLetter;
+pub use dedup::{Claim, Completion, DedupStore, Release, StoreError};
+pub use message::{Coordinates, Header, Message};
+pub use reply::{Reply, Response, TransportError, TransportErrorKind};
+pub use source::{Acker, Delivery, HealthFlag, Settlement, Source, SourceError, Unsettled};

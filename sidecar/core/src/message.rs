@@ -1,0 +1,189 @@
+//! A message as a broker delivered it, normalised across brokers.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+/// One broker header: its name and its value's bytes, exactly as carried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Header name as the broker spelled it.
+    pub name: String,
+    /// Raw value; text headers are UTF-8.
+    pub value: Bytes,
+}
+
+impl Header {
+    /// A header from a name and any byte-like value.
+    pub fn new(name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// Where a message sits in its broker: enough to find it again and to report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Coordinates {
+    /// A Kafka record.
+    Kafka {
+        /// Topic name.
+        topic: String,
+        /// Partition number.
+        partition: i32,
+        /// Offset in the partition.
+        offset: i64,
+    },
+    /// A RabbitMQ delivery.
+    Amqp {
+        /// Queue it was consumed from.
+        queue: String,
+        /// Channel-scoped delivery tag.
+        delivery_tag: u64,
+    },
+    /// A Redis Streams entry.
+    RedisStream {
+        /// Stream key.
+        stream: String,
+        /// Entry id (`ms-seq`).
+        id: String,
+    },
+    /// A NATS JetStream message.
+    Nats {
+        /// Stream name.
+        stream: String,
+        /// Stream sequence number.
+        sequence: u64,
+    },
+    /// A message of the in-process memory broker.
+    Memory {
+        /// Queue name.
+        queue: String,
+        /// Sequence number in the queue, from 1.
+        sequence: u64,
+    },
+}
+
+impl Coordinates {
+    /// The broker kind, as used in metric labels and CloudEvents sources.
+    pub fn broker(&self) -> &'static str {
+        match self {
+            Coordinates::Kafka { .. } => "kafka",
+            Coordinates::Amqp { .. } => "amqp",
+            Coordinates::RedisStream { .. } => "redis",
+            Coordinates::Nats { .. } => "nats",
+            Coordinates::Memory { .. } => "memory",
+        }
+    }
+
+    /// The topic, queue or stream the message came from.
+    pub fn source_name(&self) -> &str {
+        match self {
+            Coordinates::Kafka { topic, .. } => topic,
+            Coordinates::Amqp { queue, .. } | Coordinates::Memory { queue, .. } => queue,
+            Coordinates::RedisStream { stream, .. } | Coordinates::Nats { stream, .. } => stream,
+        }
+    }
+}
+
+impl fmt::Display for Coordinates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Coordinates::Kafka {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "kafka:{topic}/{partition}@{offset}"),
+            Coordinates::Amqp {
+                queue,
+                delivery_tag,
+            } => write!(f, "amqp:{queue}#{delivery_tag}"),
+            Coordinates::RedisStream { stream, id } => write!(f, "redis:{stream}@{id}"),
+            Coordinates::Nats { stream, sequence } => write!(f, "nats:{stream}@{sequence}"),
+            Coordinates::Memory { queue, sequence } => write!(f, "memory:{queue}@{sequence}"),
+        }
+    }
+}
+
+/// One message, normalised across brokers. The payload and headers are kept byte for byte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The body, exactly as produced.
+    pub payload: Bytes,
+    /// Broker headers in the order the broker gave them.
+    pub headers: Vec<Header>,
+    /// Partitioning key: the Kafka key, the AMQP routing key, and so on.
+    pub key: Option<Bytes>,
+    /// The broker's or producer's message id, where there is one.
+    pub message_id: Option<String>,
+    /// Content type declared by the producer.
+    pub content_type: Option<String>,
+    /// Producer or broker timestamp.
+    pub timestamp: Option<SystemTime>,
+    /// Where the message sits in its broker.
+    pub coordinates: Coordinates,
+    /// The broker says this message was delivered before (to us or a peer).
+    pub redelivered: bool,
+}
+
+impl Message {
+    /// A message with only a payload and coordinates; the rest empty.
+    pub fn new(payload: impl Into<Bytes>, coordinates: Coordinates) -> Self {
+        Self {
+            payload: payload.into(),
+            headers: Vec::new(),
+            key: None,
+            message_id: None,
+            content_type: None,
+            timestamp: None,
+            coordinates,
+            redelivered: false,
+        }
+    }
+
+    /// The first header with this name, compared ASCII case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&Bytes> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| &h.value)
+    }
+
+    /// The first header with this name, if it is UTF-8 text.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_lookup_ignores_case() {
+        let mut m = Message::new(
+            "{}",
+            Coordinates::Memory {
+                queue: "q".into(),
+                sequence: 1,
+            },
+        );
+        m.headers.push(Header::new("Idempotency-Key", "abc"));
+        assert_eq!(m.header_str("idempotency-key"), Some("abc"));
+        assert_eq!(m.header("missing"), None);
+    }
+
+    #[test]
+    fn coordinates_display_names_the_position() {
+        let c = Coordinates::Kafka {
+            topic: "orders".into(),
+            partition: 3,
+            offset: 42,
+        };
+        assert_eq!(c.to_string(), "kafka:orders/3@42");
+        assert_eq!(c.source_name(), "orders");
+        assert_eq!(c.broker(), "kafka");
+    }
+}

@@ -1,0 +1,114 @@
+//! The broker adapter contract: a [`Source`] yields [`Delivery`]s, an [`Acker`] settles each one.
+//!
+//! Every adapter keeps the same semantics: a delivery is settled exactly once; an acker dropped
+//! unsettled hands its message back to the broker (requeue); a dead-letter settlement acks the
+//! original only after the broker confirmed the dead-letter write.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::dead_letter::DeadLetter;
+use crate::message::Message;
+
+/// A message with the handle that settles it at the broker.
+#[must_use = "a delivery must be settled; dropping its acker requeues the message"]
+#[derive(Debug)]
+pub struct Delivery<A> {
+    /// The message.
+    pub message: Message,
+    /// The handle that settles it; consumed by [`Acker::settle`].
+    pub acker: A,
+}
+
+/// How a delivery ends at the broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    /// Done (delivered, skipped as a duplicate, or dropped by policy): remove it from the broker.
+    Ack,
+    /// Give it back to the broker unsettled, to be delivered again (shutdown, lost claim).
+    Requeue,
+    /// Publish it to the dead-letter destination with this context, confirmed, then ack it.
+    DeadLetter(DeadLetter),
+}
+
+/// A settlement the broker did not take; the handle comes back so the caller can try again.
+#[derive(Debug)]
+pub struct Unsettled<A> {
+    /// The handle, still owning the message at the broker.
+    pub acker: A,
+    /// The settlement that failed.
+    pub settlement: Settlement,
+    /// Why it failed.
+    pub error: SourceError,
+}
+
+/// Settles one delivery at its broker.
+pub trait Acker: Send + 'static + Sized {
+    /// Applies the settlement. On failure nothing was acked, and the handle is returned.
+    fn settle(
+        self,
+        settlement: Settlement,
+    ) -> impl Future<Output = Result<(), Box<Unsettled<Self>>>> + Send;
+}
+
+/// A stream of deliveries from one broker consumer.
+pub trait Source: Send + 'static {
+    /// The settlement handle this source hands out.
+    type Acker: Acker;
+
+    /// Waits for the next delivery. `Ok(None)` means the source is finished (stopped, or a
+    /// finite in-process queue drained). Errors are broker-level; the adapter reconnects on the
+    /// next call when it can.
+    fn recv(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<Delivery<Self::Acker>>, SourceError>> + Send;
+
+    /// Stops fetching new messages; ackers already handed out stay usable.
+    fn stop(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// A flag the adapter keeps up to date: true while connected to its broker.
+    fn health(&self) -> HealthFlag;
+}
+
+/// A shared, cheaply cloned up/down flag for readiness probes.
+#[derive(Clone, Debug, Default)]
+pub struct HealthFlag(Arc<AtomicBool>);
+
+impl HealthFlag {
+    /// A flag starting in the given state.
+    pub fn new(up: bool) -> Self {
+        Self(Arc::new(AtomicBool::new(up)))
+    }
+
+    /// Marks the component up or down.
+    pub fn set(&self, up: bool) {
+        self.0.store(up, Ordering::Relaxed);
+    }
+
+    /// True while the component is up.
+    pub fn is_up(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A broker-level failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// The broker could not be reached or the connection broke; retrying may help.
+    #[error("broker connection failed: {0}")]
+    Connection(String),
+    /// The broker refused or did not confirm a publish (dead letter, retry record).
+    #[error("broker did not confirm the publish: {0}")]
+    Publish(String),
+    /// The broker rejected the configuration (missing queue, access refused); retrying won't help.
+    #[error("broker rejected the request: {0}")]
+    Rejected(String),
+}
+
+impl SourceError {
+    /// Whether trying the same call again later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, SourceError::Rejected(_))
+    }
+}
