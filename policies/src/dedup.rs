@@ -156,7 +156,7 @@ impl DedupRecord {
 }
 
 /// A duration in whole milliseconds, saturating (leases and TTLs are far below `u64::MAX` ms).
-pub fn millis(duration: Duration) -> u64 {
+fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -1,0 +1,233 @@
+//! The dedup protocol on the embedded store.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use outrigger_core::{Claim, Completion, DedupStore, Release};
+use outrigger_embedded::{EmbeddedStore, EmbeddedStoreConfig};
+use tempfile::TempDir;
+
+const LONG_LEASE: Duration = Duration::from_secs(30);
+const TTL: Duration = Duration::from_secs(120);
+
+fn open(dir: &TempDir, lease: Duration, ttl: Duration) -> EmbeddedStore {
+    EmbeddedStore::open(EmbeddedStoreConfig {
+        path: dir.path().join("state").join("dedup.redb"),
+        lease,
+        ttl,
+    })
+    .expect("store opens")
+}
+
+fn acquired(fence: u64, attempt: u32) -> Result<Claim, outrigger_core::StoreError> {
+    Ok(Claim::Acquired { fence, attempt })
+}
+
+/// Polls `check` until it yields a value or `deadline` passes.
+async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let give_up = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "condition not met within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn completed_key_is_done_for_every_later_claim() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir, LONG_LEASE, TTL);
+
+    assert_eq!(store.claim("order-1").await, acquired(1, 1));
+    assert_eq!(
+        store.complete("order-1", 1).await,
+        Ok(Completion::Completed)
+    );
+    assert_eq!(store.claim("order-1").await, Ok(Claim::Done));
+    assert_eq!(store.claim("order-1").await, Ok(Claim::Done));
+    // A retried completion (its first reply lost) still succeeds.
+    assert_eq!(
+        store.complete("order-1", 1).await,
+        Ok(Completion::Completed)
+    );
+    assert_eq!(store.claim("order-2").await, acquired(1, 1));
+    assert_eq!(store.ping().await, Ok(()));
+}
+
+#[tokio::test]
+async fn live_lease_answers_busy() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir, LONG_LEASE, TTL);
+
+    store.claim("k").await.unwrap();
+    match store.claim("k").await {
+        Ok(Claim::Busy { retry_in }) => {
+            assert!(retry_in > Duration::from_secs(25) && retry_in <= LONG_LEASE);
+        }
+        other => panic!("expected busy, got {other:?}"),
+    }
+    // Busy spent no fence and no attempt: the holder still completes with fence 1.
+    assert_eq!(store.complete("k", 1).await, Ok(Completion::Completed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claims_acquire_once() {
+    let dir = TempDir::new().unwrap();
+    let store = Arc::new(open(&dir, LONG_LEASE, TTL));
+
+    let claims: Vec<_> = (0..32)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.claim("k").await.unwrap() })
+        })
+        .collect();
+    let mut winners = 0;
+    for claim in claims {
+        match claim.await.unwrap() {
+            Claim::Acquired { fence, attempt } => {
+                assert_eq!((fence, attempt), (1, 1));
+                winners += 1;
+            }
+            Claim::Busy { .. } => {}
+            Claim::Done => panic!("nothing completed the key"),
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+#[tokio::test]
+async fn expired_lease_is_taken_over_and_the_stale_holder_is_fenced() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir, Duration::from_millis(200), TTL);
+
+    assert_eq!(store.claim("k").await, acquired(1, 1));
+    let second = eventually(Duration::from_secs(5), || async {
+        match store.claim("k").await.unwrap() {
+            Claim::Busy { .. } => None,
+            other => Some(other),
+        }
+    })
+    .await;
+    assert_eq!(
+        second,
+        Claim::Acquired {
+            fence: 2,
+            attempt: 2
+        }
+    );
+
+    assert_eq!(
+        store.complete("k", 1).await,
+        Ok(Completion::Fenced { current: 2 })
+    );
+    assert_eq!(store.release("k", 1, Release::Reset).await, Ok(false));
+    // The stale calls left fence 2's claim in place.
+    assert_eq!(store.complete("k", 2).await, Ok(Completion::Completed));
+    assert_eq!(store.claim("k").await, Ok(Claim::Done));
+}
+
+#[tokio::test]
+async fn release_kinds_count_attempts() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir, LONG_LEASE, TTL);
+
+    assert_eq!(store.claim("k").await, acquired(1, 1));
+    assert_eq!(store.release("k", 1, Release::Retry).await, Ok(true));
+    assert_eq!(store.claim("k").await, acquired(2, 2));
+    assert_eq!(store.release("k", 2, Release::Refund).await, Ok(true));
+    assert_eq!(store.claim("k").await, acquired(3, 2));
+    assert_eq!(store.release("k", 3, Release::Reset).await, Ok(true));
+    assert_eq!(store.claim("k").await, acquired(4, 1));
+    assert_eq!(store.release("k", 4, Release::Refund).await, Ok(true));
+    assert_eq!(store.release("k", 4, Release::Reset).await, Ok(false));
+    assert_eq!(store.release("k", 3, Release::Reset).await, Ok(false));
+    assert_eq!(
+        store.complete("k", 4).await,
+        Ok(Completion::Fenced { current: 4 })
+    );
+    // Refunds stopped at zero.
+    assert_eq!(store.claim("k").await, acquired(5, 1));
+}
+
+#[tokio::test]
+async fn unknown_key_is_fenced_at_zero() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir, LONG_LEASE, TTL);
+
+    assert_eq!(
+        store.complete("nobody", 1).await,
+        Ok(Completion::Fenced { current: 0 })
+    );
+    assert_eq!(store.release("nobody", 1, Release::Retry).await, Ok(false));
+    assert_eq!(store.claim("nobody").await, acquired(1, 1));
+}
+
+#[tokio::test]
+async fn records_survive_a_restart() {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = open(&dir, LONG_LEASE, TTL);
+        store.claim("done").await.unwrap();
+        assert_eq!(store.complete("done", 1).await, Ok(Completion::Completed));
+        store.claim("held").await.unwrap();
+        store.claim("retried").await.unwrap();
+        assert_eq!(store.release("retried", 1, Release::Retry).await, Ok(true));
+    }
+
+    let store = open(&dir, LONG_LEASE, TTL);
+    assert_eq!(store.claim("done").await, Ok(Claim::Done));
+    assert!(matches!(store.claim("held").await, Ok(Claim::Busy { .. })));
+    // Fence and attempts carry on from before the restart.
+    assert_eq!(store.claim("retried").await, acquired(2, 2));
+}
+
+#[tokio::test]
+async fn expired_records_are_forgotten() {
+    let dir = TempDir::new().unwrap();
+    let ttl = Duration::from_millis(100);
+    let store = open(&dir, Duration::from_millis(50), ttl);
+
+    store.claim("k").await.unwrap();
+    assert_eq!(store.complete("k", 1).await, Ok(Completion::Completed));
+    assert_eq!(store.claim("k").await, Ok(Claim::Done));
+    // Once the done record's TTL is over the key starts from scratch: fence 1, attempt 1.
+    let claim = eventually(Duration::from_secs(5), || async {
+        match store.claim("k").await.unwrap() {
+            Claim::Done => None,
+            other => Some(other),
+        }
+    })
+    .await;
+    assert_eq!(
+        claim,
+        Claim::Acquired {
+            fence: 1,
+            attempt: 1
+        }
+    );
+}
+
+#[test]
+fn a_second_open_of_the_same_file_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let _store = open(&dir, LONG_LEASE, TTL);
+    let second = EmbeddedStore::open(EmbeddedStoreConfig {
+        path: dir.path().join("state").join("dedup.redb"),
+        lease: LONG_LEASE,
+        ttl: TTL,
+    });
+    assert!(matches!(
+        second,
+        Err(outrigger_core::StoreError::Unavailable(_))
+    ));
+}

@@ -1,0 +1,177 @@
+//! The Lua scripts, one per operation, and how their replies decode.
+//!
+//! A record is a hash with fields `s` (state: `claimed`, `released`, `done`), `f` (fence), `a`
+//! (attempts) and `l` (lease end, ms since the epoch by the server's clock). Each script reads
+//! and writes it in one step, so concurrent replicas see the transitions of
+//! `outrigger_policies::dedup` in some order. Fences are compared as strings: both sides are
+//! canonical decimals, and Lua's doubles would lose exactness past 2^53. Every write resets the
+//! key's expiry so fence and attempts survive between attempts; a live claim is kept at least
+//! for its lease, as in `DedupRecord::expires_at_ms`.
+
+use std::time::Duration;
+
+use outrigger_core::{Claim, Completion, Release, StoreError};
+use redis::Script;
+
+/// KEYS[1] record; ARGV[1] lease ms, ARGV[2] ttl ms.
+/// Replies `{0}` done, `{1, retry_in_ms}` busy, `{2, fence, attempt}` acquired.
+const CLAIM: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[1])
+local r = redis.call('HMGET', KEYS[1], 's', 'l')
+if r[1] == 'done' then
+  return {0}
+end
+local lease_until = tonumber(r[2]) or 0
+if r[1] == 'claimed' and lease_until > now then
+  return {1, lease_until - now}
+end
+local fence = redis.call('HINCRBY', KEYS[1], 'f', 1)
+local attempts = redis.call('HINCRBY', KEYS[1], 'a', 1)
+redis.call('HSET', KEYS[1], 's', 'claimed', 'l', string.format('%d', now + lease))
+redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[2]), lease))
+return {2, fence, attempts}
+";
+
+/// KEYS[1] record; ARGV[1] fence, ARGV[2] ttl ms.
+/// Replies `{0}` completed, `{1, current_fence}` fenced.
+const COMPLETE: &str = r"
+local r = redis.call('HMGET', KEYS[1], 's', 'f')
+if r[2] == ARGV[1] then
+  if r[1] == 'claimed' then
+    redis.call('HSET', KEYS[1], 's', 'done')
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return {0}
+  elseif r[1] == 'done' then
+    return {0}
+  end
+end
+return {1, tonumber(r[2]) or 0}
+";
+
+/// KEYS[1] record; ARGV[1] fence, ARGV[2] `retry` | `refund` | `reset`, ARGV[3] ttl ms.
+/// Replies 1 released, 0 superseded.
+const RELEASE: &str = r"
+local r = redis.call('HMGET', KEYS[1], 's', 'f', 'a')
+if r[1] ~= 'claimed' or r[2] ~= ARGV[1] then
+  return 0
+end
+local attempts = tonumber(r[3]) or 0
+if ARGV[2] == 'refund' then
+  attempts = math.max(attempts - 1, 0)
+elseif ARGV[2] == 'reset' then
+  attempts = 0
+end
+redis.call('HSET', KEYS[1], 's', 'released', 'a', attempts)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+";
+
+/// The three scripts, hashed once so calls go out as `EVALSHA`.
+pub(crate) struct Scripts {
+    pub(crate) claim: Script,
+    pub(crate) complete: Script,
+    pub(crate) release: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Scripts {
+            claim: Script::new(CLAIM),
+            complete: Script::new(COMPLETE),
+            release: Script::new(RELEASE),
+        }
+    }
+}
+
+/// The script argument for a release kind.
+pub(crate) fn release_arg(how: Release) -> &'static str {
+    match how {
+        Release::Retry => "retry",
+        Release::Refund => "refund",
+        Release::Reset => "reset",
+    }
+}
+
+pub(crate) fn decode_claim(reply: &[i64]) -> Result<Claim, StoreError> {
+    match *reply {
+        [0] => Ok(Claim::Done),
+        [1, retry_in] => Ok(Claim::Busy {
+            retry_in: Duration::from_millis(to_u64(retry_in, reply)?),
+        }),
+        [2, fence, attempt] => Ok(Claim::Acquired {
+            fence: to_u64(fence, reply)?,
+            attempt: u32::try_from(attempt).map_err(|_| unexpected("claim", reply))?,
+        }),
+        _ => Err(unexpected("claim", reply)),
+    }
+}
+
+pub(crate) fn decode_complete(reply: &[i64]) -> Result<Completion, StoreError> {
+    match *reply {
+        [0] => Ok(Completion::Completed),
+        [1, current] => Ok(Completion::Fenced {
+            current: to_u64(current, reply)?,
+        }),
+        _ => Err(unexpected("complete", reply)),
+    }
+}
+
+pub(crate) fn decode_release(reply: i64) -> Result<bool, StoreError> {
+    match reply {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(unexpected("release", &[reply])),
+    }
+}
+
+fn to_u64(value: i64, reply: &[i64]) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| unexpected("script", reply))
+}
+
+fn unexpected(op: &str, reply: &[i64]) -> StoreError {
+    StoreError::Protocol(format!("{op} script replied {reply:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_decode() {
+        assert_eq!(decode_claim(&[0]), Ok(Claim::Done));
+        assert_eq!(
+            decode_claim(&[1, 250]),
+            Ok(Claim::Busy {
+                retry_in: Duration::from_millis(250)
+            })
+        );
+        assert_eq!(
+            decode_claim(&[2, 7, 3]),
+            Ok(Claim::Acquired {
+                fence: 7,
+                attempt: 3
+            })
+        );
+        assert_eq!(
+            decode_complete(&[1, 4]),
+            Ok(Completion::Fenced { current: 4 })
+        );
+        assert_eq!(decode_release(1), Ok(true));
+    }
+
+    #[test]
+    fn malformed_replies_are_protocol_errors() {
+        assert!(matches!(
+            decode_claim(&[2, -1, 1]),
+            Err(StoreError::Protocol(_))
+        ));
+        assert!(matches!(decode_claim(&[]), Err(StoreError::Protocol(_))));
+        assert!(matches!(
+            decode_complete(&[3]),
+            Err(StoreError::Protocol(_))
+        ));
+        assert!(matches!(decode_release(2), Err(StoreError::Protocol(_))));
+    }
+}

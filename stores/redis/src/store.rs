@@ -1,0 +1,152 @@
+//! [`RedisStore`]: the connection and the calls.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use outrigger_core::{Claim, Completion, DedupStore, Release, StoreError};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisError};
+
+use crate::config::RedisStoreConfig;
+use crate::error::store_error;
+use crate::scripts::{decode_claim, decode_complete, decode_release, release_arg, Scripts};
+
+/// Reconnection attempts inside one connection round. Few, because every store call is bounded
+/// by the configured timeout anyway and the next call starts a new round; a long internal
+/// backoff would only delay noticing that Redis came back.
+const CONNECT_RETRIES: usize = 1;
+const CONNECT_RETRY_MIN_DELAY: Duration = Duration::from_millis(50);
+const CONNECT_RETRY_MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// A dedup store in Redis (standalone), shared by every replica of a service.
+///
+/// Cheap to share behind an `Arc`; calls run concurrently over one multiplexed connection that
+/// reconnects on its own.
+pub struct RedisStore {
+    connection: ConnectionManager,
+    scripts: Scripts,
+    /// `outrigger:dedup:<namespace>:`, with no braces: braces would make a Redis Cluster hash
+    /// tag and pile every key of a namespace onto one slot.
+    prefix: String,
+    lease_ms: u64,
+    ttl_ms: u64,
+    timeout: Duration,
+}
+
+impl RedisStore {
+    /// Creates the store without waiting for Redis: the connection is made on the first call
+    /// and remade after a failure, so the sidecar starts (and reports not ready) while Redis is
+    /// down. Fails only on a config that can never work (a malformed URL, a namespace with `:`),
+    /// as [`StoreError::Protocol`]. Must run inside a Tokio runtime.
+    pub async fn connect(config: RedisStoreConfig) -> Result<Self, StoreError> {
+        if config.namespace.contains(':') {
+            return Err(StoreError::Protocol(format!(
+                "dedup namespace {:?} must not contain ':'",
+                config.namespace
+            )));
+        }
+        let client = Client::open(config.url.as_str())
+            .map_err(|err| StoreError::Protocol(format!("invalid redis url: {err}")))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(CONNECT_RETRIES)
+            .set_min_delay(CONNECT_RETRY_MIN_DELAY)
+            .set_max_delay(CONNECT_RETRY_MAX_DELAY);
+        let connection = ConnectionManager::new_lazy_with_config(client, manager_config)
+            .map_err(|err| StoreError::Protocol(format!("redis connection setup: {err}")))?;
+        Ok(RedisStore {
+            connection,
+            scripts: Scripts::new(),
+            prefix: format!("outrigger:dedup:{}:", config.namespace),
+            lease_ms: millis(config.lease),
+            ttl_ms: millis(config.ttl),
+            timeout: config.timeout,
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// Runs one Redis call under the store's timeout, so a Redis that is down, slow or
+    /// unreachable costs a caller at most `timeout`.
+    async fn bounded<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => {
+                tracing::debug!(op, error = %err, "Dedup store call failed.");
+                Err(store_error(err))
+            }
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "redis {op} timed out after {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The connection's Debug would print the client's URL, credentials included.
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("lease_ms", &self.lease_ms)
+            .field("ttl_ms", &self.ttl_ms)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DedupStore for RedisStore {
+    async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.scripts.claim.key(self.key(key));
+        invocation.arg(self.lease_ms).arg(self.ttl_ms);
+        let reply: Vec<i64> = self
+            .bounded("claim", invocation.invoke_async(&mut connection))
+            .await?;
+        decode_claim(&reply)
+    }
+
+    async fn complete(&self, key: &str, fence: u64) -> Result<Completion, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.scripts.complete.key(self.key(key));
+        invocation.arg(fence).arg(self.ttl_ms);
+        let reply: Vec<i64> = self
+            .bounded("complete", invocation.invoke_async(&mut connection))
+            .await?;
+        decode_complete(&reply)
+    }
+
+    async fn release(&self, key: &str, fence: u64, how: Release) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.scripts.release.key(self.key(key));
+        invocation.arg(fence).arg(release_arg(how)).arg(self.ttl_ms);
+        let reply: i64 = self
+            .bounded("release", invocation.invoke_async(&mut connection))
+            .await?;
+        decode_release(reply)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let reply: String = self
+            .bounded("ping", redis::cmd("PING").query_async(&mut connection))
+            .await?;
+        if reply == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Protocol(format!("PING replied {reply:?}")))
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

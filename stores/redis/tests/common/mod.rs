@@ -1,0 +1,117 @@
+//! Helpers for tests against the Redis at 127.0.0.1:6379.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use outrigger_redis::{RedisStore, RedisStoreConfig};
+
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// A namespace no other test (or concurrent test run) uses.
+pub fn namespace() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .subsec_nanos();
+    format!(
+        "test-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn config(namespace: &str, lease: Duration) -> RedisStoreConfig {
+    RedisStoreConfig {
+        url: REDIS_URL.to_owned(),
+        namespace: namespace.to_owned(),
+        lease,
+        // Long enough for any test, short enough that a panicking test leaves nothing for long.
+        ttl: Duration::from_secs(120),
+        timeout: Duration::from_secs(2),
+    }
+}
+
+pub async fn store(namespace: &str, lease: Duration) -> RedisStore {
+    RedisStore::connect(config(namespace, lease))
+        .await
+        .expect("store config is valid")
+}
+
+async fn raw() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(REDIS_URL)
+        .expect("valid url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("test Redis at 127.0.0.1:6379 is running")
+}
+
+/// The stored hash of one record, as Redis holds it.
+pub async fn record(namespace: &str, key: &str) -> HashMap<String, String> {
+    redis::cmd("HGETALL")
+        .arg(format!("outrigger:dedup:{namespace}:{key}"))
+        .query_async(&mut raw().await)
+        .await
+        .expect("HGETALL")
+}
+
+/// Milliseconds left before the record expires (-2 when absent, -1 without expiry).
+pub async fn pttl(namespace: &str, key: &str) -> i64 {
+    redis::cmd("PTTL")
+        .arg(format!("outrigger:dedup:{namespace}:{key}"))
+        .query_async(&mut raw().await)
+        .await
+        .expect("PTTL")
+}
+
+/// Deletes every record of `namespace`.
+pub async fn cleanup(namespace: &str) {
+    let mut connection = raw().await;
+    // SCAN rather than KEYS: the test Redis may be shared, and KEYS blocks it.
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("outrigger:dedup:{namespace}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut connection)
+            .await
+            .expect("SCAN");
+        if !keys.is_empty() {
+            let _: i64 = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut connection)
+                .await
+                .expect("DEL");
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
+    }
+}
+
+/// Polls `check` until it yields a value or `deadline` passes.
+pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let give_up = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "condition not met within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

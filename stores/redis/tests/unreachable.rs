@@ -1,0 +1,107 @@
+//! A Redis that is down or silent costs a call at most the timeout, and the store recovers when
+//! Redis comes back.
+
+mod common;
+
+use std::time::Duration;
+
+use outrigger_core::{DedupStore, Release, StoreError};
+use outrigger_redis::{RedisStore, RedisStoreConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+const TIMEOUT: Duration = Duration::from_millis(300);
+/// Scheduling slack on top of the timeout before a call counts as hanging.
+const SLACK: Duration = Duration::from_millis(700);
+
+fn config(port: u16) -> RedisStoreConfig {
+    RedisStoreConfig {
+        url: format!("redis://127.0.0.1:{port}"),
+        namespace: common::namespace(),
+        lease: Duration::from_secs(30),
+        ttl: Duration::from_secs(60),
+        timeout: TIMEOUT,
+    }
+}
+
+/// A port nothing listens on: bound, then released.
+async fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+async fn assert_every_call_unavailable(store: &RedisStore) {
+    for _ in 0..3 {
+        let started = Instant::now();
+        let results = [
+            store.claim("k").await.err(),
+            store.complete("k", 1).await.err(),
+            store.release("k", 1, Release::Retry).await.err(),
+            store.ping().await.err(),
+        ];
+        for result in results {
+            assert!(
+                matches!(result, Some(StoreError::Unavailable(_))),
+                "{result:?}"
+            );
+        }
+        assert!(started.elapsed() < 4 * (TIMEOUT + SLACK), "calls hung");
+    }
+}
+
+#[tokio::test]
+async fn refused_connection_is_unavailable_within_the_timeout() {
+    let port = closed_port().await;
+    // Connecting does not need Redis: the sidecar starts while Redis is down.
+    let store = RedisStore::connect(config(port)).await.unwrap();
+    let started = Instant::now();
+    assert!(matches!(
+        store.claim("k").await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(started.elapsed() < TIMEOUT + SLACK);
+    assert_every_call_unavailable(&store).await;
+}
+
+#[tokio::test]
+async fn silent_server_is_unavailable_within_the_timeout() {
+    // Accepts connections (the kernel completes the handshake) but never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let store = RedisStore::connect(config(port)).await.unwrap();
+    assert_every_call_unavailable(&store).await;
+    drop(listener);
+}
+
+#[tokio::test]
+async fn store_recovers_when_redis_comes_back() {
+    let port = closed_port().await;
+    let config = config(port);
+    let namespace = config.namespace.clone();
+    let store = RedisStore::connect(config).await.unwrap();
+    assert!(matches!(
+        store.ping().await,
+        Err(StoreError::Unavailable(_))
+    ));
+
+    // "Redis comes back": a proxy to the real Redis starts on the port the store points at.
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let proxy = tokio::spawn(async move {
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut server = TcpStream::connect("127.0.0.1:6379").await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+
+    common::eventually(Duration::from_secs(10), || async {
+        store.ping().await.ok()
+    })
+    .await;
+    assert!(store.claim("k").await.is_ok());
+
+    proxy.abort();
+    common::cleanup(&namespace).await;
+}
