@@ -1,0 +1,160 @@
+//! Settles one RabbitMQ delivery: ack, requeue, or a confirmed dead-letter publish then ack.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel};
+use outrigger_core::{Acker, Coordinates, DeadLetter, Settlement, SourceError, Unsettled};
+use tracing::debug;
+
+use crate::dead_letter;
+use crate::publisher::Publisher;
+
+/// The handle of one RabbitMQ delivery. Dropped unsettled, it requeues the message.
+#[must_use = "dropping an acker unsettled requeues its message"]
+pub struct AmqpAcker {
+    acker: lapin::Acker,
+    /// Keeps the delivery's channel open until it is settled: closing it would requeue the
+    /// message behind our back, and the ack would then fail.
+    channel: Channel,
+    publisher: Arc<Publisher>,
+    dead_letter_queue: ShortString,
+    coordinates: Coordinates,
+    /// The original properties and body, republished as they are on dead-lettering.
+    properties: BasicProperties,
+    payload: Bytes,
+    settled: bool,
+}
+
+impl AmqpAcker {
+    pub(crate) fn new(
+        acker: lapin::Acker,
+        channel: Channel,
+        publisher: Arc<Publisher>,
+        dead_letter_queue: ShortString,
+        coordinates: Coordinates,
+        properties: BasicProperties,
+        payload: Bytes,
+    ) -> Self {
+        Self {
+            acker,
+            channel,
+            publisher,
+            dead_letter_queue,
+            coordinates,
+            properties,
+            payload,
+            settled: false,
+        }
+    }
+
+    async fn ack(&self) -> Result<(), SourceError> {
+        let done = self
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(|e| SourceError::Connection(format!("acking {}: {e}", self.coordinates)))?;
+        self.settled_or_lost(done)
+    }
+
+    async fn requeue(&self) -> Result<(), SourceError> {
+        let done = self
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await
+            .map_err(|e| {
+                SourceError::Connection(format!("requeueing {}: {e}", self.coordinates))
+            })?;
+        self.settled_or_lost(done)
+    }
+
+    async fn dead_letter(&self, dead_letter: &DeadLetter) -> Result<(), SourceError> {
+        let properties = dead_letter::properties(
+            &self.properties,
+            dead_letter.context_headers(&self.coordinates),
+            &self.publisher.user(),
+        );
+        self.publisher
+            .publish_to_queue(&self.dead_letter_queue, &self.payload, properties)
+            .await?;
+        // The copy is confirmed; if this ack fails the broker redelivers the original and it
+        // may be dead-lettered twice, which beats losing it.
+        self.ack().await
+    }
+
+    /// lapin answers `false` when the channel closed under the delivery; the broker then
+    /// requeues it on its own.
+    fn settled_or_lost(&self, done: bool) -> Result<(), SourceError> {
+        if done {
+            Ok(())
+        } else {
+            Err(SourceError::Connection(format!(
+                "the channel of {} closed; the broker will redeliver it",
+                self.coordinates
+            )))
+        }
+    }
+}
+
+impl Acker for AmqpAcker {
+    async fn settle(mut self, settlement: Settlement) -> Result<(), Box<Unsettled<Self>>> {
+        let result = match &settlement {
+            Settlement::Ack => self.ack().await,
+            Settlement::Requeue => self.requeue().await,
+            Settlement::DeadLetter(dead_letter) => self.dead_letter(dead_letter).await,
+        };
+        match result {
+            Ok(()) => {
+                self.settled = true;
+                Ok(())
+            }
+            Err(error) => Err(Box::new(Unsettled {
+                acker: self,
+                settlement,
+                error,
+            })),
+        }
+    }
+}
+
+impl Drop for AmqpAcker {
+    fn drop(&mut self) {
+        if self.settled || !self.acker.usable() {
+            return;
+        }
+        // Without a runtime (process teardown) nothing can be sent; the broker requeues the
+        // message when the channel closes.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let acker = self.acker.clone();
+        let channel = self.channel.clone();
+        let coordinates = self.coordinates.clone();
+        runtime.spawn(async move {
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            if let Err(error) = acker.nack(requeue).await {
+                debug!(%coordinates, %error, "Could not requeue a dropped delivery; the broker will on channel close.");
+            }
+            drop(channel);
+        });
+    }
+}
+
+impl fmt::Debug for AmqpAcker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpAcker")
+            .field("coordinates", &self.coordinates)
+            .field("dead_letter_queue", &self.dead_letter_queue.as_str())
+            .field("settled", &self.settled)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,45 @@
+//! RabbitMQ source for Outrigger, on lapin.
+//!
+//! Consumes one queue with manual acks and a `basic.qos` prefetch, turns each delivery into a
+//! core [`Message`](outrigger_core::Message), and settles it per message: ack, nack with
+//! requeue, or dead-letter. A dead letter is the original body and properties (typed headers
+//! included) plus the failure context, published to the dead-letter queue on a confirm channel;
+//! the original is acked only once the broker confirmed and routed that copy.
+//!
+//! # What users see
+//! - Headers: AMQP's typed header values become bytes: strings and byte arrays as they are,
+//!   numbers and booleans as their text (`42`, `true`), nested arrays and tables (RabbitMQ's
+//!   `x-death`) as compact JSON. `key` is the routing key; `timestamp` the AMQP timestamp.
+//! - Dead letters keep the original properties and typed headers, with three changes that keep
+//!   the copy from being refused or lost: it is persistent (delivery mode 2); a per-message
+//!   `expiration` moves to the [`ORIGINAL_EXPIRATION`] header; a `user-id` other than the
+//!   sidecar's own moves to [`ORIGINAL_USER_ID`] (RabbitMQ refuses a foreign one).
+//! - Reconnects: a broken connection or channel marks the source's health flag down; `recv`
+//!   reconnects with backoff (100ms doubling to 5s). Ackers of the old channel then fail with
+//!   a connection error, and the broker redelivers their messages.
+//!
+//! # Layout
+//! - `config`: [`AmqpConfig`], what to connect to and consume.
+//! - `source`: [`AmqpSource`], the consumer loop, reconnects and stop.
+//! - `acker`: [`AmqpAcker`], settlement of one delivery.
+//! - `session`: one connection's queue checks, channels, consumer and health watcher.
+//! - `publisher`: confirmed publishes on a channel of their own.
+//! - `dead_letter`: the properties a dead-letter copy carries.
+//! - `headers`: AMQP header tables to core headers.
+//! - `error`, `backoff`: lapin errors to [`SourceError`](outrigger_core::SourceError), and
+//!   reconnect delays.
+
+mod acker;
+mod backoff;
+mod config;
+mod dead_letter;
+mod error;
+mod headers;
+mod publisher;
+mod session;
+mod source;
+
+pub use acker::AmqpAcker;
+pub use config::{AmqpConfig, DEFAULT_CONSUMER_TAG, DEFAULT_PREFETCH};
+pub use dead_letter::{ORIGINAL_EXPIRATION, ORIGINAL_USER_ID};
+pub use source::AmqpSource;

@@ -1,0 +1,250 @@
+//! One live connection: the queue checks, the consume channel and consumer, the publisher, and
+//! the watcher that keeps the health flag honest while nobody polls the consumer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::uri::AMQPUri;
+use lapin::{Channel, Connection, ConnectionProperties, Consumer, Event};
+use outrigger_core::{HealthFlag, SourceError};
+use tokio::task::JoinHandle;
+
+use crate::config::AmqpConfig;
+use crate::error::{classify, is_not_found};
+use crate::publisher::Publisher;
+
+/// How long opening a connection may take before it counts as failed: a black-holed address
+/// would otherwise hold `connect` (and every reconnect) for the OS TCP timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The config's names, checked once: lapin panics on an AMQP short string over 255 bytes.
+#[derive(Clone, Debug)]
+pub(crate) struct Names {
+    pub(crate) uri: AMQPUri,
+    pub(crate) queue: ShortString,
+    pub(crate) dead_letter_queue: ShortString,
+    pub(crate) consumer_tag: ShortString,
+}
+
+impl Names {
+    /// Validates the parts of `config` the broker cannot check for us.
+    pub(crate) fn parse(config: &AmqpConfig) -> Result<Self, SourceError> {
+        let short = |what: &str, value: &str| {
+            ShortString::try_new(value)
+                .map_err(|e| SourceError::Rejected(format!("{what} {value:?}: {e}")))
+        };
+        if config.prefetch == 0 {
+            // AMQP reads 0 as "unlimited", which would buffer the whole queue in memory.
+            return Err(SourceError::Rejected("prefetch must be at least 1".into()));
+        }
+        if config.queue.is_empty() || config.dead_letter_queue.is_empty() {
+            return Err(SourceError::Rejected(
+                "the source queue and the dead-letter queue need names".into(),
+            ));
+        }
+        if config.queue == config.dead_letter_queue {
+            return Err(SourceError::Rejected(format!(
+                "queue {:?} cannot be its own dead-letter queue",
+                config.queue
+            )));
+        }
+        Ok(Self {
+            uri: config.url.parse().map_err(|e| {
+                SourceError::Rejected(format!(
+                    "invalid AMQP URL {:?}: {e}",
+                    crate::config::redact_password(&config.url)
+                ))
+            })?,
+            queue: short("queue name", &config.queue)?,
+            dead_letter_queue: short("dead-letter queue name", &config.dead_letter_queue)?,
+            consumer_tag: short("consumer tag", &config.consumer_tag)?,
+        })
+    }
+}
+
+/// A connected consumer and its publisher. Dropping it cancels the consumer and closes the
+/// channels once the last acker of this session is gone (ackers hold channel clones).
+pub(crate) struct Session {
+    pub(crate) consume: Channel,
+    pub(crate) consumer: Consumer,
+    pub(crate) publisher: Arc<Publisher>,
+    watcher: JoinHandle<()>,
+}
+
+impl Session {
+    /// Connects, checks both queues, and starts consuming with `prefetch` unacked deliveries.
+    pub(crate) async fn open(
+        config: &AmqpConfig,
+        names: &Names,
+        health: &HealthFlag,
+    ) -> Result<Self, SourceError> {
+        let connect = Connection::connect_uri(names.uri.clone(), ConnectionProperties::default());
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| {
+                SourceError::Connection(format!(
+                    "connecting to the broker timed out after {CONNECT_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(|e| classify("connecting to the broker", &e))?;
+
+        check_queues(&connection, config, names).await?;
+
+        let consume = connection
+            .create_channel()
+            .await
+            .map_err(|e| classify("opening the consume channel", &e))?;
+        consume
+            .basic_qos(config.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|e| classify("setting the prefetch", &e))?;
+        // Subscribed before consuming so no failure from here on goes unseen.
+        let events = connection.events_listener();
+        let connection_status = connection.status().clone();
+        let channel_status = consume.status().clone();
+        let publisher = Arc::new(Publisher::open(connection).await?);
+        let consumer = consume
+            .basic_consume(
+                names.queue.clone(),
+                names.consumer_tag.clone(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| classify(&format!("consuming queue {:?}", names.queue.as_str()), &e))?;
+
+        health.set(true);
+        let health = health.clone();
+        let watcher = tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
+                // Errors also come from other channels; only ours and the connection matter.
+                if matches!(event, Event::Error(_))
+                    && !(connection_status.connected() && channel_status.connected())
+                {
+                    health.set(false);
+                }
+            }
+        });
+        Ok(Self {
+            consume,
+            consumer,
+            publisher,
+            watcher,
+        })
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// Checks that the source queue exists and that the dead-letter queue exists or is declared.
+///
+/// A failed declare closes the channel it ran on, so each attempt that may fail gets a
+/// throwaway channel, never the consume or publish channel.
+async fn check_queues(
+    connection: &Connection,
+    config: &AmqpConfig,
+    names: &Names,
+) -> Result<(), SourceError> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    declare(connection, &names.queue, passive)
+        .await
+        .map_err(|e| missing_or(&e, "source", &names.queue))?;
+
+    let dead_letter_exists = declare(connection, &names.dead_letter_queue, passive).await;
+    match dead_letter_exists {
+        Ok(()) => Ok(()),
+        // Declared only when missing: an operator may have created it with arguments of their
+        // own (quorum type, length limits), which a plain declare would clash with.
+        Err(e) if config.declare_dead_letter_queue && is_not_found(&e) => declare(
+            connection,
+            &names.dead_letter_queue,
+            QueueDeclareOptions::durable(),
+        )
+        .await
+        .map_err(|e| classify("declaring the dead-letter queue", &e)),
+        Err(e) => Err(missing_or(&e, "dead-letter", &names.dead_letter_queue)),
+    }
+}
+
+async fn declare(
+    connection: &Connection,
+    queue: &ShortString,
+    options: QueueDeclareOptions,
+) -> Result<(), lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
+        .queue_declare(queue.clone(), options, FieldTable::default())
+        .await?;
+    // Best effort: the channel has done its job, and dropping it closes it anyway.
+    let _ = channel.close(200, "OK".into()).await;
+    Ok(())
+}
+
+fn missing_or(error: &lapin::Error, role: &str, queue: &ShortString) -> SourceError {
+    if is_not_found(error) {
+        SourceError::Rejected(format!("{role} queue {:?} does not exist", queue.as_str()))
+    } else {
+        classify(
+            &format!("checking {role} queue {:?}", queue.as_str()),
+            error,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(config: AmqpConfig) -> String {
+        match Names::parse(&config) {
+            Err(SourceError::Rejected(text)) => text,
+            other => panic!("expected Rejected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_the_defaults() {
+        let names = Names::parse(&AmqpConfig::new("amqp://127.0.0.1:5672/%2f", "orders")).unwrap();
+        assert_eq!(names.dead_letter_queue.as_str(), "orders.dlq");
+    }
+
+    #[test]
+    fn refuses_what_the_broker_would_choke_on() {
+        let base = AmqpConfig::new("amqp://u:secret@127.0.0.1:5672/%2f", "orders");
+        assert!(rejected(AmqpConfig {
+            prefetch: 0,
+            ..base.clone()
+        })
+        .contains("prefetch"));
+        let long = "q".repeat(256);
+        assert!(rejected(AmqpConfig {
+            queue: long,
+            ..base.clone()
+        })
+        .contains("queue name"));
+        let same = AmqpConfig {
+            dead_letter_queue: "orders".into(),
+            ..base.clone()
+        };
+        assert!(rejected(same).contains("its own dead-letter queue"));
+        let bad = rejected(AmqpConfig {
+            url: "http://u:secret@host".into(),
+            ..base
+        });
+        assert!(
+            bad.contains("invalid AMQP URL") && !bad.contains("secret"),
+            "{bad}"
+        );
+    }
+}

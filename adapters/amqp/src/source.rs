@@ -1,0 +1,211 @@
+//! The RabbitMQ [`Source`]: consumes one queue, reconnecting with backoff when the broker goes.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use lapin::options::{BasicCancelOptions, BasicNackOptions};
+use lapin::types::ShortString;
+use outrigger_core::{Coordinates, Delivery, HealthFlag, Message, Source, SourceError};
+use tracing::{debug, info, warn};
+
+use crate::acker::AmqpAcker;
+use crate::backoff::Backoff;
+use crate::config::AmqpConfig;
+use crate::headers;
+use crate::session::{Names, Session};
+
+/// How long `stop` waits for the broker to confirm the cancel and for the deliveries it had
+/// already pushed to be handed back. Past it, those come back when the channel closes.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Consumes one RabbitMQ queue with manual acks and a bounded prefetch.
+///
+/// On a broken connection or channel, [`Source::recv`] marks the source down and reconnects
+/// with backoff (100ms doubling to 5s) until it can deliver again. Ackers of the old channel
+/// then fail to settle; the broker redelivers their messages on its own.
+pub struct AmqpSource {
+    config: AmqpConfig,
+    names: Names,
+    session: Option<Session>,
+    health: HealthFlag,
+    backoff: Backoff,
+    stopped: bool,
+}
+
+impl AmqpSource {
+    /// Connects, checks that the source queue exists (else [`SourceError::Rejected`]), checks or
+    /// declares the dead-letter queue, and starts consuming.
+    pub async fn connect(config: AmqpConfig) -> Result<Self, SourceError> {
+        let names = Names::parse(&config)?;
+        let health = HealthFlag::new(false);
+        let session = Session::open(&config, &names, &health).await?;
+        Ok(Self {
+            config,
+            names,
+            session: Some(session),
+            health,
+            backoff: Backoff::default(),
+            stopped: false,
+        })
+    }
+
+    /// Opens a new session, waiting out the backoff first. Returns only on success or on an
+    /// error no retry can fix (a deleted queue, revoked access).
+    async fn reconnect(&mut self) -> Result<(), SourceError> {
+        loop {
+            if let Some(delay) = self.backoff.delay() {
+                tokio::time::sleep(delay).await;
+            }
+            match Session::open(&self.config, &self.names, &self.health).await {
+                Ok(session) => {
+                    info!(queue = %self.config.queue, "Reconnected to RabbitMQ.");
+                    self.session = Some(session);
+                    return Ok(());
+                }
+                Err(error) => {
+                    self.backoff.failed();
+                    if !error.is_retryable() {
+                        return Err(error);
+                    }
+                    warn!(queue = %self.config.queue, %error, "Reconnecting to RabbitMQ failed; retrying.");
+                }
+            }
+        }
+    }
+
+    /// Forgets a session that can no longer deliver. Its ackers keep its channels until settled.
+    fn lose_session(&mut self) {
+        self.backoff.failed();
+        self.health.set(false);
+        self.session = None;
+    }
+}
+
+impl Source for AmqpSource {
+    type Acker = AmqpAcker;
+
+    async fn recv(&mut self) -> Result<Option<Delivery<AmqpAcker>>, SourceError> {
+        loop {
+            if self.stopped {
+                return Ok(None);
+            }
+            let Some(session) = self.session.as_mut() else {
+                self.reconnect().await?;
+                continue;
+            };
+            match session.consumer.next().await {
+                Some(Ok(delivery)) => {
+                    // Reset only here: a session that opens and dies at once, again and
+                    // again, must not turn the reconnect loop into a busy loop.
+                    self.backoff.reset();
+                    let queue = self.config.queue.clone();
+                    let dead_letter_queue = self.names.dead_letter_queue.clone();
+                    return Ok(Some(to_delivery(
+                        queue,
+                        dead_letter_queue,
+                        session,
+                        delivery,
+                    )));
+                }
+                Some(Err(error)) => {
+                    warn!(queue = %self.config.queue, %error, "RabbitMQ consumer failed; reconnecting.");
+                    self.lose_session();
+                }
+                None => {
+                    // Not our cancel (that sets `stopped`): the broker's, e.g. the queue was
+                    // deleted or its node went away.
+                    warn!(queue = %self.config.queue, "RabbitMQ cancelled the consumer; reconnecting.");
+                    self.lose_session();
+                }
+            }
+        }
+    }
+
+    async fn stop(&mut self) {
+        if std::mem::replace(&mut self.stopped, true) {
+            return;
+        }
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let cancel = async {
+            let tag = session.consumer.tag();
+            if let Err(error) = session
+                .consume
+                .basic_cancel(tag, BasicCancelOptions::default())
+                .await
+            {
+                debug!(%error, "Cancelling the RabbitMQ consumer failed.");
+            }
+            // Deliveries pushed before the cancel took effect wait in the consumer's buffer,
+            // which ends once the cancel is confirmed: hand them back now, not at channel close.
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            while let Some(item) = session.consumer.next().await {
+                if let Ok(delivery) = item {
+                    let _ = delivery.acker.nack(requeue).await;
+                }
+            }
+        };
+        if tokio::time::timeout(STOP_TIMEOUT, cancel).await.is_err() {
+            debug!(queue = %self.config.queue, "RabbitMQ did not confirm the consumer cancel in time.");
+        }
+    }
+
+    fn health(&self) -> HealthFlag {
+        self.health.clone()
+    }
+}
+
+/// The core's view of a lapin delivery, with the acker that settles it.
+fn to_delivery(
+    queue: String,
+    dead_letter_queue: ShortString,
+    session: &Session,
+    delivery: lapin::message::Delivery,
+) -> Delivery<AmqpAcker> {
+    let lapin::message::Delivery {
+        delivery_tag,
+        routing_key,
+        redelivered,
+        properties,
+        data,
+        acker,
+        ..
+    } = delivery;
+    let payload = Bytes::from(data);
+    let coordinates = Coordinates::Amqp {
+        queue,
+        delivery_tag,
+    };
+    let message = Message {
+        payload: payload.clone(),
+        headers: properties
+            .headers()
+            .as_ref()
+            .map(headers::from_table)
+            .unwrap_or_default(),
+        key: (!routing_key.as_str().is_empty())
+            .then(|| Bytes::copy_from_slice(routing_key.as_str().as_bytes())),
+        message_id: properties.message_id().as_ref().map(|s| s.to_string()),
+        content_type: properties.content_type().as_ref().map(|s| s.to_string()),
+        timestamp: properties
+            .timestamp()
+            .map(|secs| UNIX_EPOCH + Duration::from_secs(secs)),
+        coordinates: coordinates.clone(),
+        redelivered,
+    };
+    let acker = AmqpAcker::new(
+        acker,
+        session.consume.clone(),
+        session.publisher.clone(),
+        dead_letter_queue,
+        coordinates,
+        properties,
+        payload,
+    );
+    Delivery { message, acker }
+}
