@@ -85,7 +85,10 @@ pub fn rfc3339(t: SystemTime) -> String {
     let t = if t < UNIX_EPOCH {
         UNIX_EPOCH
     } else {
-        UNIX_EPOCH + Duration::from_millis(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64)
+        UNIX_EPOCH
+            + Duration::from_millis(
+                t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+            )
     };
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -115,7 +118,10 @@ mod tests {
         let get = |n: &str| h.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
         assert_eq!(get(headers::STATUS), Some("400"));
         assert_eq!(get(headers::SOURCE), Some("amqp:orders#7"));
-        assert_eq!(get(headers::FIRST_FAILURE), Some("2023-11-14T22:13:20.000Z"));
+        assert_eq!(
+            get(headers::FIRST_FAILURE),
+            Some("2023-11-14T22:13:20.000Z")
+        );
         assert_eq!(get(headers::RESPONSE), Some("bad order"));
         assert_eq!(get(headers::KEY), Some("order-1"));
     }

@@ -1,0 +1,111 @@
+//! The demo's built-in flaky app: an HTTP server on loopback that fails on purpose.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use parking_lot::Mutex;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What the app saw, per event id.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// Requests per id.
+    pub attempts: HashMap<String, u32>,
+    /// Accepted (2xx without a drop) per id: must end at exactly 1 for accepted events.
+    pub accepted: HashMap<String, u32>,
+    /// Whether the attempt header ever disagreed with the app's own count.
+    pub attempt_header_mismatches: u32,
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    id: String,
+    kind: String,
+    fail_times: u32,
+}
+
+/// A running flaky app.
+pub struct FlakyApp {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// What it saw.
+    pub ledger: Arc<Mutex<Ledger>>,
+}
+
+/// Starts the app on an ephemeral loopback port.
+pub async fn start(shutdown: CancellationToken) -> std::io::Result<FlakyApp> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let router = Router::new()
+        .fallback(post(handle))
+        .with_state(ledger.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+    });
+    Ok(FlakyApp { addr, ledger })
+}
+
+async fn handle(
+    State(ledger): State<Arc<Mutex<Ledger>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(p) = serde_json::from_slice::<Payload>(&body) else {
+        return (StatusCode::BAD_REQUEST, "payload is not an order").into_response();
+    };
+    let mut ledger = ledger.lock();
+    let n = {
+        let n = ledger.attempts.entry(p.id.clone()).or_default();
+        *n += 1;
+        *n
+    };
+    let header_attempt = headers
+        .get("outrigger-attempt")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok());
+    match p.kind.as_str() {
+        "transient" if n <= p.fail_times => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "database busy, try again",
+        )
+            .into_response(),
+        "throttled" if n == 1 => (StatusCode::TOO_MANY_REQUESTS, "slow down").into_response(),
+        "poison" => (
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"amount must be positive"}"#,
+        )
+            .into_response(),
+        "hopeless" => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "downstream ledger unavailable",
+        )
+            .into_response(),
+        "unwanted" => (
+            StatusCode::OK,
+            [("outrigger-action", "drop")],
+            "not for this service",
+        )
+            .into_response(),
+        _ => {
+            // Attempts the app saw must match the header, except throttles (not counted).
+            let expected = if p.kind == "throttled" { n - 1 } else { n };
+            if header_attempt != Some(expected) {
+                ledger.attempt_header_mismatches += 1;
+            }
+            *ledger.accepted.entry(p.id).or_default() += 1;
+            StatusCode::NO_CONTENT.into_response()
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The demo's event mix: what each event is meant to do, and what that should add up to.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// How the built-in app treats an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Accepted on the first attempt.
+    Ok,
+    /// Fails with 500 `fail_times` times, then accepted.
+    Transient,
+    /// Answered 429 once (throttle, no attempt spent), then accepted.
+    Throttled,
+    /// Rejected with 400 every time: dead-lettered at once.
+    Poison,
+    /// Fails with 500 every time: dead-lettered when the attempts run out.
+    Hopeless,
+    /// Answered with `outrigger-action: drop`: the app does not want it.
+    Unwanted,
+}
+
+impl Kind {
+    /// The name carried in the payload.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Ok => "ok",
+            Kind::Transient => "transient",
+            Kind::Throttled => "throttled",
+            Kind::Poison => "poison",
+            Kind::Hopeless => "hopeless",
+            Kind::Unwanted => "unwanted",
+        }
+    }
+
+    /// Whether the app ends up accepting it.
+    pub fn is_accepted(self) -> bool {
+        matches!(self, Kind::Ok | Kind::Transient | Kind::Throttled)
+    }
+
+    /// Whether it ends in the dead-letter queue.
+    pub fn is_dead_letter(self) -> bool {
+        matches!(self, Kind::Poison | Kind::Hopeless)
+    }
+}
+
+/// One event and how many copies of it the producer sent.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// Business id; the dedup key.
+    pub id: String,
+    /// How the app treats it.
+    pub kind: Kind,
+    /// For [`Kind::Transient`]: failures before success.
+    pub fail_times: u32,
+    /// Copies published: 1, or more when the producer retried.
+    pub copies: u32,
+}
+
+impl Event {
+    /// The JSON payload.
+    pub fn payload(&self, amount: u32) -> String {
+        format!(
+            r#"{{"id":"{}","kind":"{}","fail_times":{},"amount":{}}}"#,
+            self.id,
+            self.kind.as_str(),
+            self.fail_times,
+            amount
+        )
+    }
+}
+
+/// A reproducible mix: mostly fine, some transient, throttled, poison, hopeless and unwanted
+/// events, and about one in six sent twice (or three times) by a retrying producer.
+pub fn generate(count: u32, seed: u64) -> Vec<Event> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..count)
+        .map(|i| {
+            let roll = rng.random_range(0..100);
+            let kind = match roll {
+                0..=74 => Kind::Ok,
+                75..=86 => Kind::Transient,
+                87..=91 => Kind::Throttled,
+                92..=94 => Kind::Poison,
+                95..=96 => Kind::Hopeless,
+                _ => Kind::Unwanted,
+            };
+            let copies = match rng.random_range(0..100) {
+                0..=13 => 2,
+                14..=15 => 3,
+                _ => 1,
+            };
+            Event {
+                id: format!("order-{i:05}"),
+                kind,
+                fail_times: if kind == Kind::Transient {
+                    rng.random_range(1..=2)
+                } else {
+                    0
+                },
+                copies,
+            }
+        })
+        .collect()
+}
+
+/// Publication order: every copy, duplicates a little later than their original so some
+/// arrive while the original is still in flight.
+pub fn publication_order(events: &[Event], seed: u64) -> Vec<usize> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let mut slots: Vec<(u64, usize)> = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let base = (i as u64) * 16;
+        slots.push((base, i));
+        for _ in 1..e.copies {
+            slots.push((base + rng.random_range(1..400), i));
+        }
+    }
+    slots.sort();
+    slots.into_iter().map(|(_, i)| i).collect()
+}
+
+/// What the run should end with, computed from the mix alone.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// Messages published (copies included).
+    pub published: u64,
+    /// Events the app accepts, each once.
+    pub delivered: u64,
+    /// Events the app drops.
+    pub dropped: u64,
+    /// Dead letters: every copy of a poison or hopeless event (a duplicate of a failed event
+    /// is not skipped: the original never succeeded, so nothing is lost by trying it).
+    pub dead_lettered: u64,
+    /// Later copies of accepted or dropped events, skipped by dedup.
+    pub duplicates: u64,
+}
+
+impl Expected {
+    /// Tallies the mix.
+    pub fn of(events: &[Event]) -> Self {
+        let mut x = Expected::default();
+        for e in events {
+            let copies = u64::from(e.copies);
+            x.published += copies;
+            if e.kind.is_dead_letter() {
+                x.dead_lettered += copies;
+            } else {
+                if e.kind.is_accepted() {
+                    x.delivered += 1;
+                } else {
+                    x.dropped += 1;
+                }
+                x.duplicates += copies - 1;
+            }
+        }
+        x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mix_is_reproducible_and_adds_up() {
+        let a = generate(1000, 7);
+        let b = generate(1000, 7);
+        assert_eq!(
+            a.iter().map(|e| (e.kind, e.copies)).collect::<Vec<_>>(),
+            b.iter().map(|e| (e.kind, e.copies)).collect::<Vec<_>>()
+        );
+        let x = Expected::of(&a);
+        assert_eq!(
+            x.published,
+            x.delivered + x.dropped + x.dead_lettered + x.duplicates
+        );
+        assert!(x.duplicates > 50 && x.dead_lettered > 10);
+        assert_eq!(publication_order(&a, 7).len() as u64, x.published);
+    }
+}

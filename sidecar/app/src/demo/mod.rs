@@ -1,0 +1,202 @@
+//! `outrigger demo`: the embedded default. An in-process broker, the embedded dedup store and a
+//! built-in flaky app push a few thousand events through dedup, retries, throttling, drops and
+//! the dead-letter queue, then the run is accounted for, message by message.
+
+mod app;
+mod events;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use indicatif::{ProgressBar, ProgressStyle};
+use outrigger_core::dead_letter::headers as dlq;
+use outrigger_memory::{MemoryBroker, Outgoing};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, SourceConfig};
+use crate::metrics::Metrics;
+use crate::pipeline;
+use crate::run::build_pipeline;
+use crate::store::Store;
+
+use events::{Expected, Kind};
+
+/// The embedded default policy.
+pub const DEMO_POLICY: &str = include_str!("../../../../examples/demo.toml");
+
+/// Knobs of a demo run.
+#[derive(Clone, Copy, Debug)]
+pub struct DemoOptions {
+    /// Distinct events to publish.
+    pub events: u32,
+    /// Seed of the event mix.
+    pub seed: u64,
+}
+
+/// Runs the demo and prints its report. `Ok(true)` when every check held.
+pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
+    let mut config = config::load_str(DEMO_POLICY, "examples/demo.toml", std::iter::empty())
+        .map_err(|e| anyhow::anyhow!("the embedded demo policy is invalid:\n{e}"))?;
+    let queue = match &config.source {
+        SourceConfig::Memory(m) => m.queue.clone(),
+        _ => anyhow::bail!("the demo policy must use [source.memory]"),
+    };
+    let dir = tempfile::tempdir().context("creating a scratch directory")?;
+    config.dedup.embedded.path = dir.path().join("dedup.redb");
+
+    let shutdown = CancellationToken::new();
+    let app = app::start(shutdown.clone())
+        .await
+        .context("starting the demo app")?;
+    config.delivery.url = format!("http://{}/orders", app.addr).parse()?;
+
+    let events = events::generate(options.events, options.seed);
+    let expected = Expected::of(&events);
+    let broker = MemoryBroker::new();
+    for (n, i) in events::publication_order(&events, options.seed)
+        .into_iter()
+        .enumerate()
+    {
+        let e = &events[i];
+        let mut out = Outgoing::new(Bytes::from(e.payload(n as u32 % 900 + 1)));
+        out.content_type = Some("application/json".into());
+        out.message_id = Some(format!("msg-{n}"));
+        broker.publish(&queue, out);
+    }
+    let dlq_name = config.dead_letter.destination(&config.source);
+    let source = broker.source(&queue, &dlq_name);
+
+    let metrics = Metrics::new();
+    let store = Store::open(&config)
+        .await
+        .context("opening the embedded dedup store")?;
+    let source_metrics = metrics.source(&queue);
+    let pipeline = Arc::new(build_pipeline(&config, Some(store), source_metrics.clone()));
+
+    println!(
+        "Outrigger demo: {} events ({} messages with the producer's duplicates) through the \
+         in-process broker, the embedded dedup store and a flaky app.\n",
+        events.len(),
+        expected.published
+    );
+    let bar = ProgressBar::new(expected.published).with_style(
+        ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} settled  {per_sec}  {msg}")
+            .expect("valid template"),
+    );
+    let ticker = {
+        let bar = bar.clone();
+        let m = source_metrics.clone();
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(m.settled_count());
+                bar.set_message(format!("{} in flight", m.in_flight.get()));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    pipeline::run(pipeline, source, shutdown.clone())
+        .await
+        .context("the demo pipeline failed")?;
+    let took = started.elapsed();
+    ticker.abort();
+    bar.set_position(source_metrics.settled_count());
+    bar.finish_and_clear();
+    shutdown.cancel();
+
+    let ledger = app.ledger.lock();
+    let dead = broker.ready(&dlq_name);
+    let (ready, unacked) = broker.depth(&queue);
+    let accepted_twice = ledger.accepted.values().filter(|&&n| n > 1).count();
+    let accepted_ids = ledger.accepted.len() as u64;
+    let got = Expected {
+        published: expected.published,
+        delivered: source_metrics.delivered.get(),
+        dropped: source_metrics.dropped.get(),
+        dead_lettered: dead.len() as u64,
+        duplicates: source_metrics.duplicates.get(),
+    };
+    let total = got.delivered + got.dropped + got.dead_lettered + got.duplicates;
+
+    let count = |k: Kind| events.iter().filter(|e| e.kind == k).count();
+    let reasons = |class: &str| {
+        dead.iter()
+            .filter(|m| m.header_str(dlq::CLASS) == Some(class))
+            .count()
+    };
+    println!("Where every message ended ({:.1}s)", took.as_secs_f64());
+    println!("  delivered to the app once       {:>6}", got.delivered);
+    println!("  skipped as duplicates           {:>6}", got.duplicates);
+    println!(
+        "  dead-lettered                   {:>6}   ({} rejected with 4xx, {} still failing after every attempt)",
+        got.dead_lettered,
+        reasons("4xx"),
+        reasons("5xx")
+    );
+    println!("  dropped at the app's request    {:>6}", got.dropped);
+    println!("  ─────────────────────────────────────");
+    println!(
+        "  total                           {:>6}   of {} published",
+        total, expected.published
+    );
+    println!();
+    println!("Along the way");
+    println!(
+        "  transient failures retried      {:>6}   ({} events failed once or twice before succeeding)",
+        source_metrics.retried.get(),
+        count(Kind::Transient)
+    );
+    println!(
+        "  throttle responses              {:>6}   (429: slowed down, no attempt spent)",
+        source_metrics.throttled.get()
+    );
+    println!();
+
+    let sample = dead.iter().find_map(|m| {
+        Some(format!(
+            "{}: {}",
+            m.header_str(dlq::KEY)?,
+            m.header_str(dlq::REASON)?
+        ))
+    });
+    let checks = [
+        (
+            total == expected.published && got == expected,
+            format!(
+                "every message is accounted for: expected {}/{}/{}/{} delivered/duplicates/dead-lettered/dropped",
+                expected.delivered, expected.duplicates, expected.dead_lettered, expected.dropped
+            ),
+        ),
+        (
+            accepted_twice == 0 && accepted_ids == expected.delivered,
+            format!("the app accepted each of {accepted_ids} events exactly once ({accepted_twice} twice)"),
+        ),
+        (
+            ledger.attempt_header_mismatches == 0,
+            format!(
+                "outrigger-attempt matched the app's own count ({} mismatches)",
+                ledger.attempt_header_mismatches
+            ),
+        ),
+        (
+            dead.iter().all(|m| m.header(dlq::REASON).is_some()),
+            format!(
+                "every dead letter says why{}",
+                sample.map(|s| format!(", e.g. {s}")).unwrap_or_default()
+            ),
+        ),
+        (
+            ready == 0 && unacked == 0,
+            format!("the source queue is empty ({ready} ready, {unacked} unacked)"),
+        ),
+    ];
+    println!("Checks");
+    let mut ok = true;
+    for (passed, text) in &checks {
+        ok &= passed;
+        println!("  {} {text}", if *passed { "✓" } else { "✗" });
+    }
+    Ok(ok)
+}

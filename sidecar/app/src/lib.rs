@@ -1,0 +1,28 @@
+//! Outrigger, the sidecar binary's library: the command line, the config, and the wiring that
+//! assembles adapters, stores and policies into a running pipeline.
+//!
+//! It assembles; it does not decide. Message fates are decided by `outrigger-policies`, broker
+//! calls live in the adapter crates, dedup records in the store crates.
+//!
+//! # Layout
+//! - [`cli`]: the clap command line.
+//! - [`config`]: the TOML policy: schema, loading with env overrides, validation.
+//! - [`pipeline`]: claim → deliver → classify → settle, per message, and the consumer loop.
+//! - [`delivery`]: the HTTP client to the app and the request headers.
+//! - [`store`]: the dedup stores as one enum.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`]: metric names and the registry.
+//! - [`run`]: `outrigger run` wiring. [`demo`]: `outrigger demo`.
+//! - [`shutdown`], [`telemetry`]: signals and logging.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod demo;
+pub mod metrics;
+pub mod pipeline;
+pub mod run;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;

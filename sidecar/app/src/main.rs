@@ -1,0 +1,69 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use outrigger::cli::{Cli, Command};
+use outrigger::config::{self, Config, ConfigErrors};
+use tokio_util::sync::CancellationToken;
+
+/// EX_USAGE: the config or the command line is wrong.
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match load(&config) {
+            Ok(c) => {
+                println!("{}: OK ({})", config.display(), c.summary());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run { config } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            outrigger::telemetry::init(config.log.format, &config.log.level);
+            runtime().block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(outrigger::shutdown::on_signal(shutdown.clone()));
+                match outrigger::run::run(config, shutdown).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!(error = format!("{e:#}"), "Outrigger stopped on an error.");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        Command::Demo { events, seed } => runtime().block_on(async {
+            match outrigger::demo::run(outrigger::demo::DemoOptions { events, seed }).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("demo failed: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    config::load_file(path, std::env::vars()).map_err(|errors: ConfigErrors| {
+        eprintln!("{errors}");
+        eprintln!(
+            "{}: {} error(s); nothing was started.",
+            path.display(),
+            errors.errors.len()
+        );
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}

@@ -1,0 +1,289 @@
+//! Prometheus metrics: one explicit registry, names and label keys as constants here.
+//!
+//! Labels are bounded: `source` (the configured queue/topic name), `outcome`, `class`. Never keys
+//! or ids.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+/// Metric names, all `outrigger_`, base units, `_total` for counters.
+pub mod names {
+    /// Messages taken from the broker.
+    pub const CONSUMED: &str = "outrigger_messages_consumed_total";
+    /// Messages acked at the broker, by final outcome.
+    pub const SETTLED: &str = "outrigger_messages_settled_total";
+    /// Messages the app handled successfully.
+    pub const DELIVERED: &str = "outrigger_messages_delivered_total";
+    /// Duplicates acked without delivery.
+    pub const DUPLICATES: &str = "outrigger_duplicates_skipped_total";
+    /// Delivery attempts, by app response class.
+    pub const ATTEMPTS: &str = "outrigger_delivery_attempts_total";
+    /// Retries scheduled after a transient failure.
+    pub const RETRIED: &str = "outrigger_retries_total";
+    /// Throttle responses (429/503 or `outrigger-action: throttle`).
+    pub const THROTTLED: &str = "outrigger_throttled_total";
+    /// Messages parked in the dead-letter destination, by failure class.
+    pub const DEAD_LETTERED: &str = "outrigger_dead_lettered_total";
+    /// Messages dropped by policy.
+    pub const DROPPED: &str = "outrigger_dropped_total";
+    /// Dedup store calls that failed.
+    pub const STORE_ERRORS: &str = "outrigger_dedup_store_errors_total";
+    /// Dead-letter publishes the broker did not confirm (the original stays unacked).
+    pub const DLQ_FAILURES: &str = "outrigger_dead_letter_publish_failures_total";
+    /// Completions refused because a newer claim superseded the lease.
+    pub const FENCED: &str = "outrigger_dedup_fenced_total";
+    /// Messages taken from the broker and not yet settled.
+    pub const IN_FLIGHT: &str = "outrigger_in_flight_messages";
+    /// Payload bytes of messages in flight.
+    pub const BUFFERED_BYTES: &str = "outrigger_buffered_bytes";
+    /// Time from request start to the end of the app's response body.
+    pub const DELIVERY_DURATION: &str = "outrigger_delivery_duration_seconds";
+    /// 1 while the broker connection is up.
+    pub const SOURCE_UP: &str = "outrigger_source_up";
+}
+
+/// Label keys.
+pub mod labels {
+    /// The configured source name (queue, topic, stream).
+    pub const SOURCE: &str = "source";
+    /// A settled message's outcome: delivered, duplicate, dead_lettered, dropped.
+    pub const OUTCOME: &str = "outcome";
+    /// A bounded failure or response class: 2xx, 4xx, 5xx, timeout, connection, decode.
+    pub const CLASS: &str = "class";
+}
+
+/// The sidecar's metrics, registered in their own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    consumed: IntCounterVec,
+    settled: IntCounterVec,
+    delivered: IntCounterVec,
+    duplicates: IntCounterVec,
+    attempts: IntCounterVec,
+    retried: IntCounterVec,
+    throttled: IntCounterVec,
+    dead_lettered: IntCounterVec,
+    dropped: IntCounterVec,
+    store_errors: IntCounterVec,
+    dlq_failures: IntCounterVec,
+    fenced: IntCounterVec,
+    in_flight: IntGaugeVec,
+    buffered_bytes: IntGaugeVec,
+    duration: HistogramVec,
+    source_up: IntGaugeVec,
+}
+
+/// The metrics of one source, with its label already bound (cheap to clone).
+#[derive(Clone)]
+pub struct SourceMetrics {
+    /// Messages consumed.
+    pub consumed: IntCounter,
+    /// Handled by the app.
+    pub delivered: IntCounter,
+    /// Acked as duplicates.
+    pub duplicates: IntCounter,
+    /// Retries scheduled.
+    pub retried: IntCounter,
+    /// Throttle responses.
+    pub throttled: IntCounter,
+    /// Dropped by policy.
+    pub dropped: IntCounter,
+    /// Dedup store failures.
+    pub store_errors: IntCounter,
+    /// Unconfirmed dead-letter publishes.
+    pub dlq_failures: IntCounter,
+    /// Fenced completions.
+    pub fenced: IntCounter,
+    /// In-flight messages.
+    pub in_flight: IntGauge,
+    /// In-flight payload bytes.
+    pub buffered_bytes: IntGauge,
+    /// Delivery durations.
+    pub duration: Histogram,
+    /// Broker connection state.
+    pub source_up: IntGauge,
+    source: String,
+    metrics: Metrics,
+}
+
+impl Metrics {
+    /// Creates and registers every metric in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &[labels::SOURCE]).expect("valid");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let src = &[labels::SOURCE][..];
+        let src_class = &[labels::SOURCE, labels::CLASS][..];
+        Metrics {
+            consumed: counter(names::CONSUMED, "Messages taken from the broker.", src),
+            settled: counter(
+                names::SETTLED,
+                "Messages acked at the broker, by final outcome.",
+                &[labels::SOURCE, labels::OUTCOME],
+            ),
+            delivered: counter(names::DELIVERED, "Messages the app handled.", src),
+            duplicates: counter(names::DUPLICATES, "Duplicates acked without delivery.", src),
+            attempts: counter(
+                names::ATTEMPTS,
+                "Delivery attempts by app response class.",
+                src_class,
+            ),
+            retried: counter(names::RETRIED, "Retries after transient failures.", src),
+            throttled: counter(names::THROTTLED, "Throttle responses from the app.", src),
+            dead_lettered: counter(
+                names::DEAD_LETTERED,
+                "Messages parked in the dead-letter destination.",
+                src_class,
+            ),
+            dropped: counter(names::DROPPED, "Messages dropped by policy.", src),
+            store_errors: counter(names::STORE_ERRORS, "Dedup store calls that failed.", src),
+            dlq_failures: counter(
+                names::DLQ_FAILURES,
+                "Dead-letter publishes the broker did not confirm.",
+                src,
+            ),
+            fenced: counter(
+                names::FENCED,
+                "Completions refused because a newer claim superseded the lease.",
+                src,
+            ),
+            in_flight: gauge(names::IN_FLIGHT, "Messages taken and not yet settled."),
+            buffered_bytes: gauge(
+                names::BUFFERED_BYTES,
+                "Payload bytes of in-flight messages.",
+            ),
+            duration: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        names::DELIVERY_DURATION,
+                        "Delivery request duration, seconds.",
+                    )
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                        10.0, 30.0,
+                    ]),
+                    &[labels::SOURCE],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(h.clone()))
+                    .expect("unique metric");
+                h
+            },
+            source_up: gauge(names::SOURCE_UP, "1 while the broker connection is up."),
+            registry,
+        }
+    }
+
+    /// The metrics of one source.
+    pub fn source(&self, source: &str) -> SourceMetrics {
+        let l = &[source];
+        SourceMetrics {
+            consumed: self.consumed.with_label_values(l),
+            delivered: self.delivered.with_label_values(l),
+            duplicates: self.duplicates.with_label_values(l),
+            retried: self.retried.with_label_values(l),
+            throttled: self.throttled.with_label_values(l),
+            dropped: self.dropped.with_label_values(l),
+            store_errors: self.store_errors.with_label_values(l),
+            dlq_failures: self.dlq_failures.with_label_values(l),
+            fenced: self.fenced.with_label_values(l),
+            in_flight: self.in_flight.with_label_values(l),
+            buffered_bytes: self.buffered_bytes.with_label_values(l),
+            duration: self.duration.with_label_values(l),
+            source_up: self.source_up.with_label_values(l),
+            source: source.to_owned(),
+            metrics: self.clone(),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SourceMetrics {
+    /// Counts one delivery attempt by the app's response class.
+    pub fn attempt(&self, class: &str) {
+        self.metrics
+            .attempts
+            .with_label_values(&[self.source.as_str(), class])
+            .inc();
+    }
+
+    /// Counts one message acked at the broker with this outcome.
+    pub fn settled(&self, outcome: &str) {
+        self.metrics
+            .settled
+            .with_label_values(&[self.source.as_str(), outcome])
+            .inc();
+    }
+
+    /// Messages settled so far, whatever their outcome.
+    pub fn settled_count(&self) -> u64 {
+        ["delivered", "duplicate", "dropped", "dead_lettered"]
+            .iter()
+            .map(|o| {
+                self.metrics
+                    .settled
+                    .with_label_values(&[self.source.as_str(), o])
+                    .get()
+            })
+            .sum()
+    }
+
+    /// Counts one dead letter of this failure class.
+    pub fn dead_lettered(&self, class: &str) {
+        self.metrics
+            .dead_lettered
+            .with_label_values(&[self.source.as_str(), class])
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prefixed_names_with_bounded_labels() {
+        let m = Metrics::new();
+        let s = m.source("orders");
+        s.consumed.inc();
+        s.attempt("5xx");
+        s.settled("delivered");
+        let text = m.render();
+        assert!(text.contains("outrigger_messages_consumed_total{source=\"orders\"} 1"));
+        assert!(
+            text.contains("outrigger_delivery_attempts_total{class=\"5xx\",source=\"orders\"} 1")
+        );
+        assert!(text.contains(
+            "outrigger_messages_settled_total{outcome=\"delivered\",source=\"orders\"} 1"
+        ));
+    }
+}

@@ -1,0 +1,73 @@
+//! The dedup stores this build knows, as one closed set.
+
+use std::sync::Arc;
+
+use outrigger_core::{Claim, Completion, DedupStore, Release, StoreError};
+use outrigger_embedded::{EmbeddedStore, EmbeddedStoreConfig};
+use outrigger_redis::{RedisStore, RedisStoreConfig};
+
+use crate::config::{Config, StoreKind};
+
+/// A configured dedup store.
+pub enum Store {
+    /// Shared Redis (standalone).
+    Redis(RedisStore),
+    /// Local disk, single replica.
+    Embedded(EmbeddedStore),
+}
+
+impl Store {
+    /// Opens the store the policy names. Redis is connected lazily, so the sidecar starts (and
+    /// pauses) while Redis is down.
+    pub async fn open(config: &Config) -> Result<Arc<Store>, StoreError> {
+        let dedup = &config.dedup;
+        let store = match dedup.store {
+            StoreKind::Redis => Store::Redis(
+                RedisStore::connect(RedisStoreConfig {
+                    url: dedup.redis.url.clone(),
+                    namespace: dedup.namespace(&config.source),
+                    lease: dedup.lease,
+                    ttl: dedup.ttl,
+                    timeout: dedup.redis.timeout,
+                })
+                .await?,
+            ),
+            StoreKind::Embedded => Store::Embedded(EmbeddedStore::open(EmbeddedStoreConfig {
+                path: dedup.embedded.path.clone(),
+                lease: dedup.lease,
+                ttl: dedup.ttl,
+            })?),
+        };
+        Ok(Arc::new(store))
+    }
+}
+
+impl DedupStore for Store {
+    async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
+        match self {
+            Store::Redis(s) => s.claim(key).await,
+            Store::Embedded(s) => s.claim(key).await,
+        }
+    }
+
+    async fn complete(&self, key: &str, fence: u64) -> Result<Completion, StoreError> {
+        match self {
+            Store::Redis(s) => s.complete(key, fence).await,
+            Store::Embedded(s) => s.complete(key, fence).await,
+        }
+    }
+
+    async fn release(&self, key: &str, fence: u64, how: Release) -> Result<bool, StoreError> {
+        match self {
+            Store::Redis(s) => s.release(key, fence, how).await,
+            Store::Embedded(s) => s.release(key, fence, how).await,
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Redis(s) => s.ping().await,
+            Store::Embedded(s) => s.ping().await,
+        }
+    }
+}

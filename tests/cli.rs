@@ -1,0 +1,93 @@
+//! The command line as a user meets it: version, help, `check` with every error at once.
+
+use std::process::Command;
+
+fn outrigger(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_outrigger"))
+        .args(args)
+        .env_remove("OUTRIGGER_CONFIG")
+        .output()
+        .expect("outrigger runs")
+}
+
+fn examples() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+#[test]
+fn version_and_help_on_every_subcommand() {
+    let out = outrigger(&["--version"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("outrigger "));
+    for sub in ["run", "check", "demo"] {
+        let out = outrigger(&[sub, "--help"]);
+        assert!(out.status.success(), "{sub} --help");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: outrigger"));
+    }
+}
+
+#[test]
+fn check_accepts_the_examples() {
+    for name in ["amqp-redis.toml", "demo.toml"] {
+        let path = examples().join(name);
+        let out = outrigger(&["check", "--config", path.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+    }
+}
+
+#[test]
+fn check_reports_three_mistakes_at_once_with_positions_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"[source.amqp]
+queue = "orders"
+
+[delivery]
+url = "http://127.0.0.1:8080/"
+timeout = "soon"
+
+[retry]
+max_attempts = -3
+backof = "exponential"
+"#,
+    )
+    .unwrap();
+    for command in ["check", "run"] {
+        let out = outrigger(&[command, "--config", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(64), "{command} exits EX_USAGE");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("bad.toml:6:11"),
+            "bad duration at 6:11:\n{err}"
+        );
+        assert!(err.contains("delivery.timeout"), "{err}");
+        assert!(err.contains("soon"), "{err}");
+        assert!(
+            err.contains("bad.toml:9:16"),
+            "negative number at 9:16:\n{err}"
+        );
+        assert!(err.contains("retry.max_attempts"), "{err}");
+        assert!(err.contains("bad.toml:10:1"), "unknown key at 10:1:\n{err}");
+        assert!(err.contains("backof"), "{err}");
+    }
+}
+
+#[test]
+fn env_overrides_are_validated_too() {
+    let path = examples().join("amqp-redis.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_outrigger"))
+        .args(["check", "--config", path.to_str().unwrap()])
+        .env("OUTRIGGER__RETRY__MAX_ATTEMPTS", "many")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("OUTRIGGER__RETRY__MAX_ATTEMPTS"), "{err}");
+}

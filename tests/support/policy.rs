@@ -1,0 +1,48 @@
+//! Policy files for tests, built as TOML documents.
+
+use toml_edit::{value, DocumentMut, Item, Table, Value};
+
+/// A policy under construction.
+#[derive(Clone)]
+pub struct Policy(DocumentMut);
+
+impl Policy {
+    /// RabbitMQ `queue` into `app_url`, dedup in local Redis under `namespace`, with quick
+    /// backoffs so tests finish fast.
+    pub fn amqp(queue: &str, app_url: &str, namespace: &str) -> Self {
+        Policy(DocumentMut::new())
+            .set("source.amqp.url", "amqp://guest:guest@127.0.0.1:5672/%2f")
+            .set("source.amqp.queue", queue)
+            .set("delivery.url", app_url)
+            .set("delivery.timeout", "5s")
+            .set("dedup.key", "{header:idempotency-key}")
+            .set("dedup.store", "redis")
+            .set("dedup.redis.url", "redis://127.0.0.1:6379")
+            .set("dedup.redis.namespace", namespace)
+            .set("dedup.lease", "10s")
+            .set("retry.initial", "20ms")
+            .set("retry.max", "200ms")
+            .set("retry.jitter", 0.0)
+            .set("log.level", "info")
+    }
+
+    /// Sets a dotted key, creating tables on the way.
+    pub fn set(mut self, path: &str, v: impl Into<Value>) -> Self {
+        let mut parts: Vec<&str> = path.split('.').collect();
+        let last = parts.pop().unwrap();
+        let mut table: &mut Table = self.0.as_table_mut();
+        for part in parts {
+            let entry = table
+                .entry(part)
+                .or_insert_with(|| Item::Table(Table::new()));
+            table = entry.as_table_mut().expect("a table on the path");
+        }
+        table.insert(last, value(v));
+        self
+    }
+
+    /// The TOML text.
+    pub fn text(&self) -> String {
+        self.0.to_string()
+    }
+}
