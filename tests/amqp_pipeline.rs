@@ -396,3 +396,91 @@ async fn past_the_grace_period_in_flight_messages_go_back_to_the_queue() {
     rabbit.delete(&queue).await;
     rabbit.delete(&format!("{queue}.dlq")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_gets_cloudevents_attributes_trace_context_and_allowed_headers() {
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    let rabbit = Rabbit::connect().await;
+    let queue = unique("headers");
+    rabbit.declare(&queue).await;
+    let app = TestApp::accepting().await;
+    let forward = toml_edit::Array::from_iter(["x-tenant"]);
+    let sidecar = Sidecar::start(
+        Policy::amqp(&queue, &app.url(), &unique("ns")).set("delivery.forward_headers", forward),
+    );
+    let mut headers = FieldTable::default();
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
+    headers.insert("idempotency-key".into(), text("order-7"));
+    headers.insert(
+        "traceparent".into(),
+        text("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    );
+    headers.insert("x-tenant".into(), text("acme"));
+    headers.insert("x-internal".into(), text("do-not-forward"));
+    let properties = lapin::BasicProperties::default()
+        .with_headers(headers)
+        .with_message_id("m-42".into())
+        .with_content_type("application/json".into());
+    rabbit.publish(&queue, br#"{"total":12}"#, properties).await;
+    wait_until("delivered", LIMIT, || async { app.count() == 1 }).await;
+
+    let hit = &app.hits()[0];
+    let h = |name: &str| {
+        hit.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(&hit.body[..], br#"{"total":12}"#, "body byte for byte");
+    assert_eq!(h("content-type").as_deref(), Some("application/json"));
+    assert_eq!(h("ce-specversion").as_deref(), Some("1.0"));
+    assert_eq!(h("ce-id").as_deref(), Some("m-42"));
+    assert!(h("ce-source").is_some_and(|s| s.contains(&queue)));
+    assert!(h("ce-type").is_some() && h("ce-time").is_some());
+    assert_eq!(h("outrigger-attempt").as_deref(), Some("1"));
+    assert_eq!(h("outrigger-idempotency-key").as_deref(), Some("order-7"));
+    assert!(h("outrigger-fence").is_some_and(|f| f.parse::<u64>().is_ok()));
+    assert_eq!(
+        h("traceparent").as_deref(),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    );
+    assert_eq!(h("x-tenant").as_deref(), Some("acme"));
+    assert_eq!(
+        h("x-internal"),
+        None,
+        "headers off the allow-list stay behind"
+    );
+    stop(sidecar);
+    rabbit.delete(&queue).await;
+    rabbit.delete(&format!("{queue}.dlq")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_mode_keeps_messages_flowing_without_dedup_while_redis_is_down() {
+    let rabbit = Rabbit::connect().await;
+    let queue = unique("deliver");
+    rabbit.declare(&queue).await;
+    let app = TestApp::accepting().await;
+    let redis = Proxy::start("127.0.0.1:6379".parse().unwrap()).await;
+    redis.set_up(false);
+    let policy = Policy::amqp(&queue, &app.url(), &unique("ns"))
+        .set("dedup.redis.url", format!("redis://{}", redis.addr))
+        .set("dedup.redis.timeout", "300ms")
+        .set("dedup.on_store_error", "deliver");
+    let sidecar = Sidecar::start(policy);
+    for i in 0..5 {
+        rabbit.publish_keyed(&queue, &format!("k-{i}"), b"{}").await;
+    }
+    wait_until("all five delivered", LIMIT, || async {
+        app.successes().len() == 5
+    })
+    .await;
+    assert!(
+        app.hits().iter().all(|h| h.fence.is_none()),
+        "no claim was held: these went out undeduplicated, as configured"
+    );
+    stop(sidecar);
+    assert_eq!(rabbit.depth(&queue).await, 0);
+    rabbit.delete(&queue).await;
+    rabbit.delete(&format!("{queue}.dlq")).await;
+}

@@ -91,3 +91,20 @@ fn env_overrides_are_validated_too() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("OUTRIGGER__RETRY__MAX_ATTEMPTS"), "{err}");
 }
+
+#[test]
+fn demo_runs_without_any_service_and_its_checks_hold() {
+    let out = outrigger(&["demo", "--events", "300"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Where every message ended"), "{stdout}");
+    assert!(
+        stdout.contains("✓ every message is accounted for"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains('✗'), "{stdout}");
+}

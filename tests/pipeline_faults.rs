@@ -1,0 +1,193 @@
+//! Pipeline behaviour under faults a real broker cannot be made to show on demand: the
+//! in-process broker's fault injection, with the real pipeline, embedded store and HTTP app.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use outrigger::config::{self, Config};
+use outrigger::metrics::Metrics;
+use outrigger::pipeline;
+use outrigger::run::build_pipeline;
+use outrigger::store::Store;
+use outrigger_memory::{MemoryBroker, Outgoing};
+use support::{wait_until, Reply, TestApp};
+use tokio_util::sync::CancellationToken;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn policy(app: &TestApp, dir: &std::path::Path) -> Config {
+    let text = format!(
+        r#"
+[source.memory]
+queue = "orders"
+[delivery]
+url = "{}"
+timeout = "2s"
+[dedup]
+key = "{{header:idempotency-key}}"
+store = "embedded"
+lease = "5s"
+[dedup.embedded]
+path = "{}"
+[retry]
+initial = "10ms"
+max = "50ms"
+"#,
+        app.url(),
+        dir.join("dedup.redb").display()
+    );
+    config::load_str(&text, "test.toml", std::iter::empty()).expect("valid test policy")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_dead_letter_write_never_acks_the_original() {
+    let app = TestApp::start(|_, _| Reply::status(400).body("bad order")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = policy(&app, dir.path());
+    let broker = MemoryBroker::new();
+    broker.publish(
+        "orders",
+        Outgoing::new(&b"\xffpoison"[..]).header("idempotency-key", "p-1"),
+    );
+    broker.set_fail_dead_letters(true);
+
+    let metrics = Metrics::new();
+    let source_metrics = metrics.source("orders");
+    let store = Store::open(&config).await.unwrap();
+    let pipeline = Arc::new(build_pipeline(&config, Some(store), source_metrics.clone()));
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(pipeline::run(
+        pipeline,
+        broker.source("orders", "orders.dlq"),
+        shutdown.clone(),
+    ));
+
+    wait_until("several failed dead-letter writes", LIMIT, || async {
+        source_metrics.dlq_failures.get() >= 3
+    })
+    .await;
+    assert_eq!(
+        broker.depth("orders"),
+        (0, 1),
+        "the original is held, unacked"
+    );
+    assert!(broker.ready("orders.dlq").is_empty());
+    assert_eq!(
+        source_metrics.settled_count(),
+        0,
+        "nothing counted as settled"
+    );
+    assert_eq!(
+        app.count(),
+        1,
+        "the app is not asked again while the DLQ write is retried"
+    );
+
+    broker.set_fail_dead_letters(false);
+    wait_until("the dead letter is written", LIMIT, || async {
+        broker.ready("orders.dlq").len() == 1
+    })
+    .await;
+    run.await.unwrap().unwrap(); // the drained in-process queue ends the run
+    assert_eq!(broker.depth("orders"), (0, 0));
+    let dead = &broker.ready("orders.dlq")[0];
+    assert_eq!(&dead.payload[..], b"\xffpoison");
+    assert_eq!(dead.header_str("outrigger-dlq-status"), Some("400"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_waits_for_retry_after_and_spends_no_attempt() {
+    let app = TestApp::start(|_, nth| {
+        if nth == 1 {
+            let mut r = Reply::status(429);
+            r.headers.push(("retry-after", "1".into()));
+            r
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = policy(&app, dir.path());
+    let broker = MemoryBroker::new();
+    broker.publish(
+        "orders",
+        Outgoing::new("{}").header("idempotency-key", "t-1"),
+    );
+    let metrics = Metrics::new();
+    let store = Store::open(&config).await.unwrap();
+    let pipeline = Arc::new(build_pipeline(
+        &config,
+        Some(store),
+        metrics.source("orders"),
+    ));
+    pipeline::run(
+        pipeline,
+        broker.source("orders", "orders.dlq"),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+
+    let hits = app.hits();
+    assert_eq!(
+        hits.iter().map(|h| h.status).collect::<Vec<_>>(),
+        [429, 200]
+    );
+    assert_eq!(
+        hits.iter().map(|h| h.attempt).collect::<Vec<_>>(),
+        [1, 1],
+        "a throttle does not spend the attempt"
+    );
+    assert!(
+        hits[1].at - hits[0].at >= Duration::from_millis(950),
+        "Retry-After honoured"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_action_header_overrides_the_status() {
+    let app = TestApp::start(|key, _| {
+        let mut r = Reply::status(200);
+        match key {
+            "to-dlq" => r.headers.push(("outrigger-action", "dead-letter".into())),
+            "to-drop" => r.headers.push(("outrigger-action", "drop".into())),
+            _ => r = Reply::status(500).body("ignored"),
+        }
+        if key == "ack-500" {
+            r.headers.push(("outrigger-action", "ack".into()));
+        }
+        r
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = policy(&app, dir.path());
+    let broker = MemoryBroker::new();
+    for key in ["to-dlq", "to-drop", "ack-500"] {
+        broker.publish("orders", Outgoing::new("{}").header("idempotency-key", key));
+    }
+    let metrics = Metrics::new();
+    let m = metrics.source("orders");
+    let store = Store::open(&config).await.unwrap();
+    let pipeline = Arc::new(build_pipeline(&config, Some(store), m.clone()));
+    pipeline::run(
+        pipeline,
+        broker.source("orders", "orders.dlq"),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+
+    let dead = broker.ready("orders.dlq");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].header_str("outrigger-dlq-key"), Some("to-dlq"));
+    assert_eq!(m.dropped.get(), 1);
+    assert_eq!(
+        m.delivered.get(),
+        1,
+        "500 with outrigger-action: ack is a success"
+    );
+    assert_eq!(app.count(), 3, "each decided on its first attempt");
+}
