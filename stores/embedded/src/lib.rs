@@ -1,19 +1,25 @@
 //! Embedded dedup store for Outrigger: the claim/complete/release protocol of
 //! [`outrigger_core::DedupStore`] in a local redb file, for a service that runs one replica.
 //!
-//! Each operation is one redb write transaction that reads the key's record, applies the pure
-//! transition from `outrigger_policies::dedup`, and commits durably before answering, so a
-//! restart remembers every done key for the store's TTL. Time is the wall clock, because
-//! records outlive the process.
+//! One writer thread owns the file. It applies each operation's pure transition from
+//! `outrigger_policies::dedup` to the key's record inside a write transaction, and answers only
+//! once that transaction has committed durably, so a restart remembers every done key for the
+//! store's TTL. Operations that arrive while a commit waits for the disk share the next
+//! transaction (group commit), so one fsync serves many messages in flight. Time is the wall
+//! clock, because records outlive the process.
 //!
 //! # Layout
 //! - `config`: [`EmbeddedStoreConfig`], the file and the protocol timings.
-//! - `store`: [`EmbeddedStore`], transactions and pruning.
+//! - `store`: [`EmbeddedStore`], the shared handle and the queue to the writer.
+//! - `writer`: the writer thread, batched transactions and pruning.
 //! - `table`: the on-disk tables and how a record is encoded.
+//! - `error`: how failures read.
 
 mod config;
+mod error;
 mod store;
 mod table;
+mod writer;
 
 pub use config::EmbeddedStoreConfig;
 pub use store::EmbeddedStore;

@@ -1,88 +1,103 @@
-//! [`EmbeddedStore`]: transactions and pruning.
+//! [`EmbeddedStore`]: the handle callers share, and the queue to the writer thread.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use outrigger_core::{Claim, Completion, DedupStore, Release, StoreError};
-use outrigger_policies::dedup::{DedupRecord, Step};
-use redb::{Database, ReadableDatabase, ReadableTable, Table};
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::EmbeddedStoreConfig;
-use crate::table::{decode, encode, Stored, EXPIRY, RECORDS};
+use crate::error::unavailable;
+use crate::writer::{Answer, Op, Request, Writer, MAX_BATCH};
 
-/// Expired records each write also removes. More than one, so pruning outpaces the at most one
-/// new expiry a write creates; few, so a write stays short.
-const PRUNE_PER_WRITE: usize = 8;
-/// Expired records removed per transaction when the store opens.
-const PRUNE_ON_OPEN_BATCH: usize = 10_000;
+/// Operations waiting for the writer: room for the next batches behind the one committing.
+/// Bounded, so a stalled disk makes callers wait instead of growing memory.
+const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
 
 /// A dedup store in a local redb file, for a service with a single replica.
 ///
-/// redb runs one write transaction at a time, which makes each operation atomic; calls run on
-/// Tokio's blocking pool because every write waits for its commit to reach the disk.
+/// One thread owns the file and runs every operation; operations that queue up while it waits
+/// for the disk share the next transaction and its fsync. Each answer comes only once the
+/// transaction holding its operation has committed.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    db: Database,
-    /// Lets one call at a time onto the blocking pool: the others would only wait there for
-    /// redb's write lock, each holding a blocking thread.
-    writer: Mutex<()>,
+    // Fields drop in declaration order: the last handle closes the queue, which ends the
+    // writer's loop, before `_writer` waits for the thread. Held only for that drop.
+    requests: mpsc::Sender<Request>,
+    _writer: WriterThread,
     path: PathBuf,
     lease: Duration,
     ttl: Duration,
 }
 
+/// Waits, when dropped, for the writer thread to answer what is queued and close the file, so
+/// the file can be opened again as soon as the last handle is gone.
+struct WriterThread(Option<JoinHandle<()>>);
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        if let Some(thread) = self.0.take() {
+            // A panic there already failed every caller it had queued; nothing to add here.
+            let _ = thread.join();
+        }
+    }
+}
+
 impl EmbeddedStore {
-    /// Opens (or creates) the store file and drops the records that expired while it was closed.
+    /// Opens (or creates) the store file, drops the records that expired while it was closed,
+    /// and starts the thread that writes to it.
     ///
     /// Blocking: call it at startup, or from `spawn_blocking`. Fails with
     /// [`StoreError::Unavailable`] when the file cannot be opened, for instance because another
-    /// process holds it.
+    /// process holds it. Dropping the last clone briefly blocks: it waits for the writer to
+    /// finish what is still queued (only operations whose callers gave up) and close the file.
     pub fn open(config: EmbeddedStoreConfig) -> Result<Self, StoreError> {
-        let path = config.path;
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|err| unavailable(format!("create directory {}: {err}", dir.display())))?;
-        }
-        let db = Database::create(&path).map_err(|err| {
-            unavailable(format!(
-                "open {}: {}",
-                path.display(),
-                redb::Error::from(err)
-            ))
-        })?;
-        let inner = Inner {
-            db,
-            writer: Mutex::new(()),
-            path,
-            lease: config.lease,
-            ttl: config.ttl,
-        };
-        inner.prune_all(now_ms())?;
+        let writer = Writer::open(&config.path, config.lease, config.ttl)?;
+        let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
+        let thread = std::thread::Builder::new()
+            .name("dedup-writer".to_owned())
+            .spawn(move || writer.run(queue))
+            .map_err(|err| unavailable(format!("start the writer thread: {err}")))?;
         Ok(EmbeddedStore {
-            inner: Arc::new(inner),
+            inner: Arc::new(Inner {
+                requests,
+                _writer: WriterThread(Some(thread)),
+                path: config.path,
+                lease: config.lease,
+                ttl: config.ttl,
+            }),
         })
     }
 
-    /// Runs one transition of the protocol on `key` in a write transaction.
-    async fn transition<T, F>(&self, key: &str, apply: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(Option<&DedupRecord>, u64) -> Step<T> + Send + 'static,
-    {
-        let _writer = self.inner.writer.lock().await;
-        let inner = Arc::clone(&self.inner);
-        let key = key.to_owned();
-        tokio::task::spawn_blocking(move || inner.transition(&key, now_ms, apply))
+    /// Queues `op` and waits until the transaction holding it has committed.
+    async fn call(&self, op: Op) -> Result<Answer, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .requests
+            .send(Request { op, reply })
             .await
-            .map_err(|err| unavailable(format!("store task failed: {err}")))?
+            .map_err(|_| writer_stopped())?;
+        answer.await.map_err(|_| writer_stopped())?
     }
+}
+
+/// The writer thread is gone: it panicked, so the store answers nothing more.
+fn writer_stopped() -> StoreError {
+    unavailable("the writer thread stopped")
+}
+
+/// An answer of another kind than the operation: a bug in this crate, reported, not panicked on.
+fn mismatched(op: &str, answer: Answer) -> StoreError {
+    StoreError::Protocol(format!(
+        "embedded dedup store answered {answer:?} to a {op}"
+    ))
 }
 
 impl fmt::Debug for EmbeddedStore {
@@ -97,207 +112,44 @@ impl fmt::Debug for EmbeddedStore {
 
 impl DedupStore for EmbeddedStore {
     async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
-        let lease = self.inner.lease;
-        self.transition(key, move |current, now| {
-            DedupRecord::claim(current, now, lease)
-        })
-        .await
+        match self
+            .call(Op::Claim {
+                key: key.to_owned(),
+            })
+            .await?
+        {
+            Answer::Claim(claim) => Ok(claim),
+            other => Err(mismatched("claim", other)),
+        }
     }
 
     async fn complete(&self, key: &str, fence: u64) -> Result<Completion, StoreError> {
-        self.transition(key, move |current, _| DedupRecord::complete(current, fence))
-            .await
+        let op = Op::Complete {
+            key: key.to_owned(),
+            fence,
+        };
+        match self.call(op).await? {
+            Answer::Complete(completion) => Ok(completion),
+            other => Err(mismatched("completion", other)),
+        }
     }
 
     async fn release(&self, key: &str, fence: u64, how: Release) -> Result<bool, StoreError> {
-        self.transition(key, move |current, _| {
-            DedupRecord::release(current, fence, how)
-        })
-        .await
+        let op = Op::Release {
+            key: key.to_owned(),
+            fence,
+            how,
+        };
+        match self.call(op).await? {
+            Answer::Release(released) => Ok(released),
+            other => Err(mismatched("release", other)),
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            let txn = inner.db.begin_read().map_err(disk)?;
-            txn.open_table(RECORDS).map(drop).map_err(disk)
-        })
-        .await
-        .map_err(|err| unavailable(format!("store task failed: {err}")))?
-    }
-}
-
-impl Inner {
-    /// Applies one transition to `key`, committing any write. `clock` gives the time (ms) and
-    /// is read once the write lock is held, so a wait for the lock cannot make the time stale.
-    fn transition<T>(
-        &self,
-        key: &str,
-        clock: impl FnOnce() -> u64,
-        apply: impl FnOnce(Option<&DedupRecord>, u64) -> Step<T>,
-    ) -> Result<T, StoreError> {
-        let txn = self.db.begin_write().map_err(disk)?;
-        let now = clock();
-        let answer = {
-            let mut records = txn.open_table(RECORDS).map_err(disk)?;
-            let stored = match records.get(key).map_err(disk)? {
-                Some(guard) => Some(decode(guard.value())?),
-                None => None,
-            };
-            // An expired record counts as absent even before pruning removes it.
-            let live = stored.filter(|&(_, expires_at)| expires_at > now);
-            let step = apply(live.as_ref().map(|(record, _)| record), now);
-            let Some(record) = step.write else {
-                drop(records);
-                txn.abort().map_err(disk)?;
-                return Ok(step.answer);
-            };
-            let mut expiry = txn.open_table(EXPIRY).map_err(disk)?;
-            if let Some((_, old_expiry)) = stored {
-                expiry.remove((old_expiry, key)).map_err(disk)?;
-            }
-            let expires_at = record.expires_at_ms(now, self.ttl);
-            records
-                .insert(key, encode(&record, expires_at))
-                .map_err(disk)?;
-            expiry.insert((expires_at, key), ()).map_err(disk)?;
-            prune(&mut records, &mut expiry, now, PRUNE_PER_WRITE).map_err(disk)?;
-            step.answer
-        };
-        // The answer goes out only once the record is on disk: the caller acks the broker on it.
-        txn.commit().map_err(disk)?;
-        Ok(answer)
-    }
-
-    /// Removes every expired record, in batches so no transaction grows without bound.
-    fn prune_all(&self, now: u64) -> Result<(), StoreError> {
-        loop {
-            let txn = self.db.begin_write().map_err(disk)?;
-            let removed = {
-                // Opening the tables also creates them, so later reads find them.
-                let mut records = txn.open_table(RECORDS).map_err(disk)?;
-                let mut expiry = txn.open_table(EXPIRY).map_err(disk)?;
-                prune(&mut records, &mut expiry, now, PRUNE_ON_OPEN_BATCH).map_err(disk)?
-            };
-            txn.commit().map_err(disk)?;
-            if removed < PRUNE_ON_OPEN_BATCH {
-                return Ok(());
-            }
+        match self.call(Op::Ping).await? {
+            Answer::Ping => Ok(()),
+            other => Err(mismatched("ping", other)),
         }
-    }
-}
-
-/// Removes up to `limit` records that expired by `now`; returns how many.
-fn prune(
-    records: &mut Table<&str, Stored>,
-    expiry: &mut Table<(u64, &str), ()>,
-    now: u64,
-    limit: usize,
-) -> Result<usize, redb::Error> {
-    let mut expired = Vec::new();
-    // Everything with expiry <= now: the smallest key of the next millisecond bounds the range.
-    for entry in expiry.range(..(now.saturating_add(1), ""))?.take(limit) {
-        let (index, _) = entry?;
-        let (expires_at, key) = index.value();
-        expired.push((expires_at, key.to_owned()));
-    }
-    for (expires_at, key) in &expired {
-        expiry.remove((*expires_at, key.as_str()))?;
-        records.remove(key.as_str())?;
-    }
-    Ok(expired.len())
-}
-
-/// Wall-clock milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// A failed disk operation; the path is in the config (and the startup log), not repeated here.
-fn disk(err: impl Into<redb::Error>) -> StoreError {
-    unavailable(err.into())
-}
-
-fn unavailable(err: impl fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("embedded dedup store: {err}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use redb::ReadableTableMetadata;
-    use tempfile::TempDir;
-
-    use super::*;
-
-    fn open(dir: &TempDir, ttl: Duration) -> EmbeddedStore {
-        EmbeddedStore::open(EmbeddedStoreConfig {
-            path: dir.path().join("dedup.redb"),
-            lease: ttl,
-            ttl,
-        })
-        .unwrap()
-    }
-
-    #[tokio::test]
-    async fn rewriting_a_key_moves_its_expiry_entry() {
-        let dir = TempDir::new().unwrap();
-        let store = open(&dir, Duration::from_secs(60));
-        store.claim("k").await.unwrap();
-        assert!(store.release("k", 1, Release::Retry).await.unwrap());
-        store.claim("k").await.unwrap();
-        // Answers that write nothing leave the tables alone.
-        store.claim("k").await.unwrap();
-        store.complete("missing", 1).await.unwrap();
-        assert_eq!(rows(&store), (1, 1));
-    }
-
-    /// (records, expiry index entries) on disk.
-    fn rows(store: &EmbeddedStore) -> (u64, u64) {
-        let txn = store.inner.db.begin_read().unwrap();
-        let records = txn.open_table(RECORDS).unwrap().len().unwrap();
-        let expiry = txn.open_table(EXPIRY).unwrap().len().unwrap();
-        (records, expiry)
-    }
-
-    fn claim_at(store: &EmbeddedStore, key: &str, now: u64) {
-        let lease = store.inner.lease;
-        store
-            .inner
-            .transition(
-                key,
-                || now,
-                |current, now| DedupRecord::claim(current, now, lease),
-            )
-            .unwrap();
-    }
-
-    #[test]
-    fn expired_records_are_pruned_by_writes_and_on_open() {
-        let dir = TempDir::new().unwrap();
-        let ttl = Duration::from_millis(50);
-        let store = open(&dir, ttl);
-        let start = now_ms();
-        for key in 0..20 {
-            claim_at(&store, &key.to_string(), start);
-        }
-        assert_eq!(rows(&store), (20, 20));
-
-        // A write after the TTL removes a few expired records besides writing its own.
-        let later = start + 51;
-        claim_at(&store, "fresh", later);
-        let after_one = 20 - PRUNE_PER_WRITE as u64 + 1;
-        assert_eq!(rows(&store), (after_one, after_one));
-        claim_at(&store, "fresh-2", later);
-        let after_two = after_one - PRUNE_PER_WRITE as u64 + 1;
-        assert_eq!(rows(&store), (after_two, after_two));
-
-        // Opening removes every expired record, and only those.
-        store.inner.prune_all(later).unwrap();
-        assert_eq!(rows(&store), (2, 2));
-        store.inner.prune_all(later + 51).unwrap();
-        assert_eq!(rows(&store), (0, 0));
     }
 }

@@ -7,7 +7,7 @@
 
 use outrigger_core::StoreError;
 use outrigger_policies::dedup::{DedupRecord, DedupState};
-use redb::TableDefinition;
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
 /// (state, fence, attempts, lease end ms, expiry ms).
 pub(crate) type Stored = (u8, u64, u32, u64, u64);
@@ -17,11 +17,70 @@ pub(crate) const RECORDS: TableDefinition<&str, Stored> = TableDefinition::new("
 /// (expiry ms, key) → nothing.
 pub(crate) const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("dedup_expiry_v1");
 
+/// Both tables, open in one write transaction, so a record and its expiry entry change together.
+pub(crate) struct Tables<'txn> {
+    records: Table<'txn, &'static str, Stored>,
+    expiry: Table<'txn, (u64, &'static str), ()>,
+}
+
+impl<'txn> Tables<'txn> {
+    /// Opens both tables; in a new file this creates them, so later reads find them.
+    pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, redb::Error> {
+        Ok(Tables {
+            records: txn.open_table(RECORDS)?,
+            expiry: txn.open_table(EXPIRY)?,
+        })
+    }
+
+    /// What is stored for `key`, expired or not, as this transaction sees it.
+    pub(crate) fn get(&self, key: &str) -> Result<Option<Stored>, redb::Error> {
+        Ok(self.records.get(key)?.map(|guard| guard.value()))
+    }
+
+    /// Stores `record` for `key` until `expires_at_ms`, moving the expiry entry of the record it
+    /// replaces (which expired at `replaced_expiry_ms`).
+    pub(crate) fn put(
+        &mut self,
+        key: &str,
+        record: &DedupRecord,
+        replaced_expiry_ms: Option<u64>,
+        expires_at_ms: u64,
+    ) -> Result<(), redb::Error> {
+        if let Some(old) = replaced_expiry_ms {
+            self.expiry.remove((old, key))?;
+        }
+        self.records.insert(key, encode(record, expires_at_ms))?;
+        self.expiry.insert((expires_at_ms, key), ())?;
+        Ok(())
+    }
+
+    /// Removes up to `limit` records that expired by `now_ms`; returns how many.
+    pub(crate) fn prune(&mut self, now_ms: u64, limit: usize) -> Result<usize, redb::Error> {
+        let mut expired = Vec::new();
+        // Everything with expiry <= now: the smallest key of the next millisecond bounds the
+        // range.
+        for entry in self
+            .expiry
+            .range(..(now_ms.saturating_add(1), ""))?
+            .take(limit)
+        {
+            let (index, _) = entry?;
+            let (expires_at, key) = index.value();
+            expired.push((expires_at, key.to_owned()));
+        }
+        for (expires_at, key) in &expired {
+            self.expiry.remove((*expires_at, key.as_str()))?;
+            self.records.remove(key.as_str())?;
+        }
+        Ok(expired.len())
+    }
+}
+
 const CLAIMED: u8 = 1;
 const RELEASED: u8 = 2;
 const DONE: u8 = 3;
 
-pub(crate) fn encode(record: &DedupRecord, expires_at_ms: u64) -> Stored {
+fn encode(record: &DedupRecord, expires_at_ms: u64) -> Stored {
     let state = match record.state {
         DedupState::Claimed => CLAIMED,
         DedupState::Released => RELEASED,

@@ -105,6 +105,111 @@ async fn concurrent_claims_acquire_once() {
     assert_eq!(winners, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_claims_on_one_key_see_each_other() {
+    let dir = TempDir::new().unwrap();
+    let store = Arc::new(open(&dir, LONG_LEASE, TTL));
+
+    // Enough callers that many of their claims share a transaction.
+    let claims: Vec<_> = (0..200)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.claim("k").await.unwrap() })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for claim in claims {
+        answers.push(claim.await.unwrap());
+    }
+    let winners = answers
+        .iter()
+        .filter(|answer| {
+            **answer
+                == Claim::Acquired {
+                    fence: 1,
+                    attempt: 1,
+                }
+        })
+        .count();
+    let busy = answers
+        .iter()
+        .filter(|answer| matches!(answer, Claim::Busy { .. }))
+        .count();
+    assert_eq!((winners, busy), (1, 199));
+
+    // The winner completes while others keep claiming: each sees the key held or done.
+    let completion = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.complete("k", 1).await.unwrap() })
+    };
+    let claims: Vec<_> = (0..100)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.claim("k").await.unwrap() })
+        })
+        .collect();
+    assert_eq!(completion.await.unwrap(), Completion::Completed);
+    for claim in claims {
+        let answer = claim.await.unwrap();
+        assert!(
+            matches!(answer, Claim::Busy { .. } | Claim::Done),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(store.claim("k").await, Ok(Claim::Done));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_operations_are_answered_and_durable() {
+    const KEYS: u64 = 200;
+    let dir = TempDir::new().unwrap();
+    {
+        let store = Arc::new(open(&dir, LONG_LEASE, TTL));
+        let claims: Vec<_> = (0..KEYS)
+            .map(|key| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { store.claim(&format!("key-{key}")).await })
+            })
+            .collect();
+        for claim in claims {
+            assert_eq!(claim.await.unwrap(), acquired(1, 1));
+        }
+
+        // Completes, with a release of a fence nobody holds on every tenth key in between.
+        let completes: Vec<_> = (0..KEYS)
+            .map(|key| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let key = format!("key-{key}");
+                    store.complete(&key, 1).await
+                })
+            })
+            .collect();
+        let releases: Vec<_> = (0..KEYS)
+            .step_by(10)
+            .map(|key| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let key = format!("key-{key}");
+                    store.release(&key, 2, Release::Retry).await
+                })
+            })
+            .collect();
+        for complete in completes {
+            assert_eq!(complete.await.unwrap(), Ok(Completion::Completed));
+        }
+        for release in releases {
+            assert_eq!(release.await.unwrap(), Ok(false));
+        }
+        // The last handle goes here, and with it the file.
+    }
+
+    let store = open(&dir, LONG_LEASE, TTL);
+    for key in 0..KEYS {
+        assert_eq!(store.claim(&format!("key-{key}")).await, Ok(Claim::Done));
+    }
+}
+
 #[tokio::test]
 async fn expired_lease_is_taken_over_and_the_stale_holder_is_fenced() {
     let dir = TempDir::new().unwrap();

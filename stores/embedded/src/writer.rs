@@ -1,0 +1,377 @@
+//! The writer thread: it owns the redb file and commits queued operations in batches.
+//!
+//! Each commit waits for the disk (fsync), and that wait, not the work inside the transaction,
+//! is what an operation costs. So when the thread becomes free it takes every operation queued
+//! by then, applies them in order in one write transaction (each reads the records as the
+//! earlier ones left them, exactly as if it had a transaction of its own), commits once, and
+//! only then answers them all. With many messages in flight one fsync covers many operations;
+//! an operation alone costs what it did with its own transaction.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use outrigger_core::{Claim, Completion, Release, StoreError};
+use outrigger_policies::dedup::{DedupRecord, Step};
+use redb::Database;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{disk, unavailable};
+use crate::table::{decode, Tables};
+
+/// Most operations in one transaction: bounds how long the first of them waits for the last
+/// to be applied before its commit.
+pub(crate) const MAX_BATCH: usize = 256;
+/// Expired records a batch removes per record it writes. More than one, so pruning outpaces
+/// the at most one new expiry a write creates; few, so a batch stays short.
+const PRUNE_PER_WRITE: usize = 8;
+/// Expired records removed per transaction when the store opens.
+const PRUNE_ON_OPEN_BATCH: usize = 10_000;
+
+/// One operation of the protocol.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Claim {
+        key: String,
+    },
+    Complete {
+        key: String,
+        fence: u64,
+    },
+    Release {
+        key: String,
+        fence: u64,
+        how: Release,
+    },
+    /// Checks a write transaction opens; answered with the rest of its batch.
+    Ping,
+}
+
+/// The answer to an [`Op`], of the same kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
+    Claim(Claim),
+    Complete(Completion),
+    Release(bool),
+    Ping,
+}
+
+/// An operation and where its answer goes once its transaction has committed.
+pub(crate) struct Request {
+    pub(crate) op: Op,
+    pub(crate) reply: oneshot::Sender<Result<Answer, StoreError>>,
+}
+
+/// The store file and the protocol timings; lives on the writer thread.
+pub(crate) struct Writer {
+    db: Database,
+    lease: Duration,
+    ttl: Duration,
+}
+
+impl Writer {
+    /// Opens (or creates) the file at `path` and drops the records that expired while it was
+    /// closed. Blocking.
+    pub(crate) fn open(path: &Path, lease: Duration, ttl: Duration) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|err| unavailable(format!("create directory {}: {err}", dir.display())))?;
+        }
+        let db = Database::create(path).map_err(|err| {
+            unavailable(format!(
+                "open {}: {}",
+                path.display(),
+                redb::Error::from(err)
+            ))
+        })?;
+        let writer = Writer { db, lease, ttl };
+        writer.prune_all(now_ms()).map_err(disk)?;
+        Ok(writer)
+    }
+
+    /// Answers `requests` batch by batch until every sender is gone and the queue is empty.
+    pub(crate) fn run(self, mut requests: mpsc::Receiver<Request>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while requests.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
+            let (ops, replies): (Vec<Op>, Vec<_>) = batch
+                .drain(..)
+                .map(|request| (request.op, request.reply))
+                .unzip();
+            let answers = self
+                .write_batch(&ops, now_ms)
+                .unwrap_or_else(|err| vec![Err(disk(err)); ops.len()]);
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                // A caller that stopped waiting still had its operation applied, as it would
+                // have with a transaction of its own; nobody is left to tell.
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// Applies `ops` in order in one write transaction and commits it; returns one answer per
+    /// op. `clock` gives the time (ms), read once the transaction holds redb's write lock.
+    ///
+    /// An op whose record cannot be decoded gets its own error and writes nothing; any other
+    /// failure aborts the transaction, which fails the whole batch: nothing was written.
+    pub(crate) fn write_batch(
+        &self,
+        ops: &[Op],
+        clock: impl FnOnce() -> u64,
+    ) -> Result<Vec<Result<Answer, StoreError>>, redb::Error> {
+        let txn = self.db.begin_write()?;
+        let (answers, writes) = {
+            let mut batch = Batch {
+                tables: Tables::open(&txn)?,
+                now: clock(),
+                lease: self.lease,
+                ttl: self.ttl,
+                writes: 0,
+            };
+            let answers = ops
+                .iter()
+                .map(|op| batch.apply(op))
+                .collect::<Result<Vec<_>, _>>()?;
+            if batch.writes > 0 {
+                let limit = batch.writes * PRUNE_PER_WRITE;
+                batch.tables.prune(batch.now, limit)?;
+            }
+            (answers, batch.writes)
+        };
+        if writes == 0 {
+            // Every answer rests on records an earlier batch committed before answering, so
+            // there is nothing to make durable: skip the fsync.
+            txn.abort()?;
+        } else {
+            // The answers go out only once the batch is on disk: callers ack the broker on them.
+            txn.commit()?;
+        }
+        Ok(answers)
+    }
+
+    /// Removes every expired record, in batches so no transaction grows without bound.
+    fn prune_all(&self, now: u64) -> Result<(), redb::Error> {
+        loop {
+            let txn = self.db.begin_write()?;
+            let removed = Tables::open(&txn)?.prune(now, PRUNE_ON_OPEN_BATCH)?;
+            txn.commit()?;
+            if removed < PRUNE_ON_OPEN_BATCH {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The tables and time of one batch's transaction.
+struct Batch<'txn> {
+    tables: Tables<'txn>,
+    now: u64,
+    lease: Duration,
+    ttl: Duration,
+    /// Records written so far.
+    writes: usize,
+}
+
+impl Batch<'_> {
+    /// Applies `op`. The outer error fails the whole batch, the inner one only this op.
+    fn apply(&mut self, op: &Op) -> Result<Result<Answer, StoreError>, redb::Error> {
+        let (now, lease) = (self.now, self.lease);
+        Ok(match op {
+            Op::Claim { key } => self
+                .transition(key, |current| DedupRecord::claim(current, now, lease))?
+                .map(Answer::Claim),
+            Op::Complete { key, fence } => self
+                .transition(key, |current| DedupRecord::complete(current, *fence))?
+                .map(Answer::Complete),
+            Op::Release { key, fence, how } => self
+                .transition(key, |current| DedupRecord::release(current, *fence, *how))?
+                .map(Answer::Release),
+            Op::Ping => Ok(Answer::Ping),
+        })
+    }
+
+    /// Applies one transition to `key`, on the records as the batch's earlier ops left them.
+    fn transition<T>(
+        &mut self,
+        key: &str,
+        apply: impl FnOnce(Option<&DedupRecord>) -> Step<T>,
+    ) -> Result<Result<T, StoreError>, redb::Error> {
+        let stored = match self.tables.get(key)?.map(decode).transpose() {
+            Ok(stored) => stored,
+            Err(err) => return Ok(Err(err)),
+        };
+        // An expired record counts as absent even before pruning removes it.
+        let live = stored.filter(|&(_, expires_at)| expires_at > self.now);
+        let step = apply(live.as_ref().map(|(record, _)| record));
+        if let Some(record) = step.write {
+            let replaced_expiry = stored.map(|(_, expires_at)| expires_at);
+            let expires_at = record.expires_at_ms(self.now, self.ttl);
+            self.tables.put(key, &record, replaced_expiry, expires_at)?;
+            self.writes += 1;
+        }
+        Ok(Ok(step.answer))
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch: records outlive the process.
+fn now_ms() -> u64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::table::{EXPIRY, RECORDS};
+
+    fn open(dir: &TempDir, ttl: Duration) -> Writer {
+        Writer::open(&dir.path().join("dedup.redb"), ttl, ttl).unwrap()
+    }
+
+    fn claim(key: &str) -> Op {
+        Op::Claim {
+            key: key.to_owned(),
+        }
+    }
+
+    /// Runs `ops` as one batch at `now` and returns the answers.
+    fn batch_at(writer: &Writer, now: u64, ops: &[Op]) -> Vec<Result<Answer, StoreError>> {
+        writer.write_batch(ops, || now).unwrap()
+    }
+
+    /// (records, expiry index entries) on disk.
+    fn rows(writer: &Writer) -> (u64, u64) {
+        let txn = writer.db.begin_read().unwrap();
+        let records = txn.open_table(RECORDS).unwrap().len().unwrap();
+        let expiry = txn.open_table(EXPIRY).unwrap().len().unwrap();
+        (records, expiry)
+    }
+
+    #[test]
+    fn ops_in_one_batch_see_each_others_writes() {
+        let dir = TempDir::new().unwrap();
+        let writer = open(&dir, Duration::from_secs(60));
+        let now = now_ms();
+        let answers = batch_at(
+            &writer,
+            now,
+            &[
+                claim("k"),
+                claim("k"),
+                Op::Complete {
+                    key: "k".to_owned(),
+                    fence: 1,
+                },
+                claim("k"),
+                claim("other"),
+                Op::Ping,
+            ],
+        );
+        assert_eq!(
+            answers,
+            [
+                Ok(Answer::Claim(Claim::Acquired {
+                    fence: 1,
+                    attempt: 1
+                })),
+                Ok(Answer::Claim(Claim::Busy {
+                    retry_in: Duration::from_secs(60)
+                })),
+                Ok(Answer::Complete(Completion::Completed)),
+                Ok(Answer::Claim(Claim::Done)),
+                Ok(Answer::Claim(Claim::Acquired {
+                    fence: 1,
+                    attempt: 1
+                })),
+                Ok(Answer::Ping),
+            ]
+        );
+        // The batch committed: a later one reads what it wrote.
+        assert_eq!(
+            batch_at(&writer, now, &[claim("k")]),
+            [Ok(Answer::Claim(Claim::Done))]
+        );
+    }
+
+    #[test]
+    fn rewriting_a_key_moves_its_expiry_entry() {
+        let release = Op::Release {
+            key: "k".to_owned(),
+            fence: 1,
+            how: Release::Retry,
+        };
+        let missing = Op::Complete {
+            key: "missing".to_owned(),
+            fence: 1,
+        };
+        // Answers that write nothing leave the tables alone.
+        let ops = [claim("k"), release, claim("k"), claim("k"), missing];
+        // Each op in its own transaction, then all of them in one.
+        for batch_size in [1, ops.len()] {
+            let dir = TempDir::new().unwrap();
+            let writer = open(&dir, Duration::from_secs(60));
+            let now = now_ms();
+            let answers: Vec<_> = ops
+                .chunks(batch_size)
+                .flat_map(|batch| batch_at(&writer, now, batch))
+                .collect();
+            assert_eq!(answers[1], Ok(Answer::Release(true)), "{batch_size}");
+            assert_eq!(rows(&writer), (1, 1), "{batch_size}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_record_fails_only_its_own_op() {
+        let dir = TempDir::new().unwrap();
+        let writer = open(&dir, Duration::from_secs(60));
+        let now = now_ms();
+        let txn = writer.db.begin_write().unwrap();
+        txn.open_table(RECORDS)
+            .unwrap()
+            .insert("bad", (9, 1, 1, 0, u64::MAX))
+            .unwrap();
+        txn.commit().unwrap();
+
+        let answers = batch_at(&writer, now, &[claim("a"), claim("bad"), claim("b")]);
+        assert!(matches!(answers[1], Err(StoreError::Protocol(_))));
+        let acquired = Ok(Answer::Claim(Claim::Acquired {
+            fence: 1,
+            attempt: 1,
+        }));
+        assert_eq!((&answers[0], &answers[2]), (&acquired, &acquired));
+    }
+
+    #[test]
+    fn expired_records_are_pruned_by_writes_and_on_open() {
+        let dir = TempDir::new().unwrap();
+        let ttl = Duration::from_millis(50);
+        let writer = open(&dir, ttl);
+        let start = now_ms();
+        for key in 0..30 {
+            batch_at(&writer, start, &[claim(&key.to_string())]);
+        }
+        assert_eq!(rows(&writer), (30, 30));
+
+        // A write after the TTL removes a few expired records besides writing its own.
+        let later = start + 51;
+        batch_at(&writer, later, &[claim("fresh")]);
+        let after_one = 30 - PRUNE_PER_WRITE as u64 + 1;
+        assert_eq!(rows(&writer), (after_one, after_one));
+        // A batch prunes as much as its writes would have one by one.
+        batch_at(&writer, later, &[claim("fresh-2"), claim("fresh-3")]);
+        let after_two = after_one - 2 * PRUNE_PER_WRITE as u64 + 2;
+        assert_eq!(rows(&writer), (after_two, after_two));
+        // A batch that writes nothing prunes nothing either.
+        batch_at(&writer, later, &[claim("fresh"), Op::Ping]);
+        assert_eq!(rows(&writer), (after_two, after_two));
+
+        // Opening removes every expired record, and only those.
+        writer.prune_all(later).unwrap();
+        assert_eq!(rows(&writer), (3, 3));
+        writer.prune_all(later + 51).unwrap();
+        assert_eq!(rows(&writer), (0, 0));
+    }
+}
