@@ -10,11 +10,13 @@
 //! - [`classify`]: the app's reply to an [`Action`](outrigger_core::Action): the app's
 //!   `outrigger-action` header, then user rules, then the defaults.
 //! - [`key`]: idempotency-key templates over headers, JSON payload fields and broker ids.
+//! - [`ordering`]: which messages keep their order, and the per-lane queues that enforce it.
 
 pub mod backoff;
 pub mod classify;
 pub mod dedup;
 pub mod key;
+pub mod ordering;
 pub mod retry;
 
 pub use backoff::{Backoff, BackoffKind};
@@ -23,4 +25,5 @@ pub use classify::{
 };
 pub use dedup::{DedupRecord, DedupState, Step};
 pub use key::{KeyError, KeyTemplate, ParseKeyTemplateError};
+pub use ordering::{Lane, Lanes, OrderingMode};
 pub use retry::{Exhausted, RetryDecision, RetryPolicy};
