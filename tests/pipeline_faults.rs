@@ -18,6 +18,10 @@ use tokio_util::sync::CancellationToken;
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn policy(app: &TestApp, dir: &std::path::Path) -> Config {
+    policy_with(app, dir, "")
+}
+
+fn policy_with(app: &TestApp, dir: &std::path::Path, extra: &str) -> Config {
     let text = format!(
         r#"
 [source.memory]
@@ -34,9 +38,11 @@ path = "{}"
 [retry]
 initial = "10ms"
 max = "50ms"
+{}
 "#,
         app.url(),
-        dir.join("dedup.redb").display()
+        dir.join("dedup.redb").display(),
+        extra
     );
     config::load_str(&text, "test.toml", std::iter::empty()).expect("valid test policy")
 }
@@ -190,4 +196,74 @@ async fn the_action_header_overrides_the_status() {
         "500 with outrigger-action: ack is a success"
     );
     assert_eq!(app.count(), 3, "each decided on its first attempt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_order_holds_through_in_place_retries_while_other_keys_flow() {
+    // "a-1" fails twice; "a-2" and "a-3" share its ordering key and must wait for it, while
+    // the "b" messages must not.
+    let app = TestApp::start(|key, nth| {
+        if key == "a-1" && nth <= 2 {
+            Reply::status(500).after(Duration::from_millis(50))
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = policy_with(&app, dir.path(), "[ordering]\nmode = \"key\"");
+    let broker = MemoryBroker::new();
+    for (id, key) in [
+        ("a-1", "a"),
+        ("b-1", "b"),
+        ("a-2", "a"),
+        ("b-2", "b"),
+        ("a-3", "a"),
+        ("b-3", "b"),
+    ] {
+        broker.publish(
+            "orders",
+            Outgoing::new("{}").header("idempotency-key", id).key(key),
+        );
+    }
+    let metrics = Metrics::new();
+    let store = Store::open(&config).await.unwrap();
+    let pipeline = Arc::new(build_pipeline(
+        &config,
+        Some(store),
+        metrics.source("orders"),
+    ));
+    pipeline::run(
+        pipeline,
+        broker.source("orders", "orders.dlq"),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+
+    let hits = app.hits();
+    let order: Vec<(&str, u16)> = hits.iter().map(|h| (h.key.as_str(), h.status)).collect();
+    let a: Vec<_> = order.iter().filter(|(k, _)| k.starts_with('a')).collect();
+    assert_eq!(
+        a,
+        [
+            &("a-1", 500),
+            &("a-1", 500),
+            &("a-1", 200),
+            &("a-2", 200),
+            &("a-3", 200)
+        ],
+        "key a in order, its later messages behind the retried one"
+    );
+    let a1_done = order.iter().position(|&x| x == ("a-1", 200)).unwrap();
+    let b_done = order.iter().filter(|(k, _)| k.starts_with('b')).count();
+    assert_eq!(b_done, 3);
+    assert!(
+        order[..a1_done]
+            .iter()
+            .filter(|(k, _)| k.starts_with('b'))
+            .count()
+            == 3,
+        "key b was not held back by key a's retries: {order:?}"
+    );
 }

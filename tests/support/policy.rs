@@ -26,6 +26,35 @@ impl Policy {
             .set("log.level", "info")
     }
 
+    /// Kafka `topic` (group `group`) into `app_url`, dedup in local Redis under `namespace`,
+    /// dedup key from the payload's `id`.
+    pub fn kafka(
+        bootstrap: &str,
+        topic: &str,
+        group: &str,
+        app_url: &str,
+        namespace: &str,
+    ) -> Self {
+        let topics = toml_edit::Array::from_iter([topic]);
+        Policy(DocumentMut::new())
+            .set("source.kafka.bootstrap_servers", bootstrap)
+            .set("source.kafka.topics", topics)
+            .set("source.kafka.group_id", group)
+            .set("source.kafka.commit_interval", "100ms")
+            .set("source.kafka.revoke_timeout", "2s")
+            .set("delivery.url", app_url)
+            .set("delivery.timeout", "5s")
+            .set("dedup.key", "{json:/id}")
+            .set("dedup.store", "redis")
+            .set("dedup.redis.url", "redis://127.0.0.1:6379")
+            .set("dedup.redis.namespace", namespace)
+            .set("dedup.lease", "10s")
+            .set("retry.initial", "20ms")
+            .set("retry.max", "200ms")
+            .set("retry.jitter", 0.0)
+            .set("log.level", "info")
+    }
+
     /// Sets a dotted key, creating tables on the way.
     pub fn set(mut self, path: &str, v: impl Into<Value>) -> Self {
         let mut parts: Vec<&str> = path.split('.').collect();
@@ -38,6 +67,20 @@ impl Policy {
             table = entry.as_table_mut().expect("a table on the path");
         }
         table.insert(last, value(v));
+        self
+    }
+
+    /// Sets a librdkafka property (its name has dots, so it is not a path).
+    pub fn kafka_property(mut self, name: &str, v: &str) -> Self {
+        let source = self.0["source"]["kafka"]
+            .as_table_mut()
+            .expect("a kafka policy");
+        let props = source
+            .entry("properties")
+            .or_insert_with(|| Item::Table(Table::new()))
+            .as_table_mut()
+            .expect("properties is a table");
+        props.insert(name, value(v));
         self
     }
 

@@ -28,8 +28,14 @@ pub fn free_port() -> SocketAddr {
 impl Sidecar {
     /// Starts `outrigger run` with this policy (its admin address is set here).
     pub fn start(policy: Policy) -> Self {
-        let admin = free_port();
-        let policy = policy.set("admin.listen", admin.to_string());
+        Self::start_listening(policy, free_port())
+    }
+
+    /// Starts `outrigger run` with its admin listener on `listen`, which may be beyond
+    /// loopback (`0.0.0.0:PORT`); [`Sidecar::admin`] is then that port on loopback.
+    pub fn start_listening(policy: Policy, listen: SocketAddr) -> Self {
+        let admin = SocketAddr::from(([127, 0, 0, 1], listen.port()));
+        let policy = policy.set("admin.listen", listen.to_string());
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("policy.toml");
         std::fs::write(&config, policy.text()).unwrap();
@@ -106,6 +112,17 @@ impl Sidecar {
             .sum()
     }
 
+    /// Resident set size of the process now, KiB (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The scratch directory (policy file, logs).
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
@@ -114,6 +131,14 @@ impl Sidecar {
 
 impl Drop for Sidecar {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let tail: Vec<&str> = logs.lines().rev().take(60).collect();
+            eprintln!("--- sidecar log (last lines) ---");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -14,6 +14,10 @@
 //!   the copy from being refused or lost: it is persistent (delivery mode 2); a per-message
 //!   `expiration` moves to the [`ORIGINAL_EXPIRATION`] header; a `user-id` other than the
 //!   sidecar's own moves to [`ORIGINAL_USER_ID`] (RabbitMQ refuses a foreign one).
+//! - Dead letters back: [`AmqpDeadLetters`] lists, resubmits and purges the dead-letter queue
+//!   for `outrigger dlq` and the admin API. A resubmitted copy is the original again (context
+//!   headers off, `expiration` and `user-id` restored where possible) plus the
+//!   `outrigger-resubmitted-*` mark; the record is acked only once the copy is confirmed.
 //! - Reconnects: a broken connection or channel marks the source's health flag down; `recv`
 //!   reconnects with backoff (100ms doubling to 5s). Ackers of the old channel then fail with
 //!   a connection error, and the broker redelivers their messages.
@@ -25,6 +29,8 @@
 //! - `session`: one connection's queue checks, channels, consumer and health watcher.
 //! - `publisher`: confirmed publishes on a channel of their own.
 //! - `dead_letter`: the properties a dead-letter copy carries.
+//! - `dead_letters`: [`AmqpDeadLetters`] and its [`AmqpPass`], the dead-letter queue read back;
+//!   `resubmit`: the properties a resubmitted copy carries.
 //! - `headers`: AMQP header tables to core headers.
 //! - `error`, `backoff`: lapin errors to [`SourceError`](outrigger_core::SourceError), and
 //!   reconnect delays.
@@ -33,13 +39,16 @@ mod acker;
 mod backoff;
 mod config;
 mod dead_letter;
+mod dead_letters;
 mod error;
 mod headers;
 mod publisher;
+mod resubmit;
 mod session;
 mod source;
 
 pub use acker::AmqpAcker;
 pub use config::{AmqpConfig, DEFAULT_CONSUMER_TAG, DEFAULT_PREFETCH};
 pub use dead_letter::{ORIGINAL_EXPIRATION, ORIGINAL_USER_ID};
+pub use dead_letters::{AmqpDeadLetters, AmqpPass};
 pub use source::AmqpSource;

@@ -35,6 +35,11 @@ impl Publisher {
         })
     }
 
+    /// The connection it publishes on.
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
     /// The user this connection authenticated as.
     pub(crate) fn user(&self) -> String {
         self.connection.status().username()
@@ -72,20 +77,26 @@ impl Publisher {
             .await
             .map_err(|_| {
                 SourceError::Publish(format!(
-                    "no confirm for the publish to queue {queue:?} within {CONFIRM_TIMEOUT:?}"
+                    "no confirm for the publish to queue {:?} within {CONFIRM_TIMEOUT:?}",
+                    queue.as_str()
                 ))
             })?
-            .map_err(|e| SourceError::Publish(format!("publishing to queue {queue:?}: {e}")))?;
+            .map_err(|e| {
+                SourceError::Publish(format!("publishing to queue {:?}: {e}", queue.as_str()))
+            })?;
         match confirmation {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
                 Err(SourceError::Publish(format!(
-                    "queue {queue:?} did not take the message: {} {}",
-                    returned.reply_code, returned.reply_text
+                    "queue {:?} did not take the message: {} {}",
+                    queue.as_str(),
+                    returned.reply_code,
+                    returned.reply_text
                 )))
             }
             Confirmation::Nack(None) => Err(SourceError::Publish(format!(
-                "the broker nacked the publish to queue {queue:?}"
+                "the broker nacked the publish to queue {:?}",
+                queue.as_str()
             ))),
             Confirmation::NotRequested => Err(SourceError::Publish(
                 "the publish channel is not in confirm mode".into(),

@@ -81,15 +81,7 @@ impl Session {
         names: &Names,
         health: &HealthFlag,
     ) -> Result<Self, SourceError> {
-        let connect = Connection::connect_uri(names.uri.clone(), ConnectionProperties::default());
-        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-            .await
-            .map_err(|_| {
-                SourceError::Connection(format!(
-                    "connecting to the broker timed out after {CONNECT_TIMEOUT:?}"
-                ))
-            })?
-            .map_err(|e| classify("connecting to the broker", &e))?;
+        let connection = connect(&names.uri).await?;
 
         check_queues(&connection, config, names).await?;
 
@@ -142,6 +134,19 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.watcher.abort();
     }
+}
+
+/// Opens a connection, bounded by [`CONNECT_TIMEOUT`].
+pub(crate) async fn connect(uri: &AMQPUri) -> Result<Connection, SourceError> {
+    let connect = Connection::connect_uri(uri.clone(), ConnectionProperties::default());
+    tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| {
+            SourceError::Connection(format!(
+                "connecting to the broker timed out after {CONNECT_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| classify("connecting to the broker", &e))
 }
 
 /// Checks that the source queue exists and that the dead-letter queue exists or is declared.

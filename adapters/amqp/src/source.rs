@@ -6,6 +6,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicNackOptions};
 use lapin::types::ShortString;
+use lapin::BasicProperties;
 use outrigger_core::{Coordinates, Delivery, HealthFlag, Message, Source, SourceError};
 use tracing::{debug, info, warn};
 
@@ -181,8 +182,35 @@ fn to_delivery(
         queue,
         delivery_tag,
     };
-    let message = Message {
-        payload: payload.clone(),
+    let message = to_message(
+        coordinates.clone(),
+        &routing_key,
+        redelivered,
+        &properties,
+        payload.clone(),
+    );
+    let acker = AmqpAcker::new(
+        acker,
+        session.consume.clone(),
+        session.publisher.clone(),
+        dead_letter_queue,
+        coordinates,
+        properties,
+        payload,
+    );
+    Delivery { message, acker }
+}
+
+/// The core's view of an AMQP message.
+pub(crate) fn to_message(
+    coordinates: Coordinates,
+    routing_key: &ShortString,
+    redelivered: bool,
+    properties: &BasicProperties,
+    payload: Bytes,
+) -> Message {
+    Message {
+        payload,
         headers: properties
             .headers()
             .as_ref()
@@ -195,17 +223,7 @@ fn to_delivery(
         timestamp: properties
             .timestamp()
             .map(|secs| UNIX_EPOCH + Duration::from_secs(secs)),
-        coordinates: coordinates.clone(),
-        redelivered,
-    };
-    let acker = AmqpAcker::new(
-        acker,
-        session.consume.clone(),
-        session.publisher.clone(),
-        dead_letter_queue,
         coordinates,
-        properties,
-        payload,
-    );
-    Delivery { message, acker }
+        redelivered,
+    }
 }

@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, and the dead-letter API under `/dlq`
+//! (see [`crate::dlq::api`]).
 //!
 //! Bound to loopback by default. When a token is configured, `/metrics` (and every later
 //! operator endpoint) requires `Authorization: Bearer <token>`; the probes stay open because they
@@ -43,6 +44,8 @@ pub struct AdminState {
     pub app: String,
     /// Bearer token required on operator endpoints, when set.
     pub token: Option<String>,
+    /// The dead-letter queue behind `/dlq`, when the sidecar serves one.
+    pub dlq: Option<crate::dlq::api::DlqApi>,
 }
 
 /// Binds the admin listener; fails before anything else starts if the address is taken.
@@ -54,6 +57,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
     let protected = Router::new()
         .route("/metrics", get(metrics))
+        .merge(crate::dlq::api::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

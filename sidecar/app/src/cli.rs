@@ -38,4 +38,6 @@ pub enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// List, show, resubmit and purge the dead letters of the source a policy file configures.
+    Dlq(Box<crate::dlq::args::DlqArgs>),
 }

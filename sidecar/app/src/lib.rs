@@ -10,7 +10,8 @@
 //! - [`pipeline`]: claim → deliver → classify → settle, per message, and the consumer loop.
 //! - [`delivery`]: the HTTP client to the app and the request headers.
 //! - [`store`]: the dedup stores as one enum.
-//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/dlq`.
+//! - [`dlq`]: `outrigger dlq` and the admin API's dead-letter routes.
 //! - [`metrics`]: metric names and the registry.
 //! - [`run`]: `outrigger run` wiring. [`demo`]: `outrigger demo`.
 //! - [`shutdown`], [`telemetry`]: signals and logging.
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod demo;
+pub mod dlq;
 pub mod metrics;
 pub mod pipeline;
 pub mod run;

@@ -9,7 +9,18 @@ use tokio_util::sync::CancellationToken;
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Help and version go to stdout and succeed; every usage error is EX_USAGE.
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match cli.command {
         Command::Check { config } => match load(&config) {
             Ok(c) => {
@@ -35,6 +46,13 @@ fn main() -> ExitCode {
                     }
                 }
             })
+        }
+        Command::Dlq(args) => {
+            let config = match load(args.config()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            runtime().block_on(outrigger::dlq::command::run(*args, config))
         }
         Command::Demo { events, seed } => runtime().block_on(async {
             match outrigger::demo::run(outrigger::demo::DemoOptions { events, seed }).await {

@@ -36,12 +36,28 @@ pub mod names {
     pub const FENCED: &str = "outrigger_dedup_fenced_total";
     /// Messages taken from the broker and not yet settled.
     pub const IN_FLIGHT: &str = "outrigger_in_flight_messages";
+    /// Messages waiting behind another one of their ordering lane.
+    pub const ORDERING_WAITING: &str = "outrigger_ordering_waiting_messages";
     /// Payload bytes of messages in flight.
     pub const BUFFERED_BYTES: &str = "outrigger_buffered_bytes";
     /// Time from request start to the end of the app's response body.
     pub const DELIVERY_DURATION: &str = "outrigger_delivery_duration_seconds";
     /// 1 while the broker connection is up.
     pub const SOURCE_UP: &str = "outrigger_source_up";
+    /// Messages between the committed watermark and the partition's end.
+    pub const CONSUMER_LAG: &str = "outrigger_consumer_lag_messages";
+    /// The next offset the sidecar will commit (everything below is settled).
+    pub const WATERMARK: &str = "outrigger_partition_watermark_offset";
+    /// Messages of the partition taken and not yet settled.
+    pub const PARTITION_IN_FLIGHT: &str = "outrigger_partition_in_flight_messages";
+    /// 1 while fetching from the partition is paused by backpressure.
+    pub const PARTITION_PAUSED: &str = "outrigger_partition_paused";
+    /// 1 while the partition's commit waits on a dead-letter write that keeps failing.
+    pub const PARTITION_STALLED: &str = "outrigger_partition_stalled";
+    /// Dead letters resubmitted through the admin API, confirmed by the broker.
+    pub const DLQ_RESUBMITTED: &str = "outrigger_dlq_resubmitted_total";
+    /// Dead letters purged through the admin API.
+    pub const DLQ_PURGED: &str = "outrigger_dlq_purged_total";
 }
 
 /// Label keys.
@@ -52,6 +68,67 @@ pub mod labels {
     pub const OUTCOME: &str = "outcome";
     /// A bounded failure or response class: 2xx, 4xx, 5xx, timeout, connection, decode.
     pub const CLASS: &str = "class";
+    /// A Kafka topic (bounded: the configured topics).
+    pub const TOPIC: &str = "topic";
+    /// A partition number (bounded by the topic's partition count).
+    pub const PARTITION: &str = "partition";
+}
+
+/// Per-partition gauges of partitioned sources (Kafka), refreshed from the adapter's view.
+#[derive(Clone)]
+pub struct PartitionGauges {
+    /// Consumer lag.
+    pub lag: IntGaugeVec,
+    /// Commit watermark.
+    pub watermark: IntGaugeVec,
+    /// In-flight messages.
+    pub in_flight: IntGaugeVec,
+    /// Paused by backpressure.
+    pub paused: IntGaugeVec,
+    /// Commit stalled on a failing dead-letter write.
+    pub stalled: IntGaugeVec,
+}
+
+impl PartitionGauges {
+    fn new(registry: &Registry) -> Self {
+        let gauge = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &[labels::TOPIC, labels::PARTITION])
+                .expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        Self {
+            lag: gauge(
+                names::CONSUMER_LAG,
+                "Messages between the watermark and the end.",
+            ),
+            watermark: gauge(names::WATERMARK, "Next offset to commit."),
+            in_flight: gauge(
+                names::PARTITION_IN_FLIGHT,
+                "Partition messages not yet settled.",
+            ),
+            paused: gauge(names::PARTITION_PAUSED, "1 while fetching is paused."),
+            stalled: gauge(
+                names::PARTITION_STALLED,
+                "1 while a dead-letter write blocks the commit.",
+            ),
+        }
+    }
+
+    /// Forgets every partition (revoked ones must not linger).
+    pub fn reset(&self) {
+        for g in [
+            &self.lag,
+            &self.watermark,
+            &self.in_flight,
+            &self.paused,
+            &self.stalled,
+        ] {
+            g.reset();
+        }
+    }
 }
 
 /// The sidecar's metrics, registered in their own registry.
@@ -59,6 +136,8 @@ pub mod labels {
 pub struct Metrics {
     /// The registry `/metrics` renders.
     pub registry: Registry,
+    /// Per-partition gauges (Kafka).
+    pub partitions: PartitionGauges,
     consumed: IntCounterVec,
     settled: IntCounterVec,
     delivered: IntCounterVec,
@@ -72,9 +151,21 @@ pub struct Metrics {
     dlq_failures: IntCounterVec,
     fenced: IntCounterVec,
     in_flight: IntGaugeVec,
+    ordering_waiting: IntGaugeVec,
     buffered_bytes: IntGaugeVec,
     duration: HistogramVec,
     source_up: IntGaugeVec,
+    dlq_resubmitted: IntCounterVec,
+    dlq_purged: IntCounterVec,
+}
+
+/// The dead-letter operation counters of one source.
+#[derive(Clone)]
+pub struct DlqMetrics {
+    /// Records resubmitted.
+    pub resubmitted: IntCounter,
+    /// Records purged.
+    pub purged: IntCounter,
 }
 
 /// The metrics of one source, with its label already bound (cheap to clone).
@@ -100,6 +191,8 @@ pub struct SourceMetrics {
     pub fenced: IntCounter,
     /// In-flight messages.
     pub in_flight: IntGauge,
+    /// Messages waiting in an ordering lane.
+    pub ordering_waiting: IntGauge,
     /// In-flight payload bytes.
     pub buffered_bytes: IntGauge,
     /// Delivery durations.
@@ -164,6 +257,10 @@ impl Metrics {
                 src,
             ),
             in_flight: gauge(names::IN_FLIGHT, "Messages taken and not yet settled."),
+            ordering_waiting: gauge(
+                names::ORDERING_WAITING,
+                "Messages waiting behind another one of their ordering lane.",
+            ),
             buffered_bytes: gauge(
                 names::BUFFERED_BYTES,
                 "Payload bytes of in-flight messages.",
@@ -187,6 +284,13 @@ impl Metrics {
                 h
             },
             source_up: gauge(names::SOURCE_UP, "1 while the broker connection is up."),
+            dlq_resubmitted: counter(
+                names::DLQ_RESUBMITTED,
+                "Dead letters resubmitted, confirmed by the broker.",
+                src,
+            ),
+            dlq_purged: counter(names::DLQ_PURGED, "Dead letters purged.", src),
+            partitions: PartitionGauges::new(&registry),
             registry,
         }
     }
@@ -205,11 +309,20 @@ impl Metrics {
             dlq_failures: self.dlq_failures.with_label_values(l),
             fenced: self.fenced.with_label_values(l),
             in_flight: self.in_flight.with_label_values(l),
+            ordering_waiting: self.ordering_waiting.with_label_values(l),
             buffered_bytes: self.buffered_bytes.with_label_values(l),
             duration: self.duration.with_label_values(l),
             source_up: self.source_up.with_label_values(l),
             source: source.to_owned(),
             metrics: self.clone(),
+        }
+    }
+
+    /// The dead-letter operation counters of one source.
+    pub fn dlq(&self, source: &str) -> DlqMetrics {
+        DlqMetrics {
+            resubmitted: self.dlq_resubmitted.with_label_values(&[source]),
+            purged: self.dlq_purged.with_label_values(&[source]),
         }
     }
 

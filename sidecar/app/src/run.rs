@@ -1,17 +1,21 @@
 //! `outrigger run`: assembles the sidecar from a valid config and runs it until shutdown.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use outrigger_amqp::{AmqpConfig as AmqpAdapterConfig, AmqpSource};
-use outrigger_core::{DedupStore, SourceError};
+use outrigger_core::{DedupStore, Source, SourceError};
+use outrigger_kafka::{
+    KafkaConfig as KafkaAdapterConfig, KafkaSource, KafkaStats, StartFrom as KafkaStart,
+};
 use outrigger_policies::Classifier;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminState, StoreProbe};
-use crate::config::{Config, OnStoreError, SourceConfig};
+use crate::config::{Config, OnStoreError, SourceConfig, StartFrom};
 use crate::delivery::{DeliverySettings, HeaderPlan, HttpDelivery};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::pipeline::{self, Dedup, Pipeline, StoreFailureMode, ThrottleGate};
@@ -37,6 +41,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         store: store.clone().map(store_probe),
         app: app_authority(&config),
         token: config.admin.token.clone(),
+        dlq: Some(crate::dlq::api::DlqApi::new(&config, &metrics)),
     });
     let listener = admin::bind(config.admin.listen)
         .await
@@ -59,19 +64,49 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 dead_letter_queue: config.dead_letter.destination(&config.source),
                 declare_dead_letter_queue: config.dead_letter.declare,
             };
-            match connect_amqp(settings, &shutdown).await? {
+            let connect = || AmqpSource::connect(settings.clone());
+            match connect_with_retry("RabbitMQ", connect, &shutdown).await? {
+                Some(source) => consume(pipeline, source, &admin_state, &shutdown).await,
+                None => Ok(()),
+            }
+        }
+        SourceConfig::Kafka(kafka) => {
+            let settings = KafkaAdapterConfig {
+                bootstrap_servers: kafka.bootstrap_servers.clone(),
+                topics: kafka.topics.clone(),
+                group_id: kafka.group_id.clone(),
+                start_from: match kafka.start_from {
+                    StartFrom::Earliest => KafkaStart::Earliest,
+                    StartFrom::Latest => KafkaStart::Latest,
+                },
+                properties: kafka.properties.clone(),
+                dead_letter_topic: config.dead_letter.destination.clone(),
+                max_in_flight: usize::from(config.backpressure.max_in_flight),
+                max_in_flight_per_partition: usize::from(
+                    config.backpressure.max_in_flight_per_partition,
+                ),
+                max_buffered_bytes: config.backpressure.max_buffered_bytes.as_u64(),
+                commit_interval: kafka.commit_interval,
+                revoke_timeout: kafka.revoke_timeout,
+            };
+            let connect = || KafkaSource::connect(settings.clone());
+            match connect_with_retry("Kafka", connect, &shutdown).await? {
                 Some(source) => {
-                    use outrigger_core::Source as _;
-                    *admin_state.source.write() = Some(source.health());
-                    info!(queue = %amqp.queue, "Consuming.");
-                    pipeline::run(pipeline, source, shutdown.clone()).await
+                    let exporter = tokio::spawn(export_partition_stats(
+                        source.stats(),
+                        metrics.clone(),
+                        shutdown.clone(),
+                    ));
+                    let result = consume(pipeline, source, &admin_state, &shutdown).await;
+                    exporter.abort();
+                    result
                 }
                 None => Ok(()),
             }
         }
         SourceConfig::Memory(_) => {
             anyhow::bail!(
-                "the memory source only exists inside `outrigger demo`; use [source.amqp]"
+                "the memory source only exists inside `outrigger demo`; use [source.amqp] or [source.kafka]"
             )
         }
     };
@@ -82,23 +117,72 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
-/// Connects, retrying while the broker is unreachable. `None` when shutdown came first.
-async fn connect_amqp(
-    settings: AmqpAdapterConfig,
+/// Runs the pipeline over a connected source, with its health visible on `/readyz`.
+async fn consume<S: Source, D: DedupStore>(
+    pipeline: Arc<Pipeline<D>>,
+    source: S,
+    admin: &AdminState,
     shutdown: &CancellationToken,
-) -> anyhow::Result<Option<AmqpSource>> {
+) -> Result<(), SourceError> {
+    *admin.source.write() = Some(source.health());
+    info!("Consuming.");
+    pipeline::run(pipeline, source, shutdown.clone()).await
+}
+
+/// Connects, retrying while the broker is unreachable. `None` when shutdown came first; an
+/// error when the broker refused (missing queue or topic, access denied).
+async fn connect_with_retry<S, F, Fut>(
+    broker: &str,
+    connect: F,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<S>>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<S, SourceError>>,
+{
     let mut wait = Duration::from_millis(200);
     loop {
-        match AmqpSource::connect(settings.clone()).await {
+        match connect().await {
             Ok(source) => return Ok(Some(source)),
-            Err(e @ SourceError::Rejected(_)) => return Err(e).context("connecting to RabbitMQ"),
-            Err(e) => warn!(error = %e, "RabbitMQ unreachable; retrying."),
+            Err(e @ SourceError::Rejected(_)) => {
+                return Err(e).with_context(|| format!("connecting to {broker}"))
+            }
+            Err(e) => warn!(error = %e, broker, "Broker unreachable; retrying."),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
             _ = tokio::time::sleep(wait) => {}
         }
         wait = (wait * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Copies the Kafka adapter's per-partition view into gauges, once a second.
+async fn export_partition_stats(stats: KafkaStats, metrics: Metrics, shutdown: CancellationToken) {
+    loop {
+        let partitions = stats.partitions();
+        metrics.partitions.reset();
+        for p in &partitions {
+            let labels = [p.topic.as_str(), &p.partition.to_string()];
+            let g = &metrics.partitions;
+            g.watermark.with_label_values(&labels).set(p.watermark);
+            if let Some(high) = p.high_watermark {
+                g.lag
+                    .with_label_values(&labels)
+                    .set((high - p.watermark).max(0));
+            }
+            g.in_flight
+                .with_label_values(&labels)
+                .set(p.in_flight as i64);
+            g.paused.with_label_values(&labels).set(i64::from(p.paused));
+            g.stalled
+                .with_label_values(&labels)
+                .set(i64::from(p.stalled_on_dead_letter));
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 
@@ -141,6 +225,7 @@ pub fn build_pipeline<D: DedupStore>(
         classifier: Classifier::new(config.classify.rules.iter().map(|r| r.to_rule()).collect()),
         retry: config.retry.policy(),
         max_in_flight: usize::from(config.backpressure.max_in_flight),
+        ordering: config.ordering.mode(&config.source),
         grace_period: config.shutdown.grace_period,
         throttle: ThrottleGate::default(),
         metrics,

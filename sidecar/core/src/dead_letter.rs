@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::message::Coordinates;
+use crate::message::{Coordinates, Header};
 
 /// Header names of the failure context, all prefixed `outrigger-dlq-`.
 pub mod headers {
@@ -29,6 +29,14 @@ pub mod headers {
     pub const KEY: &str = "outrigger-dlq-key";
     /// Start of the app's response body (capped, lossy UTF-8).
     pub const RESPONSE: &str = "outrigger-dlq-response";
+    /// The prefix every context header starts with.
+    pub const PREFIX: &str = "outrigger-dlq-";
+
+    /// Whether `name` is a failure-context header (ASCII case-insensitive).
+    pub fn is_context(name: &str) -> bool {
+        name.get(..PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
+    }
 }
 
 /// Why and how a message failed, attached to its dead letter.
@@ -77,6 +85,85 @@ impl DeadLetter {
         }
         out
     }
+
+    /// Reads the context back from a dead letter's headers: the inverse of
+    /// [`context_headers`](Self::context_headers), the source coordinates aside (see
+    /// [`source_from_headers`]). Reason, attempts and both failure times must be there; the
+    /// rest is optional, as it is when written.
+    pub fn from_headers(headers: &[Header]) -> Result<Self, ContextError> {
+        let text = |name: &'static str| -> Result<Option<&str>, ContextError> {
+            match find(headers, name) {
+                None => Ok(None),
+                Some(v) => std::str::from_utf8(v)
+                    .map(Some)
+                    .map_err(|_| ContextError::new(name, "is not UTF-8 text")),
+            }
+        };
+        let required =
+            |name: &'static str| text(name)?.ok_or_else(|| ContextError::new(name, "is missing"));
+        let time = |name: &'static str| {
+            let value = required(name)?;
+            humantime::parse_rfc3339_weak(value).map_err(|e| {
+                ContextError::new(name, format!("{value:?} is not an RFC 3339 time: {e}"))
+            })
+        };
+        Ok(Self {
+            reason: required(headers::REASON)?.to_owned(),
+            class: text(headers::CLASS)?.unwrap_or("unknown").to_owned(),
+            last_status: text(headers::STATUS)?
+                .map(|v| number(headers::STATUS, v))
+                .transpose()?,
+            attempts: number(headers::ATTEMPTS, required(headers::ATTEMPTS)?)?,
+            first_failure: time(headers::FIRST_FAILURE)?,
+            last_failure: time(headers::LAST_FAILURE)?,
+            key: text(headers::KEY)?.map(str::to_owned),
+            response_excerpt: find(headers, headers::RESPONSE)
+                .cloned()
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// The source coordinates a dead letter's headers name: where the message was consumed from
+/// when it failed. `None` when the header is missing or unreadable.
+pub fn source_from_headers(headers: &[Header]) -> Option<Coordinates> {
+    std::str::from_utf8(find(headers, headers::SOURCE)?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn number<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ContextError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| ContextError::new(name, format!("{value:?} is not a number")))
+}
+
+fn find<'a>(headers: &'a [Header], name: &str) -> Option<&'a Bytes> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| &h.value)
+}
+
+/// A dead letter's headers do not carry a readable failure context.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("header {header} {problem}")]
+pub struct ContextError {
+    /// The header at fault.
+    pub header: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ContextError {
+    fn new(header: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            header,
+            problem: problem.into(),
+        }
+    }
 }
 
 /// RFC 3339 with millisecond precision, UTC.
@@ -124,5 +211,49 @@ mod tests {
         );
         assert_eq!(get(headers::RESPONSE), Some("bad order"));
         assert_eq!(get(headers::KEY), Some("order-1"));
+    }
+
+    #[test]
+    fn from_headers_reads_back_what_context_headers_wrote() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let dl = DeadLetter {
+            reason: "gave up after 3 attempts: app answered HTTP 500".into(),
+            class: "5xx".into(),
+            last_status: Some(500),
+            attempts: 3,
+            first_failure: t,
+            last_failure: t + Duration::from_secs(2),
+            key: Some("order-1".into()),
+            response_excerpt: Bytes::from_static(b"busy"),
+        };
+        let source = Coordinates::Kafka {
+            topic: "orders".into(),
+            partition: 2,
+            offset: 40,
+        };
+        let mut headers: Vec<Header> = dl
+            .context_headers(&source)
+            .into_iter()
+            .map(|(n, v)| Header::new(n, v))
+            .collect();
+        headers.push(Header::new("idempotency-key", "order-1"));
+        assert_eq!(DeadLetter::from_headers(&headers), Ok(dl));
+        assert_eq!(source_from_headers(&headers), Some(source));
+        assert!(headers::is_context("Outrigger-DLQ-Reason"));
+        assert!(!headers::is_context("idempotency-key"));
+    }
+
+    #[test]
+    fn from_headers_names_the_missing_or_bad_header() {
+        let err = DeadLetter::from_headers(&[Header::new(headers::REASON, "x")]).unwrap_err();
+        assert_eq!(err.header, headers::ATTEMPTS);
+        let bad = [
+            Header::new(headers::REASON, "x"),
+            Header::new(headers::ATTEMPTS, "1"),
+            Header::new(headers::FIRST_FAILURE, "yesterday"),
+        ];
+        let err = DeadLetter::from_headers(&bad).unwrap_err();
+        assert_eq!(err.header, headers::FIRST_FAILURE);
+        assert!(err.to_string().contains("yesterday"), "{err}");
     }
 }

@@ -10,19 +10,25 @@
 //! - [`reply`]: what the application answered (or why it did not).
 //! - [`action`]: the closed set of fates a classifier can pick.
 //! - [`dead_letter`]: the failure context attached to a dead letter.
+//! - [`dead_letters`]: dead letters read back, and the [`DeadLetterQueue`] operators work on.
 //! - [`source`]: the adapter traits, [`Source`] and [`Acker`].
 //! - [`dedup`]: the dedup store trait and its protocol types.
 
 pub mod action;
 pub mod dead_letter;
+pub mod dead_letters;
 pub mod dedup;
 pub mod message;
 pub mod reply;
 pub mod source;
 
 pub use action::{Action, ParseActionError};
-pub use dead_letter::DeadLetter;
+pub use dead_letter::{ContextError, DeadLetter};
+pub use dead_letters::{
+    content_id, DeadLetterPass, DeadLetterQueue, DeadLetterRecord, Handled, HandledAction,
+    Resubmission, Scope,
+};
 pub use dedup::{Claim, Completion, DedupStore, Release, StoreError};
-pub use message::{Coordinates, Header, Message};
+pub use message::{Coordinates, Header, Message, ParseCoordinatesError};
 pub use reply::{Reply, Response, TransportError, TransportErrorKind};
 pub use source::{Acker, Delivery, HealthFlag, Settlement, Source, SourceError, Unsettled};

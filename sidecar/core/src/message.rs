@@ -1,6 +1,7 @@
 //! A message as a broker delivered it, normalised across brokers.
 
 use std::fmt;
+use std::str::FromStr;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -107,6 +108,60 @@ impl fmt::Display for Coordinates {
     }
 }
 
+impl FromStr for Coordinates {
+    type Err = ParseCoordinatesError;
+
+    /// Parses the [`Display`](fmt::Display) form back (`amqp:orders#7`, `kafka:orders/3@42`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseCoordinatesError(s.to_owned());
+        let (broker, rest) = s.split_once(':').ok_or_else(err)?;
+        let non_empty = |name: &str| (!name.is_empty()).then(|| name.to_owned()).ok_or_else(err);
+        // Names may hold the separators; the numbers after the last one may not.
+        Ok(match broker {
+            "kafka" => {
+                let (topic_partition, offset) = rest.rsplit_once('@').ok_or_else(err)?;
+                let (topic, partition) = topic_partition.rsplit_once('/').ok_or_else(err)?;
+                Coordinates::Kafka {
+                    topic: non_empty(topic)?,
+                    partition: partition.parse().map_err(|_| err())?,
+                    offset: offset.parse().map_err(|_| err())?,
+                }
+            }
+            "amqp" => {
+                let (queue, tag) = rest.rsplit_once('#').ok_or_else(err)?;
+                Coordinates::Amqp {
+                    queue: non_empty(queue)?,
+                    delivery_tag: tag.parse().map_err(|_| err())?,
+                }
+            }
+            "redis" | "nats" | "memory" => {
+                let (name, position) = rest.rsplit_once('@').ok_or_else(err)?;
+                let name = non_empty(name)?;
+                match broker {
+                    "redis" => Coordinates::RedisStream {
+                        stream: name,
+                        id: non_empty(position)?,
+                    },
+                    "nats" => Coordinates::Nats {
+                        stream: name,
+                        sequence: position.parse().map_err(|_| err())?,
+                    },
+                    _ => Coordinates::Memory {
+                        queue: name,
+                        sequence: position.parse().map_err(|_| err())?,
+                    },
+                }
+            }
+            _ => return Err(err()),
+        })
+    }
+}
+
+/// Text that is not the display form of any [`Coordinates`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not source coordinates: {0:?}")]
+pub struct ParseCoordinatesError(pub String);
+
 /// One message, normalised across brokers. The payload and headers are kept byte for byte.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
@@ -185,5 +240,38 @@ mod tests {
         assert_eq!(c.to_string(), "kafka:orders/3@42");
         assert_eq!(c.source_name(), "orders");
         assert_eq!(c.broker(), "kafka");
+    }
+
+    #[test]
+    fn coordinates_parse_back_from_their_display_form() {
+        let all = [
+            Coordinates::Kafka {
+                topic: "orders.v2".into(),
+                partition: 3,
+                offset: 42,
+            },
+            Coordinates::Amqp {
+                queue: "orders#eu".into(),
+                delivery_tag: 7,
+            },
+            Coordinates::RedisStream {
+                stream: "s".into(),
+                id: "1700000000000-0".into(),
+            },
+            Coordinates::Nats {
+                stream: "n".into(),
+                sequence: 9,
+            },
+            Coordinates::Memory {
+                queue: "q@x".into(),
+                sequence: 1,
+            },
+        ];
+        for c in all {
+            assert_eq!(c.to_string().parse::<Coordinates>(), Ok(c));
+        }
+        for bad in ["", "amqp:orders", "kafka:orders@1", "ftp:x#1", "amqp:#1"] {
+            assert!(bad.parse::<Coordinates>().is_err(), "{bad}");
+        }
     }
 }

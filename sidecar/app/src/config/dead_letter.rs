@@ -9,7 +9,8 @@ use super::SourceConfig;
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterConfig {
-    /// The queue (topic, stream) dead letters are published to; default `<source queue>.dlq`.
+    /// The queue (topic, stream) dead letters are published to; default `<source queue>.dlq`,
+    /// and for kafka `<topic>.dlq` for each topic consumed.
     #[serde(default)]
     pub destination: Option<String>,
     /// Declare the destination at startup if it does not exist (durable). Turn off where the
@@ -19,11 +20,18 @@ pub struct DeadLetterConfig {
 }
 
 impl DeadLetterConfig {
-    /// The destination name: `destination`, or else `<source queue>.dlq`.
+    /// The destination name: `destination`, or else `<source queue>.dlq` (for kafka, the
+    /// first topic's; see [`Self::destination_for`]).
     pub fn destination(&self, source: &SourceConfig) -> String {
+        self.destination_for(source.name())
+    }
+
+    /// The destination of dead letters from the queue or topic `source_name`: `destination`,
+    /// or else `<source_name>.dlq`.
+    pub fn destination_for(&self, source_name: &str) -> String {
         self.destination
             .clone()
-            .unwrap_or_else(|| format!("{}.dlq", source.name()))
+            .unwrap_or_else(|| format!("{source_name}.dlq"))
     }
 }
 

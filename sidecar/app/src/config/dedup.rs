@@ -44,7 +44,8 @@ pub struct DedupConfig {
 }
 
 impl DedupConfig {
-    /// The key prefix in the store: `redis.namespace`, or else the source's queue name.
+    /// The key prefix in the store: `redis.namespace`, or else the source's queue name (the
+    /// first topic for kafka).
     pub fn namespace(&self, source: &SourceConfig) -> String {
         self.redis
             .namespace
@@ -121,8 +122,8 @@ pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
     #[serde(default = "default_redis_url")]
     pub url: String,
-    /// Prefix of every key this sidecar writes; default: the source's queue name, so services
-    /// sharing one Redis do not see each other's keys.
+    /// Prefix of every key this sidecar writes; default: the source's queue name (the first
+    /// topic for kafka), so services sharing one Redis do not see each other's keys.
     #[serde(default)]
     pub namespace: Option<String>,
     /// How long one store call may take before it counts as a store error.

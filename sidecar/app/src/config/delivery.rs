@@ -24,7 +24,8 @@ pub struct DeliveryConfig {
     /// dropped, so internal broker metadata does not leak into the app by accident.
     #[serde(default)]
     pub forward_headers: Vec<String>,
-    /// The CloudEvents `ce-source` attribute; default `/outrigger/<source kind>/<queue>`.
+    /// The CloudEvents `ce-source` attribute; default `/outrigger/<source kind>/<queue>` (the
+    /// first topic for kafka).
     #[serde(default)]
     pub ce_source: Option<String>,
     /// The CloudEvents `ce-type` attribute, for payloads that are not already CloudEvents.
@@ -85,14 +86,26 @@ impl Default for DeliveryConfig {
     }
 }
 
-/// `[backpressure]`: how much work is outstanding at once.
+/// `[backpressure]`: how much work is outstanding at once. Fetching pauses at whichever limit
+/// is reached first and resumes below it.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackpressureConfig {
-    /// Messages fetched but not yet settled. Also the broker prefetch, so fetching pauses at
-    /// the limit and resumes below it.
+    /// Messages fetched but not yet settled, in all. For amqp it is also the broker prefetch;
+    /// for kafka, every partition pauses at the limit.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: u16,
+    /// Messages of one Kafka partition fetched but not yet settled: that partition pauses at
+    /// the limit while the others go on. At most `max_in_flight`. Does not apply to amqp, where
+    /// a queue is a single stream whose limit is `max_in_flight` (the prefetch).
+    #[serde(default = "default_max_in_flight_per_partition")]
+    pub max_in_flight_per_partition: u16,
+    /// Payload bytes fetched but not yet settled, whatever the number of messages.
+    #[serde(
+        default = "default_max_buffered_bytes",
+        deserialize_with = "de::byte_size"
+    )]
+    pub max_buffered_bytes: ByteSize,
 }
 
 /// Keeps a typical app busy without piling up more unacknowledged messages than a restart
@@ -101,10 +114,24 @@ const fn default_max_in_flight() -> u16 {
     64
 }
 
+/// A quarter of the default `max_in_flight`: one hot partition cannot take every slot, so the
+/// other partitions keep moving.
+const fn default_max_in_flight_per_partition() -> u16 {
+    16
+}
+
+/// Bounds the sidecar's memory whatever the message size: 64 messages of 1MiB fit, a burst of
+/// large messages waits.
+fn default_max_buffered_bytes() -> ByteSize {
+    ByteSize::mib(64)
+}
+
 impl Default for BackpressureConfig {
     fn default() -> Self {
         Self {
             max_in_flight: default_max_in_flight(),
+            max_in_flight_per_partition: default_max_in_flight_per_partition(),
+            max_buffered_bytes: default_max_buffered_bytes(),
         }
     }
 }

@@ -203,7 +203,8 @@ impl Loader<'_> {
             self.record(
                 "source".into(),
                 None,
-                "missing [source]: configure exactly one of [source.amqp] or [source.memory]"
+                "missing [source]: configure exactly one of [source.amqp], [source.kafka] or \
+                 [source.memory]"
                     .into(),
                 None,
             );

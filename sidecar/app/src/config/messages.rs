@@ -22,7 +22,7 @@ pub(crate) fn humanize(message: &str, at: Option<&KeyPath>) -> String {
         let what = if source_kind { "source" } else { "value" };
         return format!("unknown {what} {rest}");
     }
-    let one_source = "configure exactly one of [source.amqp] or [source.memory]";
+    let one_source = "configure exactly one of [source.amqp], [source.kafka] or [source.memory]";
     match message {
         "wanted exactly 1 element, more than 1 element" => {
             return format!("{one_source}, not several");

@@ -24,6 +24,7 @@ mod errors;
 mod load;
 mod messages;
 mod operate;
+mod ordering;
 mod retry;
 mod source;
 mod validate;
@@ -41,14 +42,16 @@ pub use env::PREFIX as ENV_PREFIX;
 pub use errors::{ConfigError, ConfigErrors};
 pub use load::{load_file, load_str};
 pub use operate::{AdminConfig, LogConfig, LogFormat, ShutdownConfig};
+pub use ordering::OrderingConfig;
 pub use retry::{RetryConfig, RetryMode};
-pub use source::{AmqpConfig, MemoryConfig, SourceConfig};
+pub use source::{AmqpConfig, KafkaConfig, MemoryConfig, SourceConfig, StartFrom};
 
 /// One sidecar's whole policy. Every section but `[source]` may be left out.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Where messages come from: exactly one of `[source.amqp]` or `[source.memory]`.
+    /// Where messages come from: exactly one of `[source.amqp]`, `[source.kafka]` or
+    /// `[source.memory]`.
     pub source: SourceConfig,
     /// `[delivery]`: the app's URL and the HTTP request it receives.
     #[serde(default)]
@@ -65,6 +68,9 @@ pub struct Config {
     /// `[dead_letter]`: where permanent failures go.
     #[serde(default)]
     pub dead_letter: DeadLetterConfig,
+    /// `[ordering]`: what keeps its order while messages run in parallel.
+    #[serde(default)]
+    pub ordering: OrderingConfig,
     /// `[backpressure]`: how much is in flight at once.
     #[serde(default)]
     pub backpressure: BackpressureConfig,
@@ -95,13 +101,29 @@ impl Config {
             1 => "1 classify rule".to_owned(),
             n => format!("{n} classify rules"),
         };
+        let names = self.source.names();
+        let source = match (&self.source, names.len()) {
+            (SourceConfig::Kafka(_), 1) => format!("kafka topic {}", quoted(&names)),
+            (SourceConfig::Kafka(_), _) => format!("kafka topics {}", quoted(&names)),
+            (source, _) => format!("{} queue {}", source.kind(), quoted(&names)),
+        };
+        let mut dead_letters: Vec<String> = names
+            .iter()
+            .map(|name| self.dead_letter.destination_for(name))
+            .collect();
+        // One `destination` for every topic reads once.
+        dead_letters.dedup();
         format!(
-            "{} queue {:?} → {}; {dedup}; up to {} attempts; {rules}; dead letters to {:?}",
-            self.source.kind(),
-            self.source.name(),
+            "{source} → {}; {dedup}; up to {} attempts; {rules}; dead letters to {}",
             self.delivery.url,
             self.retry.max_attempts,
-            self.dead_letter.destination(&self.source),
+            quoted(&dead_letters),
         )
     }
+}
+
+/// `"a", "b"`: names as the summary quotes them.
+fn quoted<S: AsRef<str>>(names: &[S]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("{:?}", n.as_ref())).collect();
+    quoted.join(", ")
 }

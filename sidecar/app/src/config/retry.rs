@@ -11,8 +11,9 @@ use super::de;
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
-    /// `in_place`: wait and retry while later messages wait too (strict order). `queue`:
-    /// park the message in a delay queue and move on (not available yet).
+    /// `in_place`: wait and retry while what must keep its order behind the message waits too
+    /// (see `[ordering]`). `queue`: park the message in a delay queue and move on (not
+    /// available yet, for any source).
     #[serde(default)]
     pub mode: RetryMode,
     /// Attempts in total, the first delivery included; then the message is dead-lettered.
@@ -65,11 +66,12 @@ impl RetryConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RetryMode {
-    /// Block the queue (or key) while waiting: keeps strict order. The default, because
-    /// reordering is the surprise users notice first.
+    /// Block the queue, partition or key (see `[ordering]`) while waiting: keeps strict order.
+    /// The default, because reordering is the surprise users notice first.
     #[default]
     InPlace,
-    /// Park the message in a delay queue and go on; per-key order still holds.
+    /// Park the message in a delay queue and go on; per-key order still holds. Not available
+    /// yet for any source (coming for kafka).
     Queue,
 }
 

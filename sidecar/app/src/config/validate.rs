@@ -6,13 +6,62 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use super::doc::KeyPath;
-use super::{Config, RetryMode, SourceConfig, StoreKind};
+use super::{Config, KafkaConfig, RetryMode, SourceConfig, StoreKind};
 
 /// The largest response excerpt: it travels in every dead letter, and brokers cap message size.
 const MAX_EXCERPT_BYTES: u64 = 1024 * 1024;
 
 /// The levels `tracing` knows, for telling a level from a typo.
 const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Kafka's limit on the length of a topic name.
+const MAX_TOPIC_CHARS: usize = 249;
+
+/// librdkafka settings the sidecar sets itself, and what to do instead. The Kafka adapter
+/// refuses the same ones when it connects; refused here, they are found by `outrigger check`.
+const OWNED_PROPERTIES: [(&str, &str); 10] = [
+    (
+        "bootstrap.servers",
+        "set source.kafka.bootstrap_servers instead",
+    ),
+    (
+        "metadata.broker.list",
+        "set source.kafka.bootstrap_servers instead",
+    ),
+    ("group.id", "set source.kafka.group_id instead"),
+    (
+        "auto.offset.reset",
+        "set source.kafka.start_from (\"earliest\" or \"latest\") instead",
+    ),
+    (
+        "enable.auto.commit",
+        "it commits settled offsets itself; set source.kafka.commit_interval instead",
+    ),
+    (
+        "auto.commit.interval.ms",
+        "set source.kafka.commit_interval instead",
+    ),
+    (
+        "enable.auto.offset.store",
+        "it stores an offset only once that message and every earlier one of its partition \
+         are settled, so nothing is skipped; leave it out",
+    ),
+    (
+        "enable.idempotence",
+        "dead letters are written by an idempotent producer, so its retries add no \
+         duplicates; leave it out",
+    ),
+    (
+        "acks",
+        "every in-sync replica confirms a dead letter before its message is settled; \
+         leave it out",
+    ),
+    (
+        "request.required.acks",
+        "every in-sync replica confirms a dead letter before its message is settled; \
+         leave it out",
+    ),
+];
 
 /// One semantic problem: the settings involved (the first is the one to blame when the user
 /// wrote it) and what is wrong.
@@ -60,6 +109,7 @@ pub(crate) fn validate(config: &Config) -> Vec<Issue> {
     retry(config, &mut issues);
     classify(config, &mut issues);
     operations(config, &mut issues);
+    backpressure(config, &mut issues);
     issues.0
 }
 
@@ -68,6 +118,10 @@ fn source_queue_path(source: &SourceConfig) -> String {
 }
 
 fn source(c: &Config, v: &mut Issues) {
+    if let SourceConfig::Kafka(kafka) = &c.source {
+        kafka_source(kafka, v);
+        return;
+    }
     if c.source.name().trim().is_empty() {
         v.at(&[&source_queue_path(&c.source)], "must not be empty");
     }
@@ -75,6 +129,66 @@ fn source(c: &Config, v: &mut Issues) {
         if !(amqp.url.starts_with("amqp://") || amqp.url.starts_with("amqps://")) {
             v.at(&["source.amqp.url"], "expected an amqp:// or amqps:// URL");
         }
+    }
+}
+
+fn kafka_source(k: &KafkaConfig, v: &mut Issues) {
+    let hint = "list brokers as host:port, separated by commas";
+    v.not_empty(
+        "source.kafka.bootstrap_servers",
+        Some(&k.bootstrap_servers),
+        hint,
+    );
+    if k.topics.is_empty() {
+        v.at(&["source.kafka.topics"], "must list at least one topic");
+    }
+    for (i, topic) in k.topics.iter().enumerate() {
+        let at = KeyPath::parse("source.kafka.topics").index(i);
+        if let Err(why) = topic_name(topic) {
+            v.at_paths(vec![at], why);
+        } else if k.topics[..i].contains(topic) {
+            v.at_paths(vec![at], "listed twice: each topic is consumed once");
+        }
+    }
+    let hint = "name the consumer group, usually after the service";
+    v.not_empty("source.kafka.group_id", Some(&k.group_id), hint);
+    for name in k.properties.keys() {
+        let owned = OWNED_PROPERTIES
+            .iter()
+            .find(|(owned, _)| owned.eq_ignore_ascii_case(name.trim()));
+        if let Some((owned, instead)) = owned {
+            let at = KeyPath::parse("source.kafka.properties").key(name);
+            v.at_paths(
+                vec![at],
+                format!("`{owned}` is set by the sidecar: {instead}"),
+            );
+        }
+    }
+    v.positive("source.kafka.commit_interval", k.commit_interval);
+    v.positive("source.kafka.revoke_timeout", k.revoke_timeout);
+}
+
+/// Kafka's rules for a topic name: ASCII letters, digits, `.`, `_` and `-`, 1 to 249 of them,
+/// and not `.` or `..`.
+fn topic_name(name: &str) -> Result<(), String> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    if name.is_empty() {
+        Err("must not be empty".to_owned())
+    } else if name == "." || name == ".." {
+        Err("`.` and `..` are not valid Kafka topic names".to_owned())
+    } else if !name.bytes().all(allowed) {
+        Err(
+            "not a valid Kafka topic name: use only ASCII letters, digits, `.`, `_` and `-`"
+                .to_owned(),
+        )
+    } else if name.len() > MAX_TOPIC_CHARS {
+        Err(format!(
+            "too long: Kafka topic names have at most {MAX_TOPIC_CHARS} characters, this one \
+             has {}",
+            name.len()
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -150,11 +264,8 @@ fn retry(c: &Config, v: &mut Issues) {
     let r = &c.retry;
     if r.mode == RetryMode::Queue {
         v.at(
-            &["retry.mode", "source"],
-            format!(
-                "queue mode is not available for the {} source yet; use \"in_place\"",
-                c.source.kind()
-            ),
+            &["retry.mode"],
+            "queue mode is not available yet, for any source; use \"in_place\"",
         );
     }
     if r.max_attempts == 0 {
@@ -238,16 +349,15 @@ fn operations(c: &Config, v: &mut Issues) {
     v.not_empty(
         "dead_letter.destination",
         destination,
-        "leave it out for <queue>.dlq",
+        "leave it out for <queue>.dlq (<topic>.dlq for each kafka topic)",
     );
-    if destination == Some(c.source.name()) {
+    if let SourceConfig::Kafka(kafka) = &c.source {
+        dead_letter_topics(c, kafka, v);
+    } else if destination == Some(c.source.name()) {
         v.at(
             &["dead_letter.destination", &source_queue_path(&c.source)],
             "must differ from the source queue, or dead letters would be consumed again",
         );
-    }
-    if c.backpressure.max_in_flight == 0 {
-        v.at(&["backpressure.max_in_flight"], "must be at least 1");
     }
     let token = c.admin.token.as_deref();
     v.not_empty("admin.token", token, "leave it out on loopback");
@@ -260,6 +370,69 @@ fn operations(c: &Config, v: &mut Issues) {
     }
     if let Err(why) = log_level(&c.log.level) {
         v.at(&["log.level"], why);
+    }
+}
+
+/// No dead letter may land on a topic the sidecar consumes: it would be consumed again.
+fn dead_letter_topics(c: &Config, k: &KafkaConfig, v: &mut Issues) {
+    let topics = KeyPath::parse("source.kafka.topics");
+    let destination = KeyPath::parse("dead_letter.destination");
+    if let Some(set) = &c.dead_letter.destination {
+        if let Some(i) = k.topics.iter().position(|t| t == set) {
+            v.at_paths(
+                vec![destination, topics.index(i)],
+                "must differ from every source topic, or dead letters would be consumed again",
+            );
+        }
+        return;
+    }
+    for (i, topic) in k.topics.iter().enumerate() {
+        let by_default = |from: &&String| c.dead_letter.destination_for(from) == *topic;
+        if let Some(from) = k.topics.iter().find(by_default) {
+            v.at_paths(
+                vec![destination.clone(), topics.index(i)],
+                format!(
+                    "dead letters of topic {from:?} go to {topic:?} by default, so they would be \
+                     consumed again; set dead_letter.destination or consume one of the two"
+                ),
+            );
+        }
+    }
+}
+
+fn backpressure(c: &Config, v: &mut Issues) {
+    let b = &c.backpressure;
+    if b.max_in_flight == 0 {
+        v.at(&["backpressure.max_in_flight"], "must be at least 1");
+    }
+    // The per-partition limit does not apply to amqp: a policy lowering max_in_flight there
+    // must not fail over a setting it does not use.
+    let partitioned = matches!(c.source, SourceConfig::Kafka(_));
+    if b.max_in_flight_per_partition == 0 {
+        v.at(
+            &["backpressure.max_in_flight_per_partition"],
+            "must be at least 1",
+        );
+    } else if partitioned && b.max_in_flight > 0 && b.max_in_flight_per_partition > b.max_in_flight
+    {
+        v.at(
+            &[
+                "backpressure.max_in_flight_per_partition",
+                "backpressure.max_in_flight",
+            ],
+            format!(
+                "backpressure.max_in_flight_per_partition ({}) must not exceed \
+                 backpressure.max_in_flight ({}): one partition cannot have more in flight than \
+                 all of them together",
+                b.max_in_flight_per_partition, b.max_in_flight
+            ),
+        );
+    }
+    if b.max_buffered_bytes.as_u64() == 0 {
+        v.at(
+            &["backpressure.max_buffered_bytes"],
+            "must be larger than 0B, or nothing could be fetched",
+        );
     }
 }
 

@@ -2,7 +2,8 @@
 //! in-place retries, throttling and dead letters.
 //!
 //! [`run`] is the consumer loop: it takes deliveries while a permit of the in-flight limit is
-//! free, hands each to its own task ([`worker`]), and on shutdown stops the source, lets in-flight
+//! free, queues each in its ordering lane, runs the head of every lane in its own task
+//! ([`worker`]), and on shutdown stops the source, returns what never started, lets in-flight
 //! messages finish within the grace period, then releases the rest back to the broker.
 
 mod throttle;
@@ -11,9 +12,12 @@ mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use outrigger_core::{DedupStore, Source, SourceError};
-use outrigger_policies::{Classifier, KeyTemplate, RetryPolicy};
-use tokio::sync::Semaphore;
+use bytes::Bytes;
+use outrigger_core::{
+    Acker, Coordinates, DedupStore, Delivery, Message, Settlement, Source, SourceError,
+};
+use outrigger_policies::{Classifier, KeyTemplate, Lane, Lanes, OrderingMode, RetryPolicy};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -52,8 +56,10 @@ pub struct Pipeline<D> {
     pub classifier: Classifier,
     /// Attempt budget and backoff.
     pub retry: RetryPolicy,
-    /// Messages in flight at once; also the broker prefetch.
+    /// Messages taken and not yet settled (running or waiting in a lane); also the prefetch.
     pub max_in_flight: usize,
+    /// Which messages keep their order.
+    pub ordering: OrderingMode,
     /// How long in-flight messages may finish after shutdown begins.
     pub grace_period: Duration,
     /// Shared slow-down after throttle responses.
@@ -63,6 +69,9 @@ pub struct Pipeline<D> {
 }
 
 /// Consumes `source` until `shutdown` is cancelled or the source ends, then drains.
+///
+/// Each delivery holds one permit of the in-flight limit from receipt to settlement, whether
+/// it runs or waits in its ordering lane, so buffered messages are bounded too.
 ///
 /// Returns an error only for a broker failure retrying cannot fix (a missing queue, refused
 /// access); connection failures are retried by the adapter.
@@ -79,38 +88,79 @@ where
     // Cancelled once the grace period is over: workers then release their claims and requeue.
     let abort = CancellationToken::new();
     let mut tasks = JoinSet::new();
+    let mut lanes: Lanes<Job<S::Acker>> = Lanes::default();
+    // Workers report their lane when they settle; bounded by the permits in circulation.
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Lane>();
+    let mut permit = None;
     let mut failure = None;
     let mut backoff = Duration::from_millis(100);
+    let spawn = |tasks: &mut JoinSet<()>, job: Job<S::Acker>| {
+        let done = LaneDone {
+            lane: job.lane,
+            tx: done_tx.clone(),
+        };
+        tasks.spawn(worker::process(
+            pipeline.clone(),
+            job.delivery,
+            abort.clone(),
+            job.permit,
+            done,
+        ));
+    };
     loop {
-        let permit = tokio::select! {
+        tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
-        };
-        let next = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            n = source.recv() => n,
-        };
-        match next {
-            Ok(Some(delivery)) => {
-                backoff = Duration::from_millis(100);
-                let job = worker::process(pipeline.clone(), delivery, abort.clone(), permit);
-                tasks.spawn(job);
-            }
-            Ok(None) => break,
-            Err(e) if !e.is_retryable() => {
-                failure = Some(e);
-                break;
-            }
-            Err(e) => {
-                warn!(error = %e, "Source failed; retrying.");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+            Some(lane) = done_rx.recv() => {
+                if let Some(next) = lanes.finish(&lane) {
+                    spawn(&mut tasks, next);
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+            p = permits.clone().acquire_owned(), if permit.is_none() => {
+                permit = Some(p.expect("semaphore is never closed"));
+            }
+            next = source.recv(), if permit.is_some() => match next {
+                Ok(Some(delivery)) => {
+                    backoff = Duration::from_millis(100);
+                    let lane = lane_of(pipeline.ordering, &delivery.message);
+                    let job = Job {
+                        lane: lane.clone(),
+                        delivery,
+                        permit: permit.take().expect("guarded by the select"),
+                    };
+                    if let Some(job) = lanes.offer(lane.as_ref(), job) {
+                        spawn(&mut tasks, job);
+                    }
+                    pipeline.metrics.ordering_waiting.set(lanes.waiting() as i64);
+                }
+                Ok(None) if tasks.is_empty() && lanes.waiting() == 0 => break,
+                // A finite source said it is drained, but work is still settling: wait for some
+                // of it to finish, then ask again.
+                Ok(None) => tokio::select! {
+                    Some(lane) = done_rx.recv() => {
+                        if let Some(next) = lanes.finish(&lane) {
+                            spawn(&mut tasks, next);
+                        }
+                    }
+                    Some(done) = tasks.join_next() => {
+                        if let Err(e) = done {
+                            warn!(error = %e, "Delivery task failed.");
+                        }
+                    }
+                },
+                Err(e) if !e.is_retryable() => {
+                    failure = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    warn!(error = %e, "Source failed; retrying.");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            },
         }
         while let Some(done) = tasks.try_join_next() {
             if let Err(e) = done {
@@ -119,10 +169,52 @@ where
         }
     }
     source.stop().await;
+    // Messages still waiting in a lane never started: hand them straight back.
+    for job in lanes.drain_waiting() {
+        if let Err(unsettled) = job.delivery.acker.settle(Settlement::Requeue).await {
+            warn!(error = %unsettled.error, "Could not return a waiting message; the broker will redeliver it.");
+        }
+    }
+    pipeline.metrics.ordering_waiting.set(0);
     drain(&mut tasks, pipeline.grace_period, &abort).await;
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// A delivery with its permit, on its way to a worker.
+struct Job<A> {
+    lane: Option<Lane>,
+    delivery: Delivery<A>,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Tells the consumer loop a lane is free when the worker is done, even if it panicked.
+pub(crate) struct LaneDone {
+    lane: Option<Lane>,
+    tx: mpsc::UnboundedSender<Lane>,
+}
+
+impl Drop for LaneDone {
+    fn drop(&mut self) {
+        if let Some(lane) = self.lane.take() {
+            let _ = self.tx.send(lane);
+        }
+    }
+}
+
+/// The lane a message keeps its order in.
+fn lane_of(mode: OrderingMode, message: &Message) -> Option<Lane> {
+    match mode {
+        OrderingMode::None => None,
+        OrderingMode::Key => message.key.clone().filter(|k| !k.is_empty()),
+        OrderingMode::Partition => Some(match &message.coordinates {
+            Coordinates::Kafka {
+                topic, partition, ..
+            } => Bytes::from(format!("{topic}/{partition}")),
+            other => Bytes::from(other.source_name().to_owned()),
+        }),
     }
 }
 

@@ -54,6 +54,7 @@ pub(super) async fn process<A, D>(
     delivery: Delivery<A>,
     abort: CancellationToken,
     _permit: OwnedSemaphorePermit,
+    _lane: super::LaneDone,
 ) where
     A: Acker,
     D: DedupStore,

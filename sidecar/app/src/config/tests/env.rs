@@ -1,6 +1,8 @@
 //! `OUTRIGGER__SECTION__KEY` overrides: what they change, and how their errors read.
 
-use super::{load_env, MINIMAL};
+use crate::config::SourceConfig;
+
+use super::{load_env, KAFKA_MINIMAL, MINIMAL};
 
 #[test]
 fn environment_overrides_win_over_the_file() {
@@ -113,4 +115,129 @@ fn an_override_can_replace_a_whole_section() {
     )
     .unwrap();
     assert_eq!((c.retry.max_attempts, c.retry.jitter), (2, 0.5));
+}
+
+const KAFKA_PROPERTIES: &str = "\
+[source.kafka.properties]
+\"security.protocol\" = \"SASL_SSL\"
+\"sasl.mechanism\" = \"PLAIN\"
+";
+
+fn kafka_properties(c: &crate::config::Config) -> Vec<(&str, &str)> {
+    let SourceConfig::Kafka(kafka) = &c.source else {
+        panic!("kafka source expected")
+    };
+    kafka
+        .properties
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+#[test]
+fn kafka_settings_are_overridden_like_any_other() {
+    let c = load_env(
+        KAFKA_MINIMAL,
+        &[
+            ("OUTRIGGER__SOURCE__KAFKA__GROUP_ID", "payments"),
+            (
+                "OUTRIGGER__SOURCE__KAFKA__TOPICS",
+                "[\"payments\", \"refunds\"]",
+            ),
+            ("OUTRIGGER__SOURCE__KAFKA__START_FROM", "latest"),
+            ("OUTRIGGER__ORDERING__MODE", "partition"),
+            ("OUTRIGGER__BACKPRESSURE__MAX_BUFFERED_BYTES", "1MiB"),
+        ],
+    )
+    .unwrap();
+    let SourceConfig::Kafka(kafka) = &c.source else {
+        panic!("kafka source expected")
+    };
+    assert_eq!(kafka.group_id, "payments");
+    assert_eq!(c.source.names(), vec!["payments", "refunds"]);
+    assert_eq!(kafka.start_from, crate::config::StartFrom::Latest);
+    assert_eq!(
+        c.ordering.mode,
+        Some(outrigger_policies::OrderingMode::Partition)
+    );
+    assert_eq!(
+        c.backpressure.max_buffered_bytes,
+        bytesize::ByteSize::mib(1)
+    );
+}
+
+#[test]
+fn one_kafka_property_is_overridden_by_its_dotted_name() {
+    // Variable names with dots are fine for Kubernetes, Docker and `env`, not for a shell's
+    // `export`; the name is lower-cased like every override's, as librdkafka's names are.
+    let text = format!("{KAFKA_MINIMAL}{KAFKA_PROPERTIES}");
+    let c = load_env(
+        &text,
+        &[
+            (
+                "OUTRIGGER__SOURCE__KAFKA__PROPERTIES__SASL.MECHANISM",
+                "SCRAM-SHA-512",
+            ),
+            (
+                "OUTRIGGER__SOURCE__KAFKA__PROPERTIES__SASL.PASSWORD",
+                "s3cret",
+            ),
+            (
+                "OUTRIGGER__SOURCE__KAFKA__PROPERTIES__SESSION.TIMEOUT.MS",
+                "45000",
+            ),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        kafka_properties(&c),
+        vec![
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.password", "s3cret"),
+            ("security.protocol", "SASL_SSL"),
+            ("session.timeout.ms", "45000"),
+        ]
+    );
+}
+
+#[test]
+fn kafka_properties_are_replaced_as_a_whole_by_an_inline_table() {
+    let text = format!("{KAFKA_MINIMAL}{KAFKA_PROPERTIES}");
+    let c = load_env(
+        &text,
+        &[(
+            "OUTRIGGER__SOURCE__KAFKA__PROPERTIES",
+            "{ \"security.protocol\" = \"SSL\" }",
+        )],
+    )
+    .unwrap();
+    assert_eq!(kafka_properties(&c), vec![("security.protocol", "SSL")]);
+}
+
+#[test]
+fn an_owned_kafka_property_from_the_environment_names_its_variable() {
+    let errors = load_env(
+        KAFKA_MINIMAL,
+        &[
+            ("OUTRIGGER__SOURCE__KAFKA__PROPERTIES__GROUP.ID", "other"),
+            (
+                "OUTRIGGER__SOURCE__KAFKA__PROPERTIES",
+                "{ \"auto.offset.reset\" = \"latest\" }",
+            ),
+        ],
+    )
+    .unwrap_err()
+    .errors;
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        vec![
+            "OUTRIGGER__SOURCE__KAFKA__PROPERTIES: source.kafka.properties.\"auto.offset.reset\": \
+             `auto.offset.reset` is set by the sidecar: set source.kafka.start_from (\"earliest\" \
+             or \"latest\") instead (value: \"latest\")",
+            "OUTRIGGER__SOURCE__KAFKA__PROPERTIES__GROUP.ID: source.kafka.properties.\"group.id\": \
+             `group.id` is set by the sidecar: set source.kafka.group_id instead \
+             (value: \"other\")",
+        ]
+    );
 }

@@ -1,6 +1,6 @@
 //! What an invalid policy reports: every error, with its position, key path and value.
 
-use super::{load, places, rejected, MINIMAL};
+use super::{load, places, rejected, KAFKA_MINIMAL, MINIMAL};
 use crate::config::*;
 
 #[test]
@@ -174,7 +174,10 @@ level = \"verbose\"
     );
     let message = |path: &str| &errors.iter().find(|e| e.path == path).unwrap().message;
     assert!(message("delivery.timeout").contains("a lease shorter than the delivery timeout"));
-    assert!(message("retry.mode").contains("queue mode is not available for the amqp source"));
+    assert_eq!(
+        message("retry.mode"),
+        "queue mode is not available yet, for any source; use \"in_place\""
+    );
     assert!(message("retry.initial").contains("retry.initial (1m) must not exceed retry.max (10s)"));
     assert!(message("admin.listen").contains("token"));
 }
@@ -220,25 +223,25 @@ fn sources_must_be_exactly_one_known_kind() {
         .to_string()
         .starts_with("policy.toml: source: missing [source]"));
 
-    let errors = rejected("[source.kafka]\ntopic = \"t\"\n[retry]\nmax_attempts = 0\n");
+    let errors = rejected("[source.sqs]\nqueue = \"q\"\n[retry]\nmax_attempts = 0\n");
     assert_eq!(
         places(&errors),
         vec![
-            (1, 9, "source.kafka", None),
+            (1, 9, "source.sqs", None),
             (4, 1, "retry.max_attempts", Some("0"))
         ],
         "{errors:#?}"
     );
     assert_eq!(
         errors[0].message,
-        "unknown source `kafka`, expected `amqp` or `memory`"
+        "unknown source `sqs`, expected one of `amqp`, `kafka`, `memory`"
     );
 
     let errors = rejected("[source.amqp]\nqueue = \"a\"\n[source.memory]\n");
     assert_eq!(places(&errors), vec![(1, 2, "source", None)]);
     assert!(errors[0]
         .message
-        .contains("exactly one of [source.amqp] or [source.memory]"));
+        .contains("exactly one of [source.amqp], [source.kafka] or [source.memory]"));
 
     let errors = rejected("[source.amqp]\nurl = \"amqp://x\"\n");
     assert_eq!(places(&errors), vec![(1, 1, "source.amqp.queue", None)]);
@@ -247,23 +250,273 @@ fn sources_must_be_exactly_one_known_kind() {
 
 #[test]
 fn unknown_sections_and_enum_values_are_errors() {
-    let text = format!("{MINIMAL}[ordering]\nmode = \"key\"\n[dedup]\nstore = \"mongo\"\n");
+    let text = format!(
+        "{MINIMAL}[tracing]\nmode = \"key\"\n[dedup]\nstore = \"mongo\"\n\
+         [ordering]\nmode = \"strict\"\nlanes = 4\n"
+    );
     let errors = rejected(&text);
     assert_eq!(
         places(&errors),
         vec![
-            (3, 2, "ordering", None),
-            (6, 9, "dedup.store", Some("\"mongo\""))
+            (3, 2, "tracing", None),
+            (6, 9, "dedup.store", Some("\"mongo\"")),
+            (8, 8, "ordering.mode", Some("\"strict\"")),
+            (9, 1, "ordering.lanes", Some("4")),
         ],
         "{errors:#?}"
     );
     assert!(errors[0]
         .message
-        .starts_with("unknown key `ordering`, expected one of"));
+        .starts_with("unknown key `tracing`, expected one of"));
     assert_eq!(
         errors[1].message,
         "unknown value `mongo`, expected `redis` or `embedded`"
     );
+    assert_eq!(
+        errors[2].message,
+        "unknown value `strict`, expected one of `partition`, `key`, `none`"
+    );
+    assert_eq!(errors[3].message, "unknown key `lanes`, expected `mode`");
+}
+
+#[test]
+fn every_kafka_mistake_is_reported_where_it_was_written() {
+    let long = "t".repeat(250);
+    let text = format!(
+        "\
+[source.kafka]
+bootstrap_servers = \"\"
+topics = [
+  \"orders\",
+  \"bad topic\",
+  \"..\",
+  \"orders\",
+  \"{long}\",
+  \"\",
+]
+group_id = \" \"
+start_from = \"newest\"
+commit_interval = \"0s\"
+revoke_timeout = \"0s\"
+
+[source.kafka.properties]
+\"group.id\" = \"other\"
+\"enable.auto.commit\" = \"true\"
+\"security.protocol\" = \"SSL\"
+\"session.timeout.ms\" = 45000
+"
+    );
+    let errors = rejected(&text);
+    let cut = format!("\"{}…", "t".repeat(76));
+    assert_eq!(
+        places(&errors),
+        vec![
+            (2, 1, "source.kafka.bootstrap_servers", Some("\"\"")),
+            (5, 3, "source.kafka.topics[1]", Some("\"bad topic\"")),
+            (6, 3, "source.kafka.topics[2]", Some("\"..\"")),
+            (7, 3, "source.kafka.topics[3]", Some("\"orders\"")),
+            (8, 3, "source.kafka.topics[4]", Some(cut.as_str())),
+            (9, 3, "source.kafka.topics[5]", Some("\"\"")),
+            (11, 1, "source.kafka.group_id", Some("\" \"")),
+            (12, 14, "source.kafka.start_from", Some("\"newest\"")),
+            (13, 1, "source.kafka.commit_interval", Some("\"0s\"")),
+            (14, 1, "source.kafka.revoke_timeout", Some("\"0s\"")),
+            (
+                17,
+                1,
+                "source.kafka.properties.\"group.id\"",
+                Some("\"other\"")
+            ),
+            (
+                18,
+                1,
+                "source.kafka.properties.\"enable.auto.commit\"",
+                Some("\"true\"")
+            ),
+            (
+                20,
+                24,
+                "source.kafka.properties.\"session.timeout.ms\"",
+                Some("45000")
+            ),
+        ],
+        "{errors:#?}"
+    );
+    let messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        vec![
+            "must not be empty; list brokers as host:port, separated by commas",
+            "not a valid Kafka topic name: use only ASCII letters, digits, `.`, `_` and `-`",
+            "`.` and `..` are not valid Kafka topic names",
+            "listed twice: each topic is consumed once",
+            "too long: Kafka topic names have at most 249 characters, this one has 250",
+            "must not be empty",
+            "must not be empty; name the consumer group, usually after the service",
+            "unknown value `newest`, expected `earliest` or `latest`",
+            "must be longer than 0s",
+            "must be longer than 0s",
+            "`group.id` is set by the sidecar: set source.kafka.group_id instead",
+            "`enable.auto.commit` is set by the sidecar: it commits settled offsets itself; set \
+             source.kafka.commit_interval instead",
+            "expected a string, found an integer",
+        ]
+    );
+    assert_eq!(
+        errors[10].to_string(),
+        "policy.toml:17:1: source.kafka.properties.\"group.id\": `group.id` is set by the \
+         sidecar: set source.kafka.group_id instead (value: \"other\")"
+    );
+}
+
+#[test]
+fn each_property_the_sidecar_owns_names_the_setting_to_use() {
+    let owned = [
+        ("bootstrap.servers", "source.kafka.bootstrap_servers"),
+        ("metadata.broker.list", "source.kafka.bootstrap_servers"),
+        ("group.id", "source.kafka.group_id"),
+        ("auto.offset.reset", "source.kafka.start_from"),
+        ("enable.auto.commit", "source.kafka.commit_interval"),
+        ("auto.commit.interval.ms", "source.kafka.commit_interval"),
+        ("enable.auto.offset.store", "leave it out"),
+        ("enable.idempotence", "leave it out"),
+        ("acks", "leave it out"),
+        ("request.required.acks", "leave it out"),
+        ("Group.Id", "source.kafka.group_id"),
+    ];
+    for (property, instead) in owned {
+        let text = format!("{KAFKA_MINIMAL}properties = {{ \"{property}\" = \"x\" }}\n");
+        let errors = rejected(&text);
+        let path = format!("source.kafka.properties.{}", toml_edit::Key::new(property));
+        assert_eq!(
+            places(&errors),
+            vec![(4, 16, path.as_str(), Some("\"x\""))],
+            "{errors:#?}"
+        );
+        assert!(errors[0].message.contains(instead), "{}", errors[0]);
+    }
+}
+
+#[test]
+fn every_property_the_kafka_adapter_refuses_is_refused_at_check_time() {
+    // The adapter would refuse them only when connecting; `outrigger check` should say first.
+    for (property, _) in outrigger_kafka::RESERVED_PROPERTIES {
+        let text = format!("{KAFKA_MINIMAL}properties = {{ \"{property}\" = \"x\" }}\n");
+        let errors = rejected(&text);
+        assert_eq!(errors.len(), 1, "{property}: {errors:#?}");
+        assert!(
+            errors[0].message.contains("is set by the sidecar"),
+            "{}",
+            errors[0]
+        );
+    }
+}
+
+#[test]
+fn kafka_sources_need_topics_and_a_group() {
+    // A missing key takes its table out of the check, so the next one shows once it is added.
+    let errors = rejected("[source.kafka]\nbootstrap_servers = \"k:9092\"\n");
+    assert_eq!(
+        places(&errors),
+        vec![(1, 1, "source.kafka.topics", None)],
+        "{errors:#?}"
+    );
+    assert_eq!(errors[0].message, "missing required key `topics`");
+    let errors = rejected("[source.kafka]\ntopics = [\"t\"]\n");
+    assert_eq!(
+        places(&errors),
+        vec![(1, 1, "source.kafka.group_id", None)],
+        "{errors:#?}"
+    );
+    assert_eq!(errors[0].message, "missing required key `group_id`");
+
+    let errors = rejected("[source.kafka]\ntopics = []\ngroup_id = \"g\"\n");
+    assert_eq!(
+        places(&errors),
+        vec![(2, 1, "source.kafka.topics", Some("[]"))]
+    );
+    assert_eq!(errors[0].message, "must list at least one topic");
+}
+
+#[test]
+fn dead_letters_must_not_land_on_a_consumed_topic() {
+    let text = "[source.kafka]\ntopics = [\"orders\", \"orders.dlq\"]\ngroup_id = \"g\"\n";
+    let errors = rejected(text);
+    assert_eq!(
+        places(&errors),
+        vec![(2, 21, "source.kafka.topics[1]", Some("\"orders.dlq\""))],
+        "{errors:#?}"
+    );
+    assert!(
+        errors[0]
+            .message
+            .starts_with("dead letters of topic \"orders\" go to \"orders.dlq\" by default"),
+        "{}",
+        errors[0]
+    );
+    let parked = format!("{text}[dead_letter]\ndestination = \"parked\"\n");
+    assert!(load(&parked).is_ok(), "an explicit destination avoids it");
+
+    let text = format!("{KAFKA_MINIMAL}[dead_letter]\ndestination = \"orders\"\n");
+    let errors = rejected(&text);
+    assert_eq!(
+        places(&errors),
+        vec![(5, 1, "dead_letter.destination", Some("\"orders\""))]
+    );
+    assert!(errors[0]
+        .message
+        .starts_with("must differ from every source topic"));
+}
+
+#[test]
+fn backpressure_limits_must_be_positive_and_consistent() {
+    let text = format!(
+        "{KAFKA_MINIMAL}[backpressure]\nmax_in_flight = 0\nmax_in_flight_per_partition = 0\n\
+         max_buffered_bytes = \"0B\"\n"
+    );
+    let errors = rejected(&text);
+    assert_eq!(
+        places(&errors),
+        vec![
+            (5, 1, "backpressure.max_in_flight", Some("0")),
+            (6, 1, "backpressure.max_in_flight_per_partition", Some("0")),
+            (7, 1, "backpressure.max_buffered_bytes", Some("\"0B\"")),
+        ],
+        "{errors:#?}"
+    );
+    assert_eq!(errors[0].message, "must be at least 1");
+    assert_eq!(errors[1].message, "must be at least 1");
+    assert_eq!(
+        errors[2].message,
+        "must be larger than 0B, or nothing could be fetched"
+    );
+
+    let text = format!(
+        "{KAFKA_MINIMAL}[backpressure]\nmax_in_flight = 8\nmax_in_flight_per_partition = 12\n"
+    );
+    let errors = rejected(&text);
+    assert_eq!(
+        places(&errors),
+        vec![(6, 1, "backpressure.max_in_flight_per_partition", Some("12"))]
+    );
+    assert_eq!(
+        errors[0].message,
+        "backpressure.max_in_flight_per_partition (12) must not exceed \
+         backpressure.max_in_flight (8): one partition cannot have more in flight than all of \
+         them together"
+    );
+
+    // Left at its default (16), the per-partition limit is not the user's to blame.
+    let errors = rejected(&format!(
+        "{KAFKA_MINIMAL}[backpressure]\nmax_in_flight = 8\n"
+    ));
+    assert_eq!(
+        places(&errors),
+        vec![(5, 1, "backpressure.max_in_flight", Some("8"))]
+    );
+    assert!(errors[0]
+        .message
+        .contains("max_in_flight_per_partition (16)"));
 }
 
 #[test]

@@ -33,3 +33,6 @@ pub(super) fn places(errors: &[ConfigError]) -> Vec<(usize, usize, &str, Option<
 }
 
 pub(super) const MINIMAL: &str = "[source.amqp]\nqueue = \"orders\"\n";
+
+pub(super) const KAFKA_MINIMAL: &str =
+    "[source.kafka]\ntopics = [\"orders\"]\ngroup_id = \"orders-service\"\n";

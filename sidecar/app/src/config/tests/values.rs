@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use outrigger_core::Action;
-use outrigger_policies::{BackoffKind, HeaderMatch, StatusRange};
+use outrigger_policies::{BackoffKind, HeaderMatch, OrderingMode, StatusRange};
 
-use super::{load, MINIMAL};
+use super::{load, KAFKA_MINIMAL, MINIMAL};
 use crate::config::*;
 
 #[test]
@@ -64,8 +64,13 @@ action = "dead-letter"
 destination = "orders.parked"
 declare = false
 
+[ordering]
+mode = "partition"
+
 [backpressure]
 max_in_flight = 16
+max_in_flight_per_partition = 4
+max_buffered_bytes = "8MiB"
 
 [admin]
 listen = "0.0.0.0:9191"
@@ -154,7 +159,15 @@ grace_period = "45s"
     assert_eq!(c.classify.classifier().rules().len(), 2);
     assert_eq!(c.dead_letter.destination(&c.source), "orders.parked");
     assert!(!c.dead_letter.declare);
-    assert_eq!(c.backpressure.max_in_flight, 16);
+    assert_eq!(c.ordering.mode(&c.source), OrderingMode::Partition);
+    assert_eq!(
+        c.backpressure,
+        BackpressureConfig {
+            max_in_flight: 16,
+            max_in_flight_per_partition: 4,
+            max_buffered_bytes: ByteSize::mib(8),
+        }
+    );
     assert_eq!(
         c.admin.listen,
         "0.0.0.0:9191".parse::<SocketAddr>().unwrap()
@@ -205,7 +218,12 @@ fn every_section_but_source_has_defaults() {
     assert!(c.classify.rules.is_empty());
     assert_eq!(c.dead_letter.destination(&c.source), "orders.dlq");
     assert!(c.dead_letter.declare);
+    assert_eq!(c.ordering, OrderingConfig::default());
+    assert_eq!(c.ordering.mode(&c.source), OrderingMode::None);
+    assert_eq!(c.backpressure, BackpressureConfig::default());
     assert_eq!(c.backpressure.max_in_flight, 64);
+    assert_eq!(c.backpressure.max_in_flight_per_partition, 16);
+    assert_eq!(c.backpressure.max_buffered_bytes, ByteSize::mib(64));
     assert_eq!(
         c.admin.listen,
         "127.0.0.1:9090".parse::<SocketAddr>().unwrap()
@@ -216,6 +234,176 @@ fn every_section_but_source_has_defaults() {
         (LogFormat::Text, "info")
     );
     assert_eq!(c.shutdown.grace_period, Duration::from_secs(30));
+}
+
+#[test]
+fn a_full_kafka_policy_parses_to_its_values() {
+    let text = r#"
+[source.kafka]
+bootstrap_servers = "kafka-1:9092,kafka-2:9092"
+topics = ["orders", "refunds"]
+group_id = "billing"
+start_from = "latest"
+commit_interval = "500ms"
+revoke_timeout = "20s"
+
+[source.kafka.properties]
+"security.protocol" = "SASL_SSL"
+"sasl.mechanism" = "PLAIN"
+"session.timeout.ms" = "45000"
+
+[dead_letter]
+declare = false
+
+[ordering]
+mode = "none"
+
+[backpressure]
+max_in_flight = 128
+max_in_flight_per_partition = 128
+max_buffered_bytes = "16MiB"
+"#;
+    let c = load(text).unwrap();
+    let properties = [
+        ("security.protocol", "SASL_SSL"),
+        ("sasl.mechanism", "PLAIN"),
+        ("session.timeout.ms", "45000"),
+    ];
+    assert_eq!(
+        c.source,
+        SourceConfig::Kafka(KafkaConfig {
+            bootstrap_servers: "kafka-1:9092,kafka-2:9092".into(),
+            topics: vec!["orders".into(), "refunds".into()],
+            group_id: "billing".into(),
+            start_from: StartFrom::Latest,
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            commit_interval: Duration::from_millis(500),
+            revoke_timeout: Duration::from_secs(20),
+        })
+    );
+    assert_eq!((c.source.kind(), c.source.name()), ("kafka", "orders"));
+    assert_eq!(c.source.names(), vec!["orders", "refunds"]);
+    assert_eq!(c.dedup.namespace(&c.source), "orders");
+    assert_eq!(c.dead_letter.destination(&c.source), "orders.dlq");
+    assert_eq!(c.dead_letter.destination_for("refunds"), "refunds.dlq");
+    assert_eq!(c.ordering.mode(&c.source), OrderingMode::None);
+    assert_eq!(
+        c.backpressure,
+        BackpressureConfig {
+            max_in_flight: 128,
+            max_in_flight_per_partition: 128,
+            max_buffered_bytes: ByteSize::mib(16),
+        }
+    );
+}
+
+#[test]
+fn a_kafka_source_needs_only_topics_and_a_group() {
+    let c = load(KAFKA_MINIMAL).unwrap();
+    let SourceConfig::Kafka(kafka) = &c.source else {
+        panic!("kafka source expected")
+    };
+    assert_eq!(kafka.bootstrap_servers, "127.0.0.1:9092");
+    assert_eq!(kafka.topics, vec!["orders".to_owned()]);
+    assert_eq!(kafka.group_id, "orders-service");
+    assert_eq!(kafka.start_from, StartFrom::Earliest);
+    assert!(kafka.properties.is_empty());
+    assert_eq!(kafka.commit_interval, Duration::from_secs(1));
+    assert_eq!(kafka.revoke_timeout, Duration::from_secs(10));
+    assert_eq!((c.source.kind(), c.source.name()), ("kafka", "orders"));
+    assert_eq!(c.source.names(), vec!["orders"]);
+    assert_eq!(c.dead_letter.destination(&c.source), "orders.dlq");
+    assert_eq!(c.ordering.mode(&c.source), OrderingMode::Key);
+    assert_eq!(c.backpressure, BackpressureConfig::default());
+}
+
+#[test]
+fn dead_letters_go_to_each_topics_own_destination_unless_one_is_set() {
+    let text = "[source.kafka]\ntopics = [\"a\", \"b\"]\ngroup_id = \"g\"\n";
+    let c = load(text).unwrap();
+    let per_topic: Vec<_> = c
+        .source
+        .names()
+        .into_iter()
+        .map(|t| c.dead_letter.destination_for(t))
+        .collect();
+    assert_eq!(per_topic, vec!["a.dlq", "b.dlq"]);
+    assert_eq!(c.dead_letter.destination(&c.source), "a.dlq");
+
+    let c = load(&format!("{text}[dead_letter]\ndestination = \"parked\"\n")).unwrap();
+    assert_eq!(c.dead_letter.destination_for("a"), "parked");
+    assert_eq!(c.dead_letter.destination_for("b"), "parked");
+    assert_eq!(c.dead_letter.destination(&c.source), "parked");
+}
+
+#[test]
+fn ordering_defaults_to_key_for_kafka_and_none_for_queues() {
+    let default = |text: &str| {
+        let c = load(text).unwrap();
+        (c.source.kind(), c.ordering.mode, c.ordering.mode(&c.source))
+    };
+    assert_eq!(default(KAFKA_MINIMAL), ("kafka", None, OrderingMode::Key));
+    assert_eq!(default(MINIMAL), ("amqp", None, OrderingMode::None));
+    assert_eq!(
+        default("[source.memory]\n"),
+        ("memory", None, OrderingMode::None)
+    );
+    for (mode, expected) in [
+        ("partition", OrderingMode::Partition),
+        ("key", OrderingMode::Key),
+        ("none", OrderingMode::None),
+    ] {
+        for source in [KAFKA_MINIMAL, MINIMAL] {
+            let c = load(&format!("{source}[ordering]\nmode = \"{mode}\"\n")).unwrap();
+            assert_eq!(c.ordering.mode, Some(expected));
+            assert_eq!(c.ordering.mode(&c.source), expected, "{source}");
+        }
+    }
+}
+
+#[test]
+fn the_per_partition_limit_does_not_bind_an_amqp_policy() {
+    // A queue has no partitions: lowering max_in_flight below the per-partition default is fine.
+    let c = load(&format!("{MINIMAL}[backpressure]\nmax_in_flight = 8\n")).unwrap();
+    assert_eq!(
+        (
+            c.backpressure.max_in_flight,
+            c.backpressure.max_in_flight_per_partition
+        ),
+        (8, 16)
+    );
+}
+
+#[test]
+fn the_summary_names_queues_or_topics() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(
+        c.summary(),
+        "amqp queue \"orders\" → http://127.0.0.1:8080/; dedup on {message_id} via redis; \
+         up to 5 attempts; 0 classify rules; dead letters to \"orders.dlq\""
+    );
+    let c = load(KAFKA_MINIMAL).unwrap();
+    assert!(
+        c.summary().starts_with("kafka topic \"orders\" → "),
+        "{}",
+        c.summary()
+    );
+    assert!(c.summary().ends_with("dead letters to \"orders.dlq\""));
+    let two = "[source.kafka]\ntopics = [\"a\", \"b\"]\ngroup_id = \"g\"\n";
+    let c = load(two).unwrap();
+    assert!(
+        c.summary().starts_with("kafka topics \"a\", \"b\" → "),
+        "{}",
+        c.summary()
+    );
+    assert!(c
+        .summary()
+        .ends_with("dead letters to \"a.dlq\", \"b.dlq\""));
+    let c = load(&format!("{two}[dead_letter]\ndestination = \"parked\"\n")).unwrap();
+    assert!(c.summary().ends_with("dead letters to \"parked\""));
 }
 
 #[test]
@@ -239,10 +427,19 @@ fn every_example_policy_loads() {
         }
     }
     assert!(
-        seen >= 2,
-        "expected amqp-redis.toml and demo.toml in {}",
+        seen >= 3,
+        "expected amqp-redis.toml, demo.toml and kafka-redis.toml in {}",
         dir.display()
     );
+}
+
+#[test]
+fn the_kafka_example_is_a_kafka_policy() {
+    let text = include_str!("../../../../../examples/kafka-redis.toml");
+    let c = load_str(text, "examples/kafka-redis.toml", std::iter::empty()).unwrap();
+    assert_eq!(c.source.kind(), "kafka");
+    assert_eq!(c.dedup.store, StoreKind::Redis);
+    assert_eq!(c.ordering.mode(&c.source), OrderingMode::Key);
 }
 
 #[test]

@@ -1,0 +1,99 @@
+//! librdkafka's callbacks: logs into `tracing`, statistics and commit results into the stats,
+//! rebalances into the bookkeeping.
+//!
+//! Every consumer callback runs on the poll thread (the consumer's queue is served only there),
+//! so a revoke may block it while in-flight records settle without stalling the async runtime.
+
+use std::sync::Arc;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
+use tracing::{debug, error, info, warn};
+
+use crate::state::Shared;
+
+/// The group consumer, with the adapter's callbacks.
+pub(crate) type Consumer = BaseConsumer<Context>;
+
+/// The consumer's context: the shared bookkeeping.
+pub(crate) struct Context {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        log(level, facility, message);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.shared.observe_statistics(&statistics);
+    }
+
+    // Consumer errors also come out of `poll`, where the poll thread handles them.
+    fn error(&self, error: KafkaError, reason: &str) {
+        debug!(%error, reason, "librdkafka reported an error.");
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(partitions) => self.shared.revoke(consumer, partitions),
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(error) => warn!(%error, "Kafka consumer group rebalance failed."),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            self.shared.assign(consumer, partitions);
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => self.shared.observe_commit(offsets),
+            // The auto-commit found nothing new to commit.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => {
+                warn!(%error, "Committing Kafka offsets failed; the next commit retries.")
+            }
+        }
+    }
+}
+
+/// The context of the dead-letter producer and the admin client: logs into `tracing`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LogContext;
+
+impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        debug!(%error, reason, "librdkafka reported an error.");
+    }
+}
+
+/// librdkafka's log lines at the `tracing` level that matches what they mean to an operator:
+/// its "error" level covers routine reconnects, so only its critical levels become ERROR.
+fn log(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+            error!(target: "librdkafka", facility, "{message}")
+        }
+        RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
+            warn!(target: "librdkafka", facility, "{message}")
+        }
+        RDKafkaLogLevel::Notice => info!(target: "librdkafka", facility, "{message}"),
+        RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug => {
+            debug!(target: "librdkafka", facility, "{message}")
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Kafka source for Outrigger, on rdkafka (librdkafka).
+//!
+//! Consumes topics in a consumer group and commits only what the pipeline settled. Offsets are
+//! stored by hand (`enable.auto.offset.store=false`) and only up to each partition's watermark,
+//! the first record not settled yet, so a slow or failing record never lets a commit pass it;
+//! the stored watermark is auto-committed every `commit_interval` and committed synchronously
+//! when a partition is revoked or the source stops.
+//!
+//! # What users see
+//! - Messages: payload, key and headers byte for byte (a null value or header value is empty);
+//!   `content_type` from a `content-type` header; `message_id` is `<topic>/<partition>@<offset>`,
+//!   stable across re-reads, so the default dedup key works; `redelivered` is always false.
+//! - Settlement: `Ack` settles the offset. `Requeue`, or dropping the acker, leaves it
+//!   unsettled: the partition commits nothing past it until the next rebalance or restart,
+//!   when the record is read again (with everything after it: at least once). `DeadLetter`
+//!   writes the original record plus the `outrigger-dlq-*` headers to the dead-letter topic
+//!   with an idempotent `acks=all` producer and settles only once that write is confirmed.
+//! - Backpressure: records count as in flight from fetch to settlement. At `max_in_flight`
+//!   or `max_buffered_bytes` every partition pauses; at `max_in_flight_per_partition` that
+//!   partition does. They resume at 80% of the limit that paused them, so a saturated app does
+//!   not flap them. librdkafka's own prefetch is bounded to about `max_buffered_bytes`.
+//! - Rebalances: a revoked partition stops handing out records, waits up to `revoke_timeout`
+//!   for its in-flight ones, commits its watermark, then forgets them; their later settlements
+//!   succeed and change nothing. Assigned partitions start fresh.
+//! - Health: up once the cluster answered; down while librdkafka reports all brokers down
+//!   (it reconnects by itself). Fatal consumer errors and refused authorization end `recv`
+//!   with [`SourceError::Rejected`](outrigger_core::SourceError::Rejected).
+//!
+//! # Layout
+//! - `config`: [`KafkaConfig`], what to consume and the limits; `properties`: the librdkafka
+//!   settings derived from it.
+//! - `source`: [`KafkaSource`], connect, `recv`, stop.
+//! - `acker`: [`KafkaAcker`], settlement of one record.
+//! - `poll`: the thread that polls the consumer; `context`: librdkafka's callbacks.
+//! - `state`: the shared bookkeeping; `rebalance`: assign and revoke; `stats`: [`KafkaStats`].
+//! - `watermark`: the per-partition commit watermark; `backpressure`: limits with hysteresis.
+//! - `record`: a fetched record as a core message; `dead_letter`: the dead-letter write.
+//! - `topics`: topic checks and dead-letter topic creation at connect.
+
+mod acker;
+mod backpressure;
+mod config;
+mod context;
+mod dead_letter;
+mod poll;
+mod properties;
+mod rebalance;
+mod record;
+mod source;
+mod state;
+mod stats;
+mod topics;
+mod watermark;
+
+pub use acker::KafkaAcker;
+pub use backpressure::RESUME_PERCENT;
+pub use config::{
+    KafkaConfig, StartFrom, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BUFFERED_BYTES,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_PER_PARTITION, DEFAULT_REVOKE_TIMEOUT,
+    RESERVED_PROPERTIES,
+};
+pub use record::CONTENT_TYPE_HEADER;
+pub use source::KafkaSource;
+pub use stats::{KafkaStats, PartitionStats};

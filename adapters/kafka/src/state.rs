@@ -1,0 +1,349 @@
+//! The bookkeeping shared by the poll thread, `recv`, the ackers and the rebalance callbacks:
+//! which partitions are assigned, what each has handed out and settled, and what is paused.
+//!
+//! One mutex guards it all. Nothing holds it across an `.await` or a broker round trip; the
+//! librdkafka calls made under it (store an offset, pause or resume a partition) are local.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use outrigger_core::{Delivery, HealthFlag, SourceError};
+use parking_lot::{Condvar, Mutex};
+use rdkafka::consumer::Consumer as _;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::Notify;
+use tracing::debug;
+
+use crate::acker::KafkaAcker;
+use crate::backpressure::{Gate, Limits};
+use crate::context::Consumer;
+use crate::dead_letter::DeadLetters;
+use crate::record::Fetched;
+use crate::watermark::Watermark;
+
+/// A partition of a topic; the key of everything per partition.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct TopicPartition {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+}
+
+/// What an acker needs to account for its record when it settles.
+#[derive(Clone, Debug)]
+pub(crate) struct Ticket {
+    pub(crate) tp: TopicPartition,
+    /// The assignment the record was fetched in; a settlement from an older one is ignored.
+    pub(crate) generation: u64,
+    pub(crate) offset: i64,
+    pub(crate) bytes: u64,
+}
+
+/// One assigned partition.
+#[derive(Debug)]
+pub(crate) struct PartitionState {
+    /// Which assignment of this partition this is; grows with every assignment.
+    pub(crate) generation: u64,
+    pub(crate) watermark: Watermark,
+    /// Records fetched in this assignment and not settled (buffered or handed out).
+    pub(crate) in_flight: usize,
+    /// Closed while this partition alone is at its limit.
+    pub(crate) gate: Gate,
+    /// Whether the consumer was last told to pause it.
+    pub(crate) paused: bool,
+    /// Set once a revoke started: nothing more of it is handed out.
+    pub(crate) revoking: bool,
+    /// Offsets whose dead-letter write failed and that have not settled since.
+    pub(crate) dead_letter_failed: BTreeSet<i64>,
+    /// Last committed offset, from commit results and librdkafka statistics.
+    pub(crate) committed: Option<i64>,
+    /// The broker's high watermark, from librdkafka statistics.
+    pub(crate) high_watermark: Option<i64>,
+}
+
+impl PartitionState {
+    pub(crate) fn new(generation: u64) -> Self {
+        Self {
+            generation,
+            watermark: Watermark::new(),
+            in_flight: 0,
+            gate: Gate::default(),
+            paused: false,
+            revoking: false,
+            dead_letter_failed: BTreeSet::new(),
+            committed: None,
+            high_watermark: None,
+        }
+    }
+}
+
+/// Everything behind the mutex.
+pub(crate) struct State {
+    /// The consumer, for storing offsets and pausing from any thread. `None` once the poll
+    /// thread is closing it: the close must drop the last reference, on the poll thread.
+    pub(crate) consumer: Option<Arc<Consumer>>,
+    pub(crate) partitions: BTreeMap<TopicPartition, PartitionState>,
+    /// Fetched records waiting for `recv`, in fetch order.
+    pub(crate) buffer: VecDeque<Delivery<KafkaAcker>>,
+    /// Records fetched and not settled, over all partitions and assignments.
+    pub(crate) in_flight: usize,
+    /// Their payload bytes.
+    pub(crate) bytes: u64,
+    /// Closed while the global count or byte limit is reached.
+    pub(crate) global: Gate,
+    pub(crate) generations: u64,
+    /// An error no retry fixes (fatal consumer error, refused authorization), for `recv`.
+    pub(crate) failure: Option<SourceError>,
+}
+
+/// The state and the signals around it, shared by every part of one source.
+pub(crate) struct Shared {
+    pub(crate) state: Mutex<State>,
+    /// Signalled whenever a record settles or is released; a revoke waits on it.
+    pub(crate) settled: Condvar,
+    /// Wakes `recv` when a record is buffered or the source failed.
+    pub(crate) ready: Notify,
+    /// Tells the poll thread to leave the group and end.
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) limits: Limits,
+    pub(crate) revoke_timeout: Duration,
+    pub(crate) health: HealthFlag,
+    pub(crate) dead_letters: DeadLetters,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        limits: Limits,
+        revoke_timeout: Duration,
+        health: HealthFlag,
+        dead_letters: DeadLetters,
+    ) -> Self {
+        Self {
+            state: Mutex::new(State {
+                consumer: None,
+                partitions: BTreeMap::new(),
+                buffer: VecDeque::new(),
+                in_flight: 0,
+                bytes: 0,
+                global: Gate::default(),
+                generations: 0,
+                failure: None,
+            }),
+            settled: Condvar::new(),
+            ready: Notify::new(),
+            shutdown: AtomicBool::new(false),
+            limits,
+            revoke_timeout,
+            health,
+            dead_letters,
+        }
+    }
+
+    /// Takes a fetched record (poll thread): tracks it, pauses what reached a limit, and queues
+    /// it for `recv`. A record of a partition that is not ours any more, or one fetched twice,
+    /// is dropped unseen.
+    pub(crate) fn accept(self: &Arc<Self>, consumer: &Consumer, fetched: Fetched) {
+        let Fetched {
+            tp,
+            offset,
+            message,
+            original,
+        } = fetched;
+        let bytes = message.payload.len() as u64;
+        let limits = self.limits;
+        let mut st = self.state.lock();
+        if self.shutdown.load(Ordering::Acquire) {
+            // Stopping: `begin_stop` emptied the buffer and nothing may refill it.
+            return;
+        }
+        let Some(p) = st.partitions.get_mut(&tp) else {
+            debug!(
+                topic = tp.topic,
+                partition = tp.partition,
+                offset,
+                "Dropped a record of a partition no longer assigned."
+            );
+            return;
+        };
+        if p.revoking || !p.watermark.deliver(offset) {
+            debug!(
+                topic = tp.topic,
+                partition = tp.partition,
+                offset,
+                "Dropped a record fetched twice or during a revoke."
+            );
+            return;
+        }
+        p.in_flight += 1;
+        p.gate.update(
+            limits.partition_full(p.in_flight),
+            limits.partition_drained(p.in_flight),
+        );
+        let generation = p.generation;
+        st.in_flight += 1;
+        st.bytes += bytes;
+        let (in_flight, total) = (st.in_flight, st.bytes);
+        let global_changed = st.global.update(
+            limits.global_full(in_flight, total),
+            limits.global_drained(in_flight, total),
+        );
+        let scope = if global_changed { None } else { Some(&tp) };
+        st.reconcile(Some(consumer), scope);
+        let ticket = Ticket {
+            tp,
+            generation,
+            offset,
+            bytes,
+        };
+        let acker = KafkaAcker::new(self.clone(), ticket, message.coordinates.clone(), original);
+        st.buffer.push_back(Delivery { message, acker });
+        drop(st);
+        self.ready.notify_one();
+    }
+
+    /// Ends an acker's record: `settled` (acked or dead-lettered) moves the watermark and
+    /// stores it; otherwise (requeue, dropped acker) it stays below the watermark, to be read
+    /// again after the next rebalance or restart. Either way it stops counting as in flight.
+    pub(crate) fn finish(&self, ticket: &Ticket, settled: bool) {
+        let limits = self.limits;
+        let mut st = self.state.lock();
+        st.in_flight -= 1;
+        st.bytes -= ticket.bytes;
+        let (in_flight, total) = (st.in_flight, st.bytes);
+        let global_changed = st.global.update(
+            limits.global_full(in_flight, total),
+            limits.global_drained(in_flight, total),
+        );
+        // Cloned under the lock and dropped before it is released: never the last reference.
+        let consumer = st.consumer.clone();
+        if let Some(p) = st.current_mut(ticket) {
+            p.in_flight -= 1;
+            p.dead_letter_failed.remove(&ticket.offset);
+            if settled && p.watermark.settle(ticket.offset) {
+                if let (Some(consumer), Some(watermark)) = (&consumer, p.watermark.watermark()) {
+                    store(consumer, &ticket.tp, watermark);
+                }
+            }
+            p.gate.update(
+                limits.partition_full(p.in_flight),
+                limits.partition_drained(p.in_flight),
+            );
+            let scope = if global_changed {
+                None
+            } else {
+                Some(&ticket.tp)
+            };
+            st.reconcile(consumer.as_deref(), scope);
+        } else if global_changed {
+            st.reconcile(consumer.as_deref(), None);
+        }
+        drop(consumer);
+        drop(st);
+        self.settled.notify_all();
+    }
+
+    /// Notes that the dead-letter write of this record failed; it stays unsettled and holds
+    /// the partition's commit until a retry succeeds.
+    pub(crate) fn dead_letter_failed(&self, ticket: &Ticket) {
+        if let Some(p) = self.state.lock().current_mut(ticket) {
+            p.dead_letter_failed.insert(ticket.offset);
+        }
+    }
+
+    /// Whether the record's partition is still in the assignment it was fetched in.
+    pub(crate) fn is_current(&self, ticket: &Ticket) -> bool {
+        self.state.lock().current_mut(ticket).is_some()
+    }
+
+    /// Records an error no retry fixes, for `recv` to return.
+    pub(crate) fn fail(&self, error: SourceError) {
+        self.health.set(false);
+        self.state.lock().failure.get_or_insert(error);
+        self.ready.notify_one();
+    }
+
+    /// Stops handing out records and tells the poll thread to leave the group. Buffered
+    /// records are released unseen: they stay below the watermark.
+    pub(crate) fn begin_stop(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        let released = std::mem::take(&mut self.state.lock().buffer);
+        // Outside the lock: each acker's drop takes it.
+        drop(released);
+    }
+}
+
+impl State {
+    /// Buffered records of these partitions, taken out of the buffer. Drop them outside the
+    /// lock: each acker's drop takes it.
+    pub(crate) fn take_buffered(
+        &mut self,
+        of: &BTreeSet<TopicPartition>,
+    ) -> Vec<Delivery<KafkaAcker>> {
+        let mut taken = Vec::new();
+        for delivery in std::mem::take(&mut self.buffer) {
+            if of.contains(delivery.acker.partition()) {
+                taken.push(delivery);
+            } else {
+                self.buffer.push_back(delivery);
+            }
+        }
+        taken
+    }
+
+    /// The partition of a ticket, if it is still in the assignment the ticket was made in.
+    fn current_mut(&mut self, ticket: &Ticket) -> Option<&mut PartitionState> {
+        self.partitions
+            .get_mut(&ticket.tp)
+            .filter(|p| p.generation == ticket.generation)
+    }
+
+    /// Brings the consumer's pause state in line with the gates: `only` one partition, or all
+    /// when the global gate changed.
+    pub(crate) fn reconcile(&mut self, consumer: Option<&Consumer>, only: Option<&TopicPartition>) {
+        let global = self.global.is_closed();
+        let mut pause = TopicPartitionList::new();
+        let mut resume = TopicPartitionList::new();
+        let mut apply = |tp: &TopicPartition, p: &mut PartitionState| {
+            let want = global || p.gate.is_closed();
+            if want != p.paused {
+                p.paused = want;
+                let list = if want { &mut pause } else { &mut resume };
+                list.add_partition(&tp.topic, tp.partition);
+            }
+        };
+        match only {
+            Some(tp) => {
+                if let Some(p) = self.partitions.get_mut(tp) {
+                    apply(tp, p);
+                }
+            }
+            None => self.partitions.iter_mut().for_each(|(tp, p)| apply(tp, p)),
+        }
+        let Some(consumer) = consumer else { return };
+        if pause.count() > 0 {
+            if let Err(error) = consumer.pause(&pause) {
+                debug!(%error, "Pausing partitions failed.");
+            }
+        }
+        if resume.count() > 0 {
+            if let Err(error) = consumer.resume(&resume) {
+                debug!(%error, "Resuming partitions failed.");
+            }
+        }
+    }
+}
+
+/// Stores `offset` as the next to commit for `tp`; the auto-commit picks it up.
+pub(crate) fn store(consumer: &Consumer, tp: &TopicPartition, offset: i64) {
+    let mut list = TopicPartitionList::new();
+    if list
+        .add_partition_offset(&tp.topic, tp.partition, Offset::Offset(offset))
+        .is_ok()
+    {
+        // Fails only for a partition being unassigned; its revoke commits explicitly.
+        if let Err(error) = consumer.store_offsets(&list) {
+            debug!(topic = tp.topic, partition = tp.partition, offset, %error, "Storing an offset failed.");
+        }
+    }
+}

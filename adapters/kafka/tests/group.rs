@@ -1,0 +1,160 @@
+//! Flow control and group membership against a real Kafka-protocol broker (a tansu process
+//! per test): fetching pauses at the in-flight limits and resumes below them; partitions move
+//! between members without losing what was not settled.
+//!
+//! tansu must be on PATH (or at `OUTRIGGER_TEST_TANSU`); without it these tests fail.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use outrigger_core::{Acker, Settlement, Source};
+use outrigger_kafka::{KafkaConfig, KafkaSource};
+use tokio::time::Instant;
+
+use support::tansu::Tansu;
+use support::{
+    ack, assert_quiet, eventually, partition, position, recv, recv_n, text, unique, DEADLINE,
+};
+
+#[tokio::test]
+async fn a_partition_pauses_at_its_limit_and_resumes_after_settling() {
+    let tansu = Tansu::start().await;
+    let kafka = &tansu.kafka;
+    let (topic, group) = (unique("partition-limit"), unique("partition-limit-group"));
+    kafka.create_topic(&topic, 1).await;
+    kafka.produce_numbered(&topic, 1, 10).await;
+    let config = KafkaConfig {
+        max_in_flight_per_partition: 2,
+        ..kafka.config(&[&topic], &group)
+    };
+    let mut source = KafkaSource::connect(config).await.unwrap();
+    let stats = source.stats();
+
+    let mut held = recv_n(&mut source, 2).await;
+    assert_quiet(
+        &mut source,
+        "a third record with two unsettled and a limit of 2",
+    )
+    .await;
+    let p = partition(&stats.partitions(), &topic, 0);
+    assert!(p.paused, "{p:?}");
+    assert_eq!(p.in_flight, 2);
+
+    // One settled: 1 is at or below 80% of 2, so fetching resumes.
+    ack(held.remove(0)).await;
+    let third = recv(&mut source).await;
+    assert_eq!(text(&third), "0-2");
+    assert!(partition(&stats.partitions(), &topic, 0).in_flight <= 2);
+    ack(third).await;
+    ack(held.remove(0)).await;
+    for _ in 3..10 {
+        ack(recv(&mut source).await).await;
+    }
+    kafka.wait_committed(&group, &topic, &[Some(10)]).await;
+    let p = partition(&stats.partitions(), &topic, 0);
+    assert!(!p.paused, "{p:?}");
+    source.stop().await;
+}
+
+#[tokio::test]
+async fn the_global_and_byte_limits_pause_every_partition() {
+    let tansu = Tansu::start().await;
+    let kafka = &tansu.kafka;
+    let (topic, group) = (unique("global-limit"), unique("global-limit-group"));
+    kafka.create_topic(&topic, 2).await;
+    kafka.produce_numbered(&topic, 2, 5).await;
+
+    for config in [
+        KafkaConfig {
+            max_in_flight: 3,
+            ..kafka.config(&[&topic], &group)
+        },
+        // Payloads are 3 bytes ("0-1"): the third reaches 9 of 9 bytes.
+        KafkaConfig {
+            max_buffered_bytes: 9,
+            ..kafka.config(&[&topic], &group)
+        },
+    ] {
+        let mut source = KafkaSource::connect(config).await.unwrap();
+        let stats = source.stats();
+        let held = recv_n(&mut source, 3).await;
+        assert_quiet(&mut source, "a fourth record at the global limit").await;
+        let partitions = stats.partitions();
+        assert_eq!(partitions.len(), 2);
+        assert!(partitions.iter().all(|p| p.paused), "{partitions:?}");
+        assert_eq!(stats.in_flight(), 3);
+        // Requeued: nothing is committed, and the next member of the group reads them again.
+        for delivery in held {
+            delivery.acker.settle(Settlement::Requeue).await.unwrap();
+        }
+        let fourth = recv(&mut source).await;
+        drop(fourth);
+        source.stop().await;
+        // At most the position it started from (0) was committed.
+        let committed = kafka.committed(&group, &topic, 2).await;
+        assert!(
+            committed.iter().all(|c| matches!(c, None | Some(0))),
+            "{committed:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_leaving_member_hands_its_unsettled_records_to_the_survivor() {
+    let tansu = Tansu::start().await;
+    let kafka = &tansu.kafka;
+    let (topic, group) = (unique("rebalance"), unique("rebalance-group"));
+    kafka.create_topic(&topic, 4).await;
+    kafka.produce_numbered(&topic, 4, 5).await;
+
+    // The first member alone gets every partition; it holds offset 2 of each unsettled.
+    let mut first = KafkaSource::connect(kafka.config(&[&topic], &group))
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    for delivery in recv_n(&mut first, 20).await {
+        if position(&delivery).1 == 2 {
+            held.push(delivery);
+        } else {
+            ack(delivery).await;
+        }
+    }
+    kafka.wait_committed(&group, &topic, &[Some(2); 4]).await;
+
+    // A second member joins: the partitions split, each starting at the watermark.
+    let mut second = KafkaSource::connect(kafka.config(&[&topic], &group))
+        .await
+        .unwrap();
+    let (a, b) = (first.stats(), second.stats());
+    eventually("the partitions are split between the members", || {
+        let (a, b) = (a.partitions().len(), b.partitions().len());
+        async move { a >= 1 && b >= 1 && a + b == 4 }
+    })
+    .await;
+    // Settlements from before the rebalance change nothing now.
+    for delivery in held {
+        ack(delivery).await;
+    }
+    let mut seen = BTreeSet::new();
+    for delivery in recv_n(&mut second, 3 * b.partitions().len()).await {
+        seen.insert(position(&delivery));
+        ack(delivery).await;
+    }
+
+    // The first member leaves; the survivor gets its partitions from their watermark.
+    first.stop().await;
+    let everything: BTreeSet<(i32, i64)> =
+        (0..4).flat_map(|p| (2..5).map(move |o| (p, o))).collect();
+    let deadline = Instant::now() + DEADLINE;
+    while seen != everything {
+        let next = tokio::time::timeout_at(deadline, second.recv()).await;
+        let Ok(Ok(Some(delivery))) = next else {
+            panic!("the survivor saw {seen:?}, expected {everything:?}");
+        };
+        seen.insert(position(&delivery));
+        ack(delivery).await;
+    }
+    kafka.wait_committed(&group, &topic, &[Some(5); 4]).await;
+    second.stop().await;
+}

@@ -1,0 +1,311 @@
+//! Test support: a test's own topics and group on a Kafka-protocol broker, and helpers to
+//! produce into them and look at what was committed and dead-lettered.
+
+#![allow(dead_code)] // Each test binary uses a different part of it.
+
+pub mod tansu;
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use outrigger_core::{Acker, Coordinates, DeadLetter, Delivery, Settlement, Source};
+use outrigger_kafka::{KafkaAcker, KafkaConfig, KafkaSource, PartitionStats};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Upper bound for anything the broker is expected to do (a group join takes a few seconds);
+/// tests pass far below it.
+pub const DEADLINE: Duration = Duration::from_secs(40);
+/// Long enough for a record that would come to arrive on loopback.
+pub const QUIET: Duration = Duration::from_millis(1500);
+
+/// A topic or group name no other test or run uses.
+pub fn unique(test: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("outrigger-test.{test}.{}.{nanos}", std::process::id())
+}
+
+/// A broker the tests reach at `bootstrap`.
+#[derive(Clone, Debug)]
+pub struct Kafka {
+    pub bootstrap: String,
+}
+
+impl Kafka {
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        c
+    }
+
+    /// The source config the tests start from: fast commits, a short revoke timeout.
+    pub fn config(&self, topics: &[&str], group: &str) -> KafkaConfig {
+        KafkaConfig {
+            commit_interval: Duration::from_millis(100),
+            revoke_timeout: Duration::from_secs(2),
+            ..KafkaConfig::new(self.bootstrap.clone(), topics.iter().copied(), group)
+        }
+    }
+
+    pub async fn create_topic(&self, topic: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = self.client().create().unwrap();
+        let results = admin
+            .create_topics(
+                [&NewTopic::new(
+                    topic,
+                    partitions,
+                    TopicReplication::Fixed(1),
+                )],
+                &AdminOptions::new().operation_timeout(Some(DEADLINE)),
+            )
+            .await
+            .unwrap();
+        for result in results {
+            result.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+        }
+    }
+
+    /// Partition count of a topic, `None` when it does not exist.
+    pub async fn partitions(&self, topic: &str) -> Option<usize> {
+        let consumer: BaseConsumer = self.client().create().unwrap();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let metadata = consumer.fetch_metadata(None, DEADLINE).unwrap();
+            metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+                .map(|t| t.partitions().len())
+        })
+        .await
+        .unwrap()
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        self.client()
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .create()
+            .unwrap()
+    }
+
+    /// Produces one record, confirmed, and returns its offset.
+    pub async fn produce(
+        &self,
+        producer: &FutureProducer,
+        topic: &str,
+        partition: i32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) -> i64 {
+        let headers = headers.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header { key, value: *value })
+        });
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+            .partition(partition)
+            .headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        producer
+            .send(record, DEADLINE)
+            .await
+            .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"))
+            .offset
+    }
+
+    /// `count` records with payloads `"<partition>-<i>"` into every partition, in turn.
+    pub async fn produce_numbered(&self, topic: &str, partitions: i32, count: usize) {
+        let producer = self.producer();
+        for i in 0..count {
+            for p in 0..partitions {
+                let body = format!("{p}-{i}");
+                self.produce(&producer, topic, p, None, Some(body.as_bytes()), &[])
+                    .await;
+            }
+        }
+    }
+
+    /// The group's committed offset of each partition, as another client sees it.
+    pub async fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+        let consumer: BaseConsumer = self.client().set("group.id", group).create().unwrap();
+        let mut list = TopicPartitionList::new();
+        for p in 0..partitions {
+            list.add_partition(topic, p);
+        }
+        let list = tokio::task::spawn_blocking(move || {
+            consumer.committed_offsets(list, Duration::from_secs(10))
+        })
+        .await
+        .unwrap()
+        .expect("fetching committed offsets");
+        (0..partitions)
+            .map(
+                |p| match list.find_partition(topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                },
+            )
+            .collect()
+    }
+
+    /// Waits until the group's committed offsets are exactly `expected`.
+    pub async fn wait_committed(&self, group: &str, topic: &str, expected: &[Option<i64>]) {
+        let partitions = expected.len() as i32;
+        let mut last = Vec::new();
+        let reached = tokio::time::timeout(DEADLINE, async {
+            loop {
+                last = self.committed(group, topic, partitions).await;
+                if last == expected {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert!(
+            reached.is_ok(),
+            "committed offsets of {topic} are {last:?}, expected {expected:?}"
+        );
+    }
+
+    /// Reads `count` records from one partition of `topic` from the start, without a group.
+    pub async fn read(&self, topic: &str, partition: i32, count: usize) -> Vec<OwnedMessage> {
+        let consumer: BaseConsumer = self
+            .client()
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&list).unwrap();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let start = std::time::Instant::now();
+            while out.len() < count {
+                assert!(
+                    start.elapsed() < DEADLINE,
+                    "only {} of {count} records arrived in {topic}",
+                    out.len()
+                );
+                if let Some(result) = consumer.poll(Duration::from_millis(100)) {
+                    out.push(result.expect("reading").detach());
+                }
+            }
+            out
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// The headers of a record as (name, value) pairs, in order.
+pub fn headers_of(message: &OwnedMessage) -> Vec<(String, Option<Vec<u8>>)> {
+    message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The next delivery, which must come before the deadline.
+pub async fn recv(source: &mut KafkaSource) -> Delivery<KafkaAcker> {
+    tokio::time::timeout(DEADLINE, source.recv())
+        .await
+        .expect("no delivery before the deadline")
+        .expect("recv failed")
+        .expect("source ended")
+}
+
+/// `n` deliveries.
+pub async fn recv_n(source: &mut KafkaSource, n: usize) -> Vec<Delivery<KafkaAcker>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(recv(source).await);
+    }
+    out
+}
+
+/// Asserts that no delivery arrives for a while.
+pub async fn assert_quiet(source: &mut KafkaSource, why: &str) {
+    if let Ok(got) = tokio::time::timeout(QUIET, source.recv()).await {
+        panic!("{why}: got {:?}", got.map(|d| d.map(|d| d.message)));
+    }
+}
+
+/// Waits until `check` holds, polling every 20ms; panics with `what` at the deadline.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let reached = tokio::time::timeout(DEADLINE, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "timed out waiting until {what}");
+}
+
+/// The stats of one partition, which must be assigned.
+pub fn partition(stats: &[PartitionStats], topic: &str, partition: i32) -> PartitionStats {
+    stats
+        .iter()
+        .find(|p| p.topic == topic && p.partition == partition)
+        .unwrap_or_else(|| panic!("{topic}/{partition} not assigned: {stats:?}"))
+        .clone()
+}
+
+/// The payload of a delivery as text.
+pub fn text(delivery: &Delivery<KafkaAcker>) -> String {
+    String::from_utf8(delivery.message.payload.to_vec()).unwrap()
+}
+
+/// A typical failure context.
+pub fn dead_letter() -> DeadLetter {
+    let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    DeadLetter {
+        reason: "app answered HTTP 400".into(),
+        class: "4xx".into(),
+        last_status: Some(400),
+        attempts: 3,
+        first_failure: at,
+        last_failure: at,
+        key: Some("order-7".into()),
+        response_excerpt: Bytes::from_static(b"bad order"),
+    }
+}
+
+/// Where a delivery sits: (partition, offset).
+pub fn position(delivery: &Delivery<KafkaAcker>) -> (i32, i64) {
+    match &delivery.message.coordinates {
+        Coordinates::Kafka {
+            partition, offset, ..
+        } => (*partition, *offset),
+        other => panic!("not a Kafka record: {other:?}"),
+    }
+}
+
+/// Acks a delivery, which must succeed.
+pub async fn ack(delivery: Delivery<KafkaAcker>) {
+    delivery.acker.settle(Settlement::Ack).await.unwrap();
+}

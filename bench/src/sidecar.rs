@@ -1,0 +1,207 @@
+//! The `outrigger` release binary as a child process: policy, metrics, peak RSS, SIGTERM.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// Settled messages, whatever the outcome; the sidecar's own count of acked work.
+pub const SETTLED: &str = "outrigger_messages_settled_total";
+
+/// What the generated policy says.
+pub struct PolicySpec<'a> {
+    /// RabbitMQ URL.
+    pub amqp_url: &'a str,
+    /// The queue consumed.
+    pub queue: &'a str,
+    /// The stub app.
+    pub app_url: &'a str,
+    /// Redis URL.
+    pub redis_url: &'a str,
+    /// Dedup namespace, unique per run.
+    pub namespace: &'a str,
+    /// `backpressure.max_in_flight`, which is also the prefetch.
+    pub prefetch: u16,
+    /// The admin listener.
+    pub admin: SocketAddr,
+}
+
+impl PolicySpec<'_> {
+    /// The policy TOML.
+    pub fn toml(&self) -> String {
+        let s = |v: &str| serde_json::to_string(v).expect("a string serializes");
+        format!(
+            "[source.amqp]\nurl = {}\nqueue = {}\n\n\
+             [delivery]\nurl = {}\ntimeout = \"10s\"\n\n\
+             [dedup]\nkey = \"{{message_id}}\"\nstore = \"redis\"\n\n\
+             [dedup.redis]\nurl = {}\nnamespace = {}\n\n\
+             [backpressure]\nmax_in_flight = {}\n\n\
+             [admin]\nlisten = {}\n\n\
+             [log]\nlevel = \"warn\"\n",
+            s(self.amqp_url),
+            s(self.queue),
+            s(self.app_url),
+            s(self.redis_url),
+            s(self.namespace),
+            self.prefetch,
+            s(&self.admin.to_string()),
+        )
+    }
+}
+
+/// The release `outrigger` binary beside this one (both live in target/release).
+pub fn binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the bench binary")?;
+    let dir = exe.parent().context("the bench binary has a directory")?;
+    let path = dir.join(format!("outrigger{}", std::env::consts::EXE_SUFFIX));
+    if !path.is_file() {
+        bail!(
+            "{} not found: build the sidecar first with `cargo build --release -p outrigger`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A free loopback port (bound, then released for the sidecar to take).
+pub fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// A running sidecar.
+pub struct Sidecar {
+    child: Child,
+    admin: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Sidecar {
+    /// Runs `outrigger run --config <policy>`, its stderr in a scratch file.
+    pub fn start(binary: &Path, spec: &PolicySpec<'_>) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("policy.toml");
+        std::fs::write(&config, spec.toml())?;
+        let log = dir.path().join("stderr.log");
+        let child = Command::new(binary)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Self {
+            child,
+            admin: spec.admin,
+            log,
+            _dir: dir,
+        })
+    }
+
+    /// An error with the sidecar's log when it has exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("the sidecar exited early ({status}):\n{}", self.logs());
+        }
+        Ok(())
+    }
+
+    /// What the sidecar wrote to stderr.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A metric summed over its label sets; 0 while the admin listener is not up.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let Ok(Ok(text)) =
+            tokio::time::timeout(Duration::from_secs(5), get(self.admin, "/metrics")).await
+        else {
+            return 0.0;
+        };
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Peak resident set size so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> anyhow::Result<u64> {
+        let pid = self.child.id().context("the sidecar has exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .context("VmHWM in /proc/<pid>/status")?;
+        Ok(kib * 1024)
+    }
+
+    /// SIGTERM, then waits for a clean exit (SIGKILL after `grace`).
+    pub async fn stop(mut self, grace: Duration) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await?;
+        }
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) if status.as_ref().is_ok_and(|s| s.success()) => Ok(()),
+            Ok(status) => bail!("the sidecar exited with {status:?}:\n{}", self.logs()),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                bail!("the sidecar did not exit within {grace:?} of SIGTERM")
+            }
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET: the body.
+async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_has_the_expected_sections() {
+        let spec = PolicySpec {
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f",
+            queue: "q",
+            app_url: "http://127.0.0.1:1/",
+            redis_url: "redis://127.0.0.1:6379",
+            namespace: "ns",
+            prefetch: 64,
+            admin: "127.0.0.1:9".parse().unwrap(),
+        };
+        let toml = spec.toml();
+        assert!(toml.contains("[source.amqp]\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\""));
+        assert!(toml.contains("key = \"{message_id}\""));
+        assert!(toml.contains("max_in_flight = 64"));
+        assert!(toml.contains("listen = \"127.0.0.1:9\""));
+    }
+}

@@ -1,0 +1,267 @@
+//! Dead letters for operators: `outrigger dlq {list,show,resubmit,purge}` and the admin API's
+//! `/dlq` routes, over the broker's dead-letter queue.
+//!
+//! Both front ends run the same steps: open a pass over the dead-letter queue
+//! ([`DeadLetterQueue::open`]), [`select`] the records the ids and filters name, then
+//! [`apply`] one action to each, paced by an optional rate, stoppable between records, and
+//! finish the pass, which leaves every other record where it was. What a pass does on each
+//! broker (and why an interrupted resubmit can be rerun without losing or doubling a record)
+//! is in `outrigger_core::dead_letters`.
+//!
+//! # Layout
+//! - [`args`]: the clap subcommands; [`command`]: running them, with prompts and exit codes;
+//!   `progress`: the progress bar or lines.
+//! - [`api`]: the admin API routes.
+//! - [`filter`]: time, reason, status, key and source filters; [`render`]: tables and JSON.
+
+pub mod api;
+pub mod args;
+pub mod command;
+pub mod filter;
+mod progress;
+pub mod render;
+
+use std::time::SystemTime;
+
+use outrigger_amqp::{AmqpConfig as AmqpAdapterConfig, AmqpDeadLetters, AmqpPass};
+use outrigger_core::{
+    DeadLetterPass, DeadLetterQueue, DeadLetterRecord, Resubmission, Scope, SourceError,
+};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, SourceConfig};
+use filter::Filter;
+
+/// The dead-letter queues this build can work on, as one closed set.
+#[derive(Debug)]
+pub enum DeadLetters {
+    /// A RabbitMQ dead-letter queue.
+    Amqp(AmqpDeadLetters),
+}
+
+impl DeadLetters {
+    /// The dead-letter queue of the source `config` describes; an error says why there is
+    /// none to work on.
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        match &config.source {
+            SourceConfig::Amqp(amqp) => {
+                let mut settings = AmqpAdapterConfig::new(amqp.url.clone(), amqp.queue.clone());
+                settings.dead_letter_queue = config.dead_letter.destination(&config.source);
+                AmqpDeadLetters::new(settings)
+                    .map(DeadLetters::Amqp)
+                    .map_err(|e| e.to_string())
+            }
+            SourceConfig::Kafka(_) => Err(
+                "dead-letter tooling for [source.kafka] is not in this build yet; \
+                 read the dead-letter topic with Kafka's own tools meanwhile"
+                    .to_owned(),
+            ),
+            SourceConfig::Memory(_) => Err(
+                "the memory source only exists inside `outrigger demo`; it keeps no dead letters to work on"
+                    .to_owned(),
+            ),
+        }
+    }
+
+    /// The configured source: where records go back to when they do not name their origin,
+    /// and the `source` label of the DLQ metrics.
+    pub fn source(&self) -> &str {
+        match self {
+            DeadLetters::Amqp(q) => q.source(),
+        }
+    }
+}
+
+impl DeadLetterQueue for DeadLetters {
+    type Pass = Pass;
+
+    fn name(&self) -> &str {
+        match self {
+            DeadLetters::Amqp(q) => q.name(),
+        }
+    }
+
+    async fn open(&self, scope: Scope) -> Result<Pass, SourceError> {
+        match self {
+            DeadLetters::Amqp(q) => q.open(scope).await.map(Pass::Amqp),
+        }
+    }
+}
+
+/// A pass over one of [`DeadLetters`].
+#[derive(Debug)]
+pub enum Pass {
+    /// Over a RabbitMQ queue.
+    Amqp(AmqpPass),
+}
+
+impl DeadLetterPass for Pass {
+    async fn next(&mut self) -> Result<Option<DeadLetterRecord>, SourceError> {
+        match self {
+            Pass::Amqp(p) => p.next().await,
+        }
+    }
+
+    async fn resubmit(
+        &mut self,
+        record: &DeadLetterRecord,
+        how: &Resubmission,
+    ) -> Result<(), SourceError> {
+        match self {
+            Pass::Amqp(p) => p.resubmit(record, how).await,
+        }
+    }
+
+    async fn purge(&mut self, record: &DeadLetterRecord, by: &str) -> Result<(), SourceError> {
+        match self {
+            Pass::Amqp(p) => p.purge(record, by).await,
+        }
+    }
+
+    async fn finish(self) -> Result<(), SourceError> {
+        match self {
+            Pass::Amqp(p) => p.finish().await,
+        }
+    }
+}
+
+/// Which records an operation works on.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// These records (any, when empty); filters apply on top.
+    pub ids: Vec<String>,
+    /// What they must match.
+    pub filter: Filter,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+/// The records a pass selected, and the ids asked for that it did not find.
+#[derive(Debug, Default)]
+pub struct Selected {
+    /// In queue order.
+    pub records: Vec<DeadLetterRecord>,
+    /// Ids of the selection that are not in the queue (or do not match the filters).
+    pub missing: Vec<String>,
+}
+
+/// Reads the pass until the selection is complete: every id found, the limit reached, or
+/// the end of the queue. Records not selected stay held by the pass until it finishes.
+pub async fn select<P: DeadLetterPass>(
+    pass: &mut P,
+    selection: &Selection,
+) -> Result<Selected, SourceError> {
+    let mut records = Vec::new();
+    let full = |n: usize| {
+        selection.limit.is_some_and(|l| n >= l)
+            || (!selection.ids.is_empty() && n >= selection.ids.len())
+    };
+    while !full(records.len()) {
+        let Some(record) = pass.next().await? else {
+            break;
+        };
+        let named = selection.ids.is_empty() || selection.ids.contains(&record.id);
+        if named && selection.filter.matches(&record) {
+            records.push(record);
+        }
+    }
+    let missing = selection
+        .ids
+        .iter()
+        .filter(|id| !records.iter().any(|r| &r.id == *id))
+        .cloned()
+        .collect();
+    Ok(Selected { records, missing })
+}
+
+/// What [`apply`] does to each record.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Publish it again, then settle it.
+    Resubmit(Resubmission),
+    /// Discard it; the operator's name.
+    Purge(String),
+}
+
+/// How far [`apply`] got.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Records resubmitted or purged.
+    pub done: usize,
+    /// The record it stopped on and why; it and every later one stay in the queue.
+    pub failed: Option<(String, SourceError)>,
+    /// Stopped early because `stop` was cancelled.
+    pub interrupted: bool,
+}
+
+/// Applies `action` to each record in order, at most `rate` per second, stopping at the
+/// first failure (a broken connection fails every later one too) or when `stop` is
+/// cancelled; the record under way is finished first. `progress` sees each record done.
+pub async fn apply<P: DeadLetterPass>(
+    pass: &mut P,
+    records: &[DeadLetterRecord],
+    action: &Action,
+    rate: Option<f64>,
+    stop: &CancellationToken,
+    mut progress: impl FnMut(&DeadLetterRecord),
+) -> Applied {
+    let mut pace = rate.map(|r| {
+        let mut i = tokio::time::interval(filter::rate_period(r));
+        // After a slow publish, keep the spacing rather than bursting to catch up.
+        i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        i
+    });
+    let mut applied = Applied::default();
+    for record in records {
+        if let Some(pace) = pace.as_mut() {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => {}
+                _ = pace.tick() => {}
+            }
+        }
+        if stop.is_cancelled() {
+            applied.interrupted = true;
+            break;
+        }
+        let result = match action {
+            Action::Resubmit(how) => {
+                // The mark says when this record went back, not when the run started.
+                let how = Resubmission {
+                    at: SystemTime::now(),
+                    ..how.clone()
+                };
+                pass.resubmit(record, &how).await
+            }
+            Action::Purge(by) => pass.purge(record, by).await,
+        };
+        match result {
+            Ok(()) => {
+                applied.done += 1;
+                progress(record);
+            }
+            Err(error) => {
+                applied.failed = Some((record.id.clone(), error));
+                break;
+            }
+        }
+    }
+    applied
+}
+
+/// `user@host` of whoever runs this process, for resubmission marks.
+pub fn operator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty());
+    match host {
+        Some(host) => format!("{user}@{host}"),
+        None => user,
+    }
+}

@@ -1,0 +1,382 @@
+//! `outrigger dlq` and the admin API's `/dlq` routes against real RabbitMQ and Redis: dead
+//! letters made by the running sidecar, then listed, resubmitted and purged by an operator.
+
+mod support;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+use support::{unique, wait_until, Policy, Rabbit, Reply, Sidecar, TestApp};
+
+const LIMIT: Duration = Duration::from_secs(90);
+const SETTLED: &str = "outrigger_messages_settled_total";
+
+/// `outrigger dlq` with a policy file of its own.
+struct Dlq {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Dlq {
+    fn new(policy: &Policy) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("policy.toml");
+        std::fs::write(&config, policy.text()).unwrap();
+        Self { _dir: dir, config }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_outrigger"));
+        c.arg("dlq")
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("OUTRIGGER_CONFIG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("outrigger runs")
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("outrigger starts")
+    }
+
+    /// Runs, expects success, returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "dlq {args:?}: {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `list --json` with these filters: one object per record.
+    fn list(&self, filters: &[&str]) -> Vec<Value> {
+        let mut args = vec!["list", "--json"];
+        args.extend_from_slice(filters);
+        self.ok(&args)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
+    /// The keys of the records these filters select.
+    fn keys(&self, filters: &[&str]) -> BTreeSet<String> {
+        self.list(filters)
+            .iter()
+            .map(|r| r["key"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// An app that answers `fail(key)` until fixed, then 200.
+async fn app_until_fixed(fail: fn(&str) -> Option<Reply>) -> (TestApp, Arc<AtomicBool>) {
+    let fixed = Arc::new(AtomicBool::new(false));
+    let flag = fixed.clone();
+    let app = TestApp::start(move |key, _| match fail(key) {
+        Some(reply) if !flag.load(Ordering::SeqCst) => reply,
+        _ => Reply::status(200),
+    })
+    .await;
+    (app, fixed)
+}
+
+fn stop(mut sidecar: Sidecar) {
+    sidecar.sigterm();
+    let status = sidecar.wait_exit(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{}", sidecar.logs());
+}
+
+fn set(keys: impl IntoIterator<Item = String>) -> BTreeSet<String> {
+    keys.into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resubmit_by_reason_delivers_each_once_and_a_second_run_nothing() {
+    let rabbit = Rabbit::connect().await;
+    let queue = unique("dlq-fix");
+    let dlq = format!("{queue}.dlq");
+    rabbit.declare(&queue).await;
+    let (app, fixed) = app_until_fixed(|key| {
+        if key.starts_with("poison") {
+            Some(Reply::status(500).body("constraint violated"))
+        } else {
+            Some(Reply::status(422).body("unknown product"))
+        }
+    })
+    .await;
+    let policy = Policy::amqp(&queue, &app.url(), &unique("ns")).set("retry.max_attempts", 2);
+    let sidecar = Sidecar::start(policy.clone());
+    let cli = Dlq::new(&policy);
+    for i in 0..50 {
+        rabbit
+            .publish_keyed(
+                &queue,
+                &format!("poison-{i}"),
+                format!(r#"{{"n":{i}}}"#).as_bytes(),
+            )
+            .await;
+    }
+    for i in 0..5 {
+        rabbit
+            .publish_keyed(&queue, &format!("other-{i}"), b"{}")
+            .await;
+    }
+    wait_until("55 dead letters", LIMIT, || async {
+        rabbit.depth(&dlq).await == 55
+    })
+    .await;
+    let exhausted = cli.keys(&["--reason", "gave up after 2 attempts"]);
+    assert_eq!(exhausted, set((0..50).map(|i| format!("poison-{i}"))));
+
+    fixed.store(true, Ordering::SeqCst);
+    let before = app.count();
+    let out = cli.ok(&[
+        "resubmit",
+        "--reason",
+        "gave up after 2 attempts",
+        "--by",
+        "tester",
+    ]);
+    assert!(out.contains("Resubmitted 50 of 50"), "{out}");
+    wait_until("50 resubmitted keys delivered", LIMIT, || async {
+        app.successes()
+            .keys()
+            .filter(|k| k.starts_with("poison"))
+            .count()
+            == 50
+    })
+    .await;
+    let after: Vec<_> = app.hits().into_iter().skip(before).collect();
+    assert_eq!(after.len(), 50, "each resubmitted key reached the app once");
+    assert!(
+        after.iter().all(|h| h.attempt == 1 && h.status == 200),
+        "attempts start over at 1: {:?}",
+        after.iter().map(|h| h.attempt).collect::<Vec<_>>()
+    );
+    assert_eq!(rabbit.depth(&dlq).await, 5, "only the others stay");
+
+    let again = cli.ok(&["resubmit", "--reason", "gave up after 2 attempts"]);
+    assert!(again.contains("Resubmitted 0 of 0"), "{again}");
+    assert_eq!(rabbit.depth(&queue).await, 0, "nothing new was published");
+    assert!(cli.list(&["--reason", "gave up"]).is_empty());
+    let rest = cli.list(&[]);
+    assert_eq!(rest.len(), 5);
+    assert!(rest
+        .iter()
+        .all(|r| r["status"] == 422 && r["class"] == "4xx"));
+    stop(sidecar);
+    assert_eq!(app.count(), before + 50, "nothing was delivered twice");
+    rabbit.delete(&queue).await;
+    rabbit.delete(&dlq).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_changes_nothing_and_rate_paces_a_faithful_copy() {
+    let rabbit = Rabbit::connect().await;
+    let queue = unique("dlq-rate");
+    let dlq = format!("{queue}.dlq");
+    let replay = format!("{queue}.replay");
+    rabbit.declare(&queue).await;
+    rabbit.declare(&replay).await;
+    let app = TestApp::start(|_, _| Reply::status(400).body("no")).await;
+    let policy = Policy::amqp(&queue, &app.url(), &unique("ns"));
+    let sidecar = Sidecar::start(policy.clone());
+    for i in 0..100 {
+        rabbit
+            .publish_keyed(&queue, &format!("k-{i}"), format!("body-{i}").as_bytes())
+            .await;
+    }
+    wait_until("100 dead letters", LIMIT, || async {
+        rabbit.depth(&dlq).await == 100
+    })
+    .await;
+    stop(sidecar);
+    let cli = Dlq::new(&policy);
+    let ids = |records: Vec<Value>| -> Vec<String> {
+        records
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let listed = ids(cli.list(&[]));
+    assert_eq!(listed.len(), 100);
+    assert_eq!(set(listed.clone()).len(), 100, "ids are unique");
+
+    let dry = cli.ok(&["resubmit", "--dry-run", "--to", &replay]);
+    assert_eq!(
+        dry.lines()
+            .filter(|l| l.starts_with("would resubmit"))
+            .count(),
+        100
+    );
+    assert!(
+        dry.contains(&format!("to {replay} as resubmission #1")),
+        "{dry}"
+    );
+    assert_eq!(rabbit.depth(&dlq).await, 100, "the dry run took nothing");
+    assert_eq!(rabbit.depth(&replay).await, 0, "the dry run sent nothing");
+    assert_eq!(
+        ids(cli.list(&[])),
+        listed,
+        "ids and order are stable across passes"
+    );
+
+    let started = Instant::now();
+    let out = cli.ok(&[
+        "resubmit", "--to", &replay, "--rate", "20", "--by", "tester",
+    ]);
+    let took = started.elapsed();
+    assert!(out.contains("Resubmitted 100 of 100"), "{out}");
+    assert!(
+        took >= Duration::from_millis(4500),
+        "100 at 20/s took only {took:?}"
+    );
+    assert_eq!(rabbit.depth(&dlq).await, 0);
+    let copies = rabbit.drain(&replay).await;
+    assert_eq!(copies.len(), 100);
+    for m in &copies {
+        let key = m.header("idempotency-key").expect("original header kept");
+        let n = key.strip_prefix("k-").unwrap();
+        assert_eq!(
+            m.body,
+            format!("body-{n}").into_bytes(),
+            "{key}: body byte for byte"
+        );
+        assert_eq!(m.header("outrigger-resubmit-count").as_deref(), Some("1"));
+        assert_eq!(
+            m.header("outrigger-resubmitted-by").as_deref(),
+            Some("tester")
+        );
+        assert!(m.header("outrigger-resubmitted-at").is_some());
+        let names = m.properties.headers().as_ref().unwrap().inner();
+        assert!(
+            names
+                .keys()
+                .all(|k| !k.as_str().starts_with("outrigger-dlq-")),
+            "context headers are off: {names:?}"
+        );
+    }
+    rabbit.delete(&queue).await;
+    rabbit.delete(&dlq).await;
+    rabbit.delete(&replay).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resubmit_killed_halfway_and_rerun_delivers_every_record_once() {
+    let rabbit = Rabbit::connect().await;
+    let queue = unique("dlq-kill");
+    let dlq = format!("{queue}.dlq");
+    rabbit.declare(&queue).await;
+    let (app, fixed) = app_until_fixed(|_| Some(Reply::status(400))).await;
+    let policy = Policy::amqp(&queue, &app.url(), &unique("ns"));
+    let sidecar = Sidecar::start(policy.clone());
+    let cli = Dlq::new(&policy);
+    for i in 0..100 {
+        rabbit.publish_keyed(&queue, &format!("k-{i}"), b"{}").await;
+    }
+    wait_until("100 dead letters", LIMIT, || async {
+        rabbit.depth(&dlq).await == 100
+    })
+    .await;
+    fixed.store(true, Ordering::SeqCst);
+
+    let mut first = cli.spawn(&["resubmit", "--rate", "20"]);
+    wait_until("about half delivered", LIMIT, || async {
+        app.successes().len() >= 40
+    })
+    .await;
+    first.kill().unwrap(); // SIGKILL: no cleanup, no goodbye to the broker
+    let _ = first.wait();
+    assert!(app.successes().len() < 100, "killed before the end");
+
+    // The broker hands the killed run's records back once it sees the connection gone;
+    // an operator reruns until nothing is left, as would we.
+    let reruns = AtomicUsize::new(0);
+    wait_until("every key delivered and the DLQ empty", LIMIT, || async {
+        let left = rabbit.depth(&dlq).await;
+        if left == 0 {
+            return app.successes().len() == 100;
+        }
+        reruns.fetch_add(1, Ordering::SeqCst);
+        cli.ok(&["resubmit"]);
+        false
+    })
+    .await;
+    let reruns = reruns.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&reruns), "reruns: {reruns}");
+    wait_until("everything settled", LIMIT, || async {
+        rabbit.depth(&queue).await == 0
+            && sidecar.metric(SETTLED, r#"outcome="delivered""#) >= 100.0
+    })
+    .await;
+    let successes = app.successes();
+    let twice: HashMap<_, _> = successes.iter().filter(|(_, &n)| n != 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_eq!(successes.len(), 100);
+    stop(sidecar);
+    assert_eq!(rabbit.depth(&dlq).await, 0, "none left");
+    rabbit.delete(&queue).await;
+    rabbit.delete(&dlq).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_delivered_meanwhile_is_not_delivered_again() {
+    let rabbit = Rabbit::connect().await;
+    let queue = unique("dlq-dedup");
+    let dlq = format!("{queue}.dlq");
+    rabbit.declare(&queue).await;
+    let (app, fixed) = app_until_fixed(|_| Some(Reply::status(400))).await;
+    let policy = Policy::amqp(&queue, &app.url(), &unique("ns"));
+    let sidecar = Sidecar::start(policy.clone());
+    rabbit.publish_keyed(&queue, "order-1", b"first try").await;
+    wait_until("dead-lettered", LIMIT, || async {
+        rabbit.depth(&dlq).await == 1
+    })
+    .await;
+    fixed.store(true, Ordering::SeqCst);
+    rabbit
+        .publish_keyed(&queue, "order-1", b"sent again by the producer")
+        .await;
+    wait_until("the producer's copy delivered", LIMIT, || async {
+        app.successes().get("order-1") == Some(&1)
+    })
+    .await;
+
+    let out = Dlq::new(&policy).ok(&["resubmit", "--key", "order-1"]);
+    assert!(out.contains("Resubmitted 1 of 1"), "{out}");
+    wait_until(
+        "the resubmitted copy skipped as a duplicate",
+        LIMIT,
+        || async { sidecar.metric(SETTLED, r#"outcome="duplicate""#) == 1.0 },
+    )
+    .await;
+    assert_eq!(app.successes().get("order-1"), Some(&1));
+    assert_eq!(rabbit.depth(&dlq).await, 0);
+    stop(sidecar);
+    rabbit.delete(&queue).await;
+    rabbit.delete(&dlq).await;
+}
+
+#[path = "dlq/filters.rs"]
+mod filters;
+
+#[path = "dlq/api.rs"]
+mod api;

@@ -1,0 +1,377 @@
+//! The pipeline end to end on Kafka: a tansu broker process, Redis dedup, the real binary.
+
+mod support;
+
+#[path = "../adapters/kafka/tests/support/mod.rs"]
+mod kafka;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kafka::tansu::Tansu;
+use rdkafka::producer::FutureRecord;
+use support::{unique, wait_until, Policy, Reply, Sidecar, TestApp};
+
+const LIMIT: Duration = Duration::from_secs(120);
+const SETTLED: &str = "outrigger_messages_settled_total";
+
+/// Produces `(key, json payload)` records, letting the partitioner place them by key.
+async fn produce(broker: &kafka::Kafka, topic: &str, records: &[(String, String)]) {
+    let producer = broker.producer();
+    for chunk in records.chunks(500) {
+        let sends = chunk.iter().map(|(key, payload)| {
+            producer.send(
+                FutureRecord::to(topic)
+                    .key(key.as_bytes())
+                    .payload(payload.as_bytes()),
+                kafka::DEADLINE,
+            )
+        });
+        for result in futures_util::future::join_all(sends).await {
+            result.unwrap_or_else(|(e, _)| panic!("produce: {e}"));
+        }
+    }
+}
+
+/// `count` records over `keys` keys: payload `{"id":"m-<n>","key":"k<n % keys>","seq":n}`.
+fn keyed(count: usize, keys: usize) -> Vec<(String, String)> {
+    (0..count)
+        .map(|n| {
+            let key = format!("k{}", n % keys);
+            (
+                key.clone(),
+                format!(r#"{{"id":"m-{n}","key":"{key}","seq":{n}}}"#),
+            )
+        })
+        .collect()
+}
+
+fn seq_of(body: &[u8]) -> (String, u64) {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    (
+        v["key"].as_str().unwrap().to_owned(),
+        v["seq"].as_u64().unwrap(),
+    )
+}
+
+fn stop(mut sidecar: Sidecar) {
+    sidecar.sigterm();
+    let status = sidecar.wait_exit(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "sidecar exits 0 on SIGTERM: {status:?}\n{}",
+        sidecar.logs()
+    );
+}
+
+/// Runs 20,000 keyed records through one sidecar in `mode`; returns the time to settle them all
+/// and checks each key's records reached the app in order.
+async fn run_ordered(tansu: &Tansu, mode: &str, records: &[(String, String)]) -> Duration {
+    let topic = unique("ordered");
+    tansu.kafka.create_topic(&topic, 4).await;
+    tansu.kafka.create_topic(&format!("{topic}.dlq"), 1).await;
+    produce(&tansu.kafka, &topic, records).await;
+    let app = TestApp::start(|_, _| Reply::status(200).after(Duration::from_millis(2))).await;
+    let policy = Policy::kafka(
+        &tansu.kafka.bootstrap,
+        &topic,
+        &unique("g"),
+        &app.url(),
+        &unique("ns"),
+    )
+    .set("ordering.mode", mode)
+    .set("backpressure.max_in_flight", 32)
+    .set("backpressure.max_in_flight_per_partition", 32);
+    let started = Instant::now();
+    let sidecar = Sidecar::start(policy);
+    wait_until("every record settled", LIMIT, || async {
+        sidecar.metric(SETTLED, "") >= records.len() as f64
+    })
+    .await;
+    let took = started.elapsed();
+    stop(sidecar);
+
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for hit in app.hits() {
+        let (key, seq) = seq_of(&hit.body);
+        if let Some(prev) = last.insert(key.clone(), seq) {
+            assert!(
+                prev < seq,
+                "{mode} mode: key {key} saw seq {seq} after {prev}"
+            );
+        }
+    }
+    assert_eq!(
+        app.successes().len(),
+        records.len(),
+        "{mode} mode: every record once"
+    );
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_mode_keeps_each_keys_order_and_outruns_partition_mode() {
+    let tansu = Tansu::start().await;
+    let records = keyed(20_000, 200);
+    let key_mode = run_ordered(&tansu, "key", &records).await;
+    let partition_mode = run_ordered(&tansu, "partition", &records).await;
+    println!(
+        "20,000 records, app 2ms each: key mode {key_mode:?}, partition mode {partition_mode:?}"
+    );
+    // A comparison within one run, not a timing bound: 32 key lanes against 4 partition lanes.
+    assert!(
+        key_mode < partition_mode,
+        "key mode ({key_mode:?}) should beat partition mode ({partition_mode:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_key_retries_and_dead_letters_while_other_keys_flow() {
+    let tansu = Tansu::start().await;
+    let topic = unique("poison");
+    let dlq = format!("{topic}.dlq");
+    tansu.kafka.create_topic(&topic, 2).await;
+    tansu.kafka.create_topic(&dlq, 1).await;
+    let app = TestApp::start(|key, _| {
+        if key == "m-0" {
+            Reply::status(500)
+                .body("ledger says no")
+                .after(Duration::from_millis(20))
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let mut records = vec![(
+        "poison".to_owned(),
+        r#"{"id":"m-0","key":"poison","seq":0}"#.to_owned(),
+    )];
+    records.extend(keyed(300, 30).into_iter().skip(1));
+    produce(&tansu.kafka, &topic, &records).await;
+    let policy = Policy::kafka(
+        &tansu.kafka.bootstrap,
+        &topic,
+        &unique("g"),
+        &app.url(),
+        &unique("ns"),
+    )
+    .set("ordering.mode", "key")
+    .set("retry.max_attempts", 6)
+    .set("retry.initial", "300ms")
+    .set("retry.max", "300ms");
+    let sidecar = Sidecar::start(policy);
+    wait_until("every other key delivered", LIMIT, || async {
+        app.successes().len() == 299
+    })
+    .await;
+    let poison_attempts = app.hits().iter().filter(|h| h.key == "m-0").count();
+    assert!(
+        poison_attempts < 6,
+        "the other keys finished while the poison key was still retrying ({poison_attempts} attempts)"
+    );
+    wait_until("the poison record dead-lettered", LIMIT, || async {
+        sidecar.metric("outrigger_dead_lettered_total", "") >= 1.0
+    })
+    .await;
+    let dead = tansu.kafka.read(&dlq, 0, 1).await;
+    let headers: HashMap<_, _> = kafka::headers_of(&dead[0]).into_iter().collect();
+    let text = |k: &str| {
+        headers
+            .get(k)
+            .cloned()
+            .flatten()
+            .map(|v| String::from_utf8(v).unwrap())
+    };
+    use rdkafka::message::Message as _;
+    assert_eq!(dead[0].key(), Some(&b"poison"[..]));
+    assert_eq!(dead[0].payload(), Some(records[0].1.as_bytes()));
+    assert_eq!(text("outrigger-dlq-attempts").as_deref(), Some("6"));
+    assert_eq!(text("outrigger-dlq-status").as_deref(), Some("500"));
+    assert!(text("outrigger-dlq-reason")
+        .unwrap()
+        .contains("gave up after 6 attempts"));
+    stop(sidecar);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commit_waits_for_a_slow_message_then_jumps_to_the_end() {
+    let tansu = Tansu::start().await;
+    let topic = unique("watermark");
+    let group = unique("g");
+    tansu.kafka.create_topic(&topic, 1).await;
+    tansu.kafka.create_topic(&format!("{topic}.dlq"), 1).await;
+    // Record 10 of 50 is slow; key mode lets the 40 after it finish first.
+    let records = keyed(50, 50);
+    produce(&tansu.kafka, &topic, &records).await;
+    let app = TestApp::start(|key, _| {
+        if key == "m-10" {
+            Reply::status(200).after(Duration::from_secs(4))
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let policy = Policy::kafka(
+        &tansu.kafka.bootstrap,
+        &topic,
+        &group,
+        &app.url(),
+        &unique("ns"),
+    )
+    .set("ordering.mode", "none")
+    .set(
+        "log.level",
+        "debug,rdkafka=info,h2=info,hyper=info,lapin=info",
+    );
+    let sidecar = Sidecar::start(policy);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    eprintln!(
+        "DEBUG successes={} hits={}",
+        app.successes().len(),
+        app.count()
+    );
+    eprintln!(
+        "DEBUG {}",
+        sidecar
+            .get("/metrics")
+            .unwrap()
+            .1
+            .lines()
+            .filter(|l| l.contains("partition") || l.contains("settled") || l.contains("in_flight"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    wait_until("the other 49 delivered", LIMIT, || async {
+        app.successes().len() == 49
+    })
+    .await;
+    // Give the commit interval several turns: it must still not pass offset 10.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let committed = tansu.kafka.committed(&group, &topic, 1).await[0];
+    assert!(
+        committed.is_none_or(|c| c <= 10),
+        "committed {committed:?} passed the slow offset 10"
+    );
+    wait_until("the slow one delivered", LIMIT, || async {
+        app.successes().len() == 50
+    })
+    .await;
+    tansu
+        .kafka
+        .wait_committed(&group, &topic, &[Some(50)])
+        .await;
+    stop(sidecar);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_app_pauses_the_partitions_and_bounds_what_is_buffered() {
+    let tansu = Tansu::start().await;
+    let topic = unique("stall");
+    tansu.kafka.create_topic(&topic, 2).await;
+    tansu.kafka.create_topic(&format!("{topic}.dlq"), 1).await;
+    let big = "x".repeat(10_000);
+    let records: Vec<_> = (0..400)
+        .map(|n| {
+            (
+                format!("k{n}"),
+                format!(r#"{{"id":"m-{n}","pad":"{big}"}}"#),
+            )
+        })
+        .collect();
+    produce(&tansu.kafka, &topic, &records).await;
+    let app = TestApp::start(|_, _| Reply::status(200).after(Duration::from_secs(600))).await;
+    let policy = Policy::kafka(
+        &tansu.kafka.bootstrap,
+        &topic,
+        &unique("g"),
+        &app.url(),
+        &unique("ns"),
+    )
+    .set("ordering.mode", "none")
+    .set("delivery.timeout", "900s")
+    .set("dedup.lease", "1000s")
+    .set("backpressure.max_in_flight", 8)
+    .set("backpressure.max_in_flight_per_partition", 4);
+    let sidecar = Sidecar::start(policy);
+    wait_until("both partitions paused", LIMIT, || async {
+        sidecar.metric("outrigger_partition_paused", "") >= 2.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let consumed = sidecar.metric("outrigger_messages_consumed_total", "");
+    assert!(
+        consumed <= 8.0,
+        "only the in-flight limit was taken: {consumed}"
+    );
+    assert!(sidecar.metric("outrigger_partition_in_flight_messages", "") <= 8.0);
+    let rss_kib = sidecar.rss_kib();
+    assert!(
+        rss_kib < 150 * 1024,
+        "sidecar RSS {rss_kib} KiB with 4 MB of records waiting"
+    );
+    sidecar.sigterm();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sidecars_split_a_group_and_the_survivor_takes_over_after_a_sigkill() {
+    let tansu = Tansu::start().await;
+    let topic = unique("group");
+    let group = unique("g");
+    tansu.kafka.create_topic(&topic, 4).await;
+    tansu.kafka.create_topic(&format!("{topic}.dlq"), 1).await;
+    let records = keyed(2_000, 100);
+    produce(&tansu.kafka, &topic, &records).await;
+    let app = TestApp::start(|_, _| Reply::status(200).after(Duration::from_millis(5))).await;
+    let max_in_flight = 16;
+    let policy = Policy::kafka(
+        &tansu.kafka.bootstrap,
+        &topic,
+        &group,
+        &app.url(),
+        &unique("ns"),
+    )
+    .set("backpressure.max_in_flight", max_in_flight)
+    .set("backpressure.max_in_flight_per_partition", 8)
+    // Notice a dead member within seconds rather than the 45 s default.
+    .kafka_property("session.timeout.ms", "6000")
+    .kafka_property("heartbeat.interval.ms", "1000");
+    let mut first = Sidecar::start(policy.clone());
+    let second = Sidecar::start(policy);
+    wait_until("both members consuming", LIMIT, || async {
+        first.metric(SETTLED, "") > 0.0 && second.metric(SETTLED, "") > 0.0
+    })
+    .await;
+    first.kill();
+    let at_kill = app.successes().len();
+    assert!(at_kill < records.len(), "killed mid-stream");
+    wait_until("the survivor delivered everything", LIMIT, || async {
+        app.successes().len() == records.len()
+    })
+    .await;
+    stop(second);
+
+    // As on RabbitMQ: only records in flight in the killed member can reach the app twice,
+    // each time under a higher fence.
+    let hits = app.hits();
+    let twice: Vec<_> = app
+        .successes()
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        twice.len() <= max_in_flight as usize,
+        "only in-flight records repeat: {twice:?}"
+    );
+    for key in &twice {
+        let fences: Vec<u64> = hits
+            .iter()
+            .filter(|h| &h.key == key && h.status == 200)
+            .map(|h| h.fence.unwrap())
+            .collect();
+        assert!(
+            fences.windows(2).all(|w| w[0] < w[1]),
+            "{key}: fences grow {fences:?}"
+        );
+    }
+}
