@@ -82,7 +82,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         expected.published
     );
     let bar = ProgressBar::new(expected.published).with_style(
-        ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} settled  {per_sec}  {msg}")
+        ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} settled  {elapsed}  {msg}")
             .expect("valid template"),
     );
     let ticker = {
