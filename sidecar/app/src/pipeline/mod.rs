@@ -168,7 +168,6 @@ where
             }
         }
     }
-    source.stop().await;
     // Messages still waiting in a lane never started: hand them straight back.
     for job in lanes.drain_waiting() {
         if let Err(unsettled) = job.delivery.acker.settle(Settlement::Requeue).await {
@@ -177,6 +176,10 @@ where
     }
     pipeline.metrics.ordering_waiting.set(0);
     drain(&mut tasks, pipeline.grace_period, &abort).await;
+    // Only now: stopping commits (Kafka) what the drained work settled, and closes the channel
+    // whose deliveries those workers acked (RabbitMQ). Nothing new was taken since the loop
+    // ended; what the broker pushed meanwhile goes back with the stop.
+    source.stop().await;
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
