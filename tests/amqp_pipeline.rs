@@ -299,28 +299,7 @@ async fn sigkill_mid_stream_loses_nothing_and_a_restart_resumes() {
     // recording it. Only messages in flight at the kill can fall in it, and their redelivery
     // carries a higher fence, so an app that checks outrigger-fence or the idempotency key
     // rejects it.
-    let hits = app.hits();
-    let twice: Vec<_> = app
-        .successes()
-        .into_iter()
-        .filter(|(_, n)| *n > 1)
-        .map(|(k, _)| k)
-        .collect();
-    assert!(
-        twice.len() <= max_in_flight as usize,
-        "only in-flight keys can be redelivered: {twice:?}"
-    );
-    for key in &twice {
-        let fences: Vec<u64> = hits
-            .iter()
-            .filter(|h| &h.key == key && h.status == 200)
-            .map(|h| h.fence.unwrap())
-            .collect();
-        assert!(
-            fences.windows(2).all(|w| w[0] < w[1]),
-            "{key}: fences grow {fences:?}"
-        );
-    }
+    app.assert_repeats_only_in_flight(max_in_flight as usize);
     rabbit.delete(&queue).await;
     rabbit.delete(&format!("{queue}.dlq")).await;
 }

@@ -128,6 +128,34 @@ impl TestApp {
         out
     }
 
+    /// After a crash: the keys the app accepted more than once are at most `in_flight` (what
+    /// the dead process had taken), and each repeat came under a higher fence, so an app that
+    /// checks `outrigger-fence` or the idempotency key can refuse it.
+    pub fn assert_repeats_only_in_flight(&self, in_flight: usize) {
+        let hits = self.hits();
+        let twice: Vec<String> = self
+            .successes()
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(k, _)| k)
+            .collect();
+        assert!(
+            twice.len() <= in_flight,
+            "only keys in flight at the crash can repeat: {twice:?}"
+        );
+        for key in &twice {
+            let fences: Vec<u64> = hits
+                .iter()
+                .filter(|h| &h.key == key && (200..300).contains(&h.status))
+                .map(|h| h.fence.expect("a dedup claim"))
+                .collect();
+            assert!(
+                fences.windows(2).all(|w| w[0] < w[1]),
+                "{key}: fences grow {fences:?}"
+            );
+        }
+    }
+
     /// Number of requests so far.
     pub fn count(&self) -> usize {
         self.inner.hits.lock().len()

@@ -13,17 +13,8 @@ impl Policy {
         Policy(DocumentMut::new())
             .set("source.amqp.url", "amqp://guest:guest@127.0.0.1:5672/%2f")
             .set("source.amqp.queue", queue)
-            .set("delivery.url", app_url)
-            .set("delivery.timeout", "5s")
+            .common(app_url, namespace)
             .set("dedup.key", "{header:idempotency-key}")
-            .set("dedup.store", "redis")
-            .set("dedup.redis.url", "redis://127.0.0.1:6379")
-            .set("dedup.redis.namespace", namespace)
-            .set("dedup.lease", "10s")
-            .set("retry.initial", "20ms")
-            .set("retry.max", "200ms")
-            .set("retry.jitter", 0.0)
-            .set("log.level", "info")
     }
 
     /// Kafka `topic` (group `group`) into `app_url`, dedup in local Redis under `namespace`,
@@ -42,9 +33,14 @@ impl Policy {
             .set("source.kafka.group_id", group)
             .set("source.kafka.commit_interval", "100ms")
             .set("source.kafka.revoke_timeout", "2s")
-            .set("delivery.url", app_url)
-            .set("delivery.timeout", "5s")
+            .common(app_url, namespace)
             .set("dedup.key", "{json:/id}")
+    }
+
+    /// What every test policy shares: the app, Redis dedup, quick backoffs.
+    fn common(self, app_url: &str, namespace: &str) -> Self {
+        self.set("delivery.url", app_url)
+            .set("delivery.timeout", "5s")
             .set("dedup.store", "redis")
             .set("dedup.redis.url", "redis://127.0.0.1:6379")
             .set("dedup.redis.namespace", namespace)
