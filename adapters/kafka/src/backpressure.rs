@@ -1,9 +1,8 @@
 //! When to pause fetching and when to resume: the in-flight limits with hysteresis.
 //!
 //! A gate closes when its count reaches the limit and opens again only once the count is back at
-//! or below [`RESUME_PERCENT`] of it. Resuming at the limit itself would pause and resume a
-//! partition on every settle while the app is saturated, each time throwing away what
-//! librdkafka had prefetched for it; the gap lets a batch drain before fetching starts again.
+//! or below [`RESUME_PERCENT`] of it. Resuming at the limit itself would wake the poll thread
+//! for one record on every settle while the app is saturated; the gap lets it take a batch.
 
 /// Percent of a limit that in-flight counts must drain to before fetching resumes.
 pub const RESUME_PERCENT: u64 = 80;

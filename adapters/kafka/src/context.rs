@@ -4,10 +4,12 @@
 //! Every consumer callback runs on the poll thread (the consumer's queue is served only there),
 //! so a revoke may block it while in-flight records settle without stalling the async runtime.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::base_consumer::PartitionQueue as RdPartitionQueue;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
@@ -20,17 +22,24 @@ use crate::state::Shared;
 /// The group consumer, with the adapter's callbacks.
 pub(crate) type Consumer = BaseConsumer<Context>;
 
+/// The records of one partition, split off the consumer's queue.
+pub(crate) type PartitionQueue = RdPartitionQueue<Context>;
+
 /// The consumer's context: the shared bookkeeping.
 pub(crate) struct Context {
     pub(crate) shared: Arc<Shared>,
 }
 
+// Logs, statistics, rebalances and commit results reach these callbacks as events of the
+// consumer's queue, served by the poll thread; each counts in `Shared::events`.
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.shared.events.fetch_add(1, Ordering::Release);
         log(level, facility, message);
     }
 
     fn stats(&self, statistics: Statistics) {
+        self.shared.events.fetch_add(1, Ordering::Release);
         self.shared.observe_statistics(&statistics);
     }
 
@@ -41,21 +50,19 @@ impl ClientContext for Context {
 }
 
 impl ConsumerContext for Context {
+    // New partitions are taken in before librdkafka is told to assign them, so their queues
+    // are split off before it fetches anything for them.
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.shared.events.fetch_add(1, Ordering::Release);
         match rebalance {
             Rebalance::Revoke(partitions) => self.shared.revoke(consumer, partitions),
-            Rebalance::Assign(_) => {}
+            Rebalance::Assign(partitions) => self.shared.assign(partitions),
             Rebalance::Error(error) => warn!(%error, "Kafka consumer group rebalance failed."),
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(partitions) = rebalance {
-            self.shared.assign(consumer, partitions);
-        }
-    }
-
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        self.shared.events.fetch_add(1, Ordering::Release);
         match result {
             Ok(()) => self.shared.observe_commit(offsets),
             // The auto-commit found nothing new to commit.

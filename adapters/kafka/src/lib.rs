@@ -15,10 +15,13 @@
 //!   when the record is read again (with everything after it: at least once). `DeadLetter`
 //!   writes the original record plus the `outrigger-dlq-*` headers to the dead-letter topic
 //!   with an idempotent `acks=all` producer and settles only once that write is confirmed.
-//! - Backpressure: records count as in flight from fetch to settlement. At `max_in_flight`
-//!   or `max_buffered_bytes` every partition pauses; at `max_in_flight_per_partition` that
-//!   partition does. They resume at 80% of the limit that paused them, so a saturated app does
-//!   not flap them. librdkafka's own prefetch is bounded to about `max_buffered_bytes`.
+//! - Backpressure: records count as in flight from when the source takes them from librdkafka
+//!   to settlement. At `max_in_flight` or `max_buffered_bytes` every partition pauses; at
+//!   `max_in_flight_per_partition` that partition does. They resume at 80% of the limit that
+//!   paused them, the partitions with records sharing what came free. Each partition's records
+//!   come in a queue of their own, and pausing is leaving that queue unread: librdkafka stops
+//!   fetching the partition once about 1 MiB of it is prefetched, and nothing fetched is thrown
+//!   away (librdkafka's own pause would drop the prefetch and refetch it).
 //! - Rebalances: a revoked partition stops handing out records, waits up to `revoke_timeout`
 //!   for its in-flight ones, commits its watermark, then forgets them; their later settlements
 //!   succeed and change nothing. Assigned partitions start fresh.
@@ -31,7 +34,8 @@
 //!   settings derived from it.
 //! - `source`: [`KafkaSource`], connect, `recv`, stop.
 //! - `acker`: [`KafkaAcker`], settlement of one record.
-//! - `poll`: the thread that polls the consumer; `context`: librdkafka's callbacks.
+//! - `poll`: the thread that reads the consumer and the partition queues; `context`:
+//!   librdkafka's callbacks.
 //! - `state`: the shared bookkeeping; `rebalance`: assign and revoke; `stats`: [`KafkaStats`].
 //! - `watermark`: the per-partition commit watermark; `backpressure`: limits with hysteresis.
 //! - `record`: a fetched record as a core message; `dead_letter`: the dead-letter write.

@@ -16,20 +16,19 @@ const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
 /// long outage with nothing to show for it.
 const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// librdkafka's prefetch bounds, in KiB: the local queue holds about as much as the adapter may
-/// itself hold outstanding, between 1 MiB and librdkafka's own 64 MiB default. With a stalled app
-/// the process then holds at most about twice `max_buffered_bytes` of records.
-const MIN_PREFETCH_KIB: u64 = 1024;
-const MAX_PREFETCH_KIB: u64 = 64 * 1024;
+/// librdkafka's prefetch of one partition, in KiB: about one fetch of it
+/// (`max.partition.fetch.bytes`, 1 MiB by default). Every partition has its own queue, which
+/// librdkafka stops fetching into at this size, so the prefetch grows with the partitions
+/// assigned (about twice this each, with the fetch in flight), not with `max_buffered_bytes`.
+const PREFETCH_KIB: u64 = 1024;
 
 /// Records librdkafka tries to keep prefetched per partition (its default is 100,000): a few
 /// fetches' worth, not a partition's backlog.
 const QUEUED_MIN_MESSAGES: u32 = 1000;
 
 /// The group consumer: manual offset store, auto-commit of stored offsets every
-/// `commit_interval`, bounded prefetch.
+/// `commit_interval`, bounded prefetch per partition.
 pub(crate) fn consumer(config: &KafkaConfig) -> ClientConfig {
-    let prefetch_kib = (config.max_buffered_bytes / 1024).clamp(MIN_PREFETCH_KIB, MAX_PREFETCH_KIB);
     let mut c = common(config);
     c.set("group.id", &config.group_id)
         .set("enable.auto.offset.store", "false")
@@ -40,7 +39,7 @@ pub(crate) fn consumer(config: &KafkaConfig) -> ClientConfig {
         )
         .set("auto.offset.reset", config.start_from.as_reset())
         .set("enable.partition.eof", "false")
-        .set("queued.max.messages.kbytes", prefetch_kib.to_string())
+        .set("queued.max.messages.kbytes", PREFETCH_KIB.to_string())
         .set("queued.min.messages", QUEUED_MIN_MESSAGES.to_string())
         .set(
             "statistics.interval.ms",
@@ -118,23 +117,14 @@ mod tests {
     }
 
     #[test]
-    fn prefetch_follows_the_byte_limit_within_bounds() {
+    fn prefetch_is_about_one_fetch_per_partition_whatever_the_byte_limit() {
         let mut config = KafkaConfig::new("b:9092", ["t"], "g");
-        config.max_buffered_bytes = 8 * 1024 * 1024;
-        assert_eq!(
-            consumer(&config).get("queued.max.messages.kbytes"),
-            Some("8192")
-        );
-        config.max_buffered_bytes = 1;
-        assert_eq!(
-            consumer(&config).get("queued.max.messages.kbytes"),
-            Some("1024")
-        );
-        config.max_buffered_bytes = u64::MAX;
-        assert_eq!(
-            consumer(&config).get("queued.max.messages.kbytes"),
-            Some("65536")
-        );
+        for max_buffered_bytes in [1, 8 * 1024 * 1024, u64::MAX] {
+            config.max_buffered_bytes = max_buffered_bytes;
+            let c = consumer(&config);
+            assert_eq!(c.get("queued.max.messages.kbytes"), Some("1024"));
+            assert_eq!(c.get("queued.min.messages"), Some("1000"));
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Partitions coming and going: fresh trackers on assign; on revoke, stop handing out, let
-//! in-flight records settle for a while, commit the watermark, forget the partition.
+//! Partitions coming and going: on assign, fresh trackers and each partition's records split
+//! into a queue of its own; on revoke, stop handing out, let in-flight records settle for a
+//! while, commit the watermark, forget the partition.
 //!
 //! Both run on the poll thread, inside librdkafka's rebalance callback, so the group waits for
 //! the commit: the next owner starts exactly at this owner's watermark. Eager and cooperative
@@ -16,19 +17,38 @@ use crate::context::Consumer;
 use crate::state::{PartitionState, Shared, TopicPartition};
 
 impl Shared {
-    /// New partitions: each gets a fresh tracker under a new generation, paused at once when
-    /// the global limit is reached (and resumed otherwise, clearing a pause from an earlier
-    /// assignment of it).
-    pub(crate) fn assign(&self, consumer: &Consumer, list: &TopicPartitionList) {
+    /// New partitions, before librdkafka assigns them: each gets a fresh tracker under a new
+    /// generation, and its records a queue of their own that wakes the poll thread.
+    ///
+    /// Holding a partition back is then only a matter of not reading its queue: librdkafka
+    /// stops fetching it once its prefetch is queued, and hands that prefetch over the moment
+    /// the queue is read again. Pausing the partition instead would throw the prefetch away on
+    /// every pause and fetch nothing after the resume until librdkafka's fetcher looks at the
+    /// partition again, up to a second later.
+    pub(crate) fn assign(&self, list: &TopicPartitionList) {
         let mut st = self.state.lock();
+        let consumer = st.consumer.clone();
         for tp in partitions(list) {
+            // No consumer only while the source closes; records then go nowhere anyway.
+            let queue = consumer.as_ref().and_then(|consumer| {
+                let Some(mut queue) = consumer.split_partition_queue(&tp.topic, tp.partition)
+                else {
+                    warn!(
+                        topic = tp.topic,
+                        partition = tp.partition,
+                        "Could not give a Kafka partition its own queue; its records come with the consumer's."
+                    );
+                    return None;
+                };
+                let wake = self.wake.clone();
+                queue.set_nonempty_callback(move || wake.notify());
+                Some(queue)
+            });
             st.generations += 1;
-            let mut p = PartitionState::new(st.generations);
-            // Not what the consumer was told: reconcile below then says it either way.
-            p.paused = !st.global.is_closed();
+            let p = PartitionState::new(st.generations, queue);
             st.partitions.insert(tp, p);
         }
-        st.reconcile(Some(consumer), None);
+        drop(consumer);
         drop(st);
         self.health.set(true);
         info!(partitions = list.count(), "Kafka partitions assigned.");

@@ -26,8 +26,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(30);
 /// Consumes topics in a consumer group, committing only what the pipeline settled.
 ///
 /// A dedicated thread polls the consumer and serves its rebalance callbacks; `recv` takes what
-/// it fetched. Records are counted in flight from the moment they are fetched until they
-/// settle, and fetching pauses at the limits of [`KafkaConfig`].
+/// it fetched. Records are counted in flight from the moment the thread takes them from
+/// librdkafka until they settle, and it stops taking them at the limits of [`KafkaConfig`].
 pub struct KafkaSource {
     shared: Arc<Shared>,
     health: HealthFlag,
@@ -67,9 +67,11 @@ impl KafkaSource {
         let context = Context {
             shared: shared.clone(),
         };
-        let consumer =
+        let mut consumer =
             Consumer::from_config_and_context(&properties::consumer(&config), context)
                 .map_err(|e| SourceError::Rejected(format!("creating the Kafka consumer: {e}")))?;
+        let wake = shared.wake.clone();
+        consumer.set_nonempty_callback(move || wake.notify());
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)

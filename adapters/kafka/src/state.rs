@@ -1,11 +1,11 @@
 //! The bookkeeping shared by the poll thread, `recv`, the ackers and the rebalance callbacks:
-//! which partitions are assigned, what each has handed out and settled, and what is paused.
+//! which partitions are assigned, what each has handed out and settled, and which are held back.
 //!
 //! One mutex guards it all. Nothing holds it across an `.await` or a broker round trip; the
-//! librdkafka calls made under it (store an offset, pause or resume a partition) are local.
+//! librdkafka calls made under it (store an offset, read a partition's queue) are local.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +18,9 @@ use tracing::debug;
 
 use crate::acker::KafkaAcker;
 use crate::backpressure::{Gate, Limits};
-use crate::context::Consumer;
+use crate::context::{Consumer, PartitionQueue};
 use crate::dead_letter::DeadLetters;
+use crate::poll::Wake;
 use crate::record::Fetched;
 use crate::watermark::Watermark;
 
@@ -41,7 +42,6 @@ pub(crate) struct Ticket {
 }
 
 /// One assigned partition.
-#[derive(Debug)]
 pub(crate) struct PartitionState {
     /// Which assignment of this partition this is; grows with every assignment.
     pub(crate) generation: u64,
@@ -50,8 +50,12 @@ pub(crate) struct PartitionState {
     pub(crate) in_flight: usize,
     /// Closed while this partition alone is at its limit.
     pub(crate) gate: Gate,
-    /// Whether the consumer was last told to pause it.
-    pub(crate) paused: bool,
+    /// Its records, split off the consumer's queue before librdkafka starts fetching it. The
+    /// poll thread reads it only while both gates are open; while it does not, librdkafka
+    /// stops fetching once this queue holds its prefetch. `None` once the source stops (the
+    /// queue holds a reference to the consumer) or when librdkafka could not split it: its
+    /// records then come with the consumer's own queue.
+    pub(crate) queue: Option<PartitionQueue>,
     /// Set once a revoke started: nothing more of it is handed out.
     pub(crate) revoking: bool,
     /// Offsets whose dead-letter write failed and that have not settled since.
@@ -63,25 +67,45 @@ pub(crate) struct PartitionState {
 }
 
 impl PartitionState {
-    pub(crate) fn new(generation: u64) -> Self {
+    pub(crate) fn new(generation: u64, queue: Option<PartitionQueue>) -> Self {
         Self {
             generation,
             watermark: Watermark::new(),
             in_flight: 0,
             gate: Gate::default(),
-            paused: false,
+            queue,
             revoking: false,
             dead_letter_failed: BTreeSet::new(),
             committed: None,
             high_watermark: None,
         }
     }
+
+    /// Whether the poll thread may take more of its records: its gate and the global one are
+    /// open and no revoke started.
+    pub(crate) fn open(&self, global: &Gate) -> bool {
+        !global.is_closed() && !self.gate.is_closed() && !self.revoking
+    }
+}
+
+impl std::fmt::Debug for PartitionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionState")
+            .field("generation", &self.generation)
+            .field("watermark", &self.watermark)
+            .field("in_flight", &self.in_flight)
+            .field("gate", &self.gate)
+            .field("split", &self.queue.is_some())
+            .field("revoking", &self.revoking)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Everything behind the mutex.
 pub(crate) struct State {
-    /// The consumer, for storing offsets and pausing from any thread. `None` once the poll
-    /// thread is closing it: the close must drop the last reference, on the poll thread.
+    /// The consumer, for storing offsets from any thread and splitting partition queues.
+    /// `None` once the poll thread is closing it: the close must drop the last reference, on
+    /// the poll thread.
     pub(crate) consumer: Option<Arc<Consumer>>,
     pub(crate) partitions: BTreeMap<TopicPartition, PartitionState>,
     /// Fetched records waiting for `recv`, in fetch order.
@@ -104,6 +128,12 @@ pub(crate) struct Shared {
     pub(crate) settled: Condvar,
     /// Wakes `recv` when a record is buffered or the source failed.
     pub(crate) ready: Notify,
+    /// Wakes the poll thread: records arrived, a gate opened, or the source stops.
+    pub(crate) wake: Arc<Wake>,
+    /// Counts the events the consumer's queue served through a callback (logs, statistics,
+    /// rebalances, commit results): a poll that served one returns nothing, like an empty one,
+    /// and the poll thread must tell them apart.
+    pub(crate) events: AtomicU64,
     /// Tells the poll thread to leave the group and end.
     pub(crate) shutdown: AtomicBool,
     pub(crate) limits: Limits,
@@ -132,6 +162,8 @@ impl Shared {
             }),
             settled: Condvar::new(),
             ready: Notify::new(),
+            wake: Arc::new(Wake::default()),
+            events: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
             limits,
             revoke_timeout,
@@ -140,10 +172,10 @@ impl Shared {
         }
     }
 
-    /// Takes a fetched record (poll thread): tracks it, pauses what reached a limit, and queues
-    /// it for `recv`. A record of a partition that is not ours any more, or one fetched twice,
-    /// is dropped unseen.
-    pub(crate) fn accept(self: &Arc<Self>, consumer: &Consumer, fetched: Fetched) {
+    /// Takes a fetched record (poll thread): tracks it, closes the gates it fills, and queues
+    /// it for `recv`, which the caller then wakes. A record of a partition that is not ours any
+    /// more, or one fetched twice, is dropped unseen.
+    pub(crate) fn accept(self: &Arc<Self>, st: &mut State, fetched: Fetched) {
         let Fetched {
             tp,
             offset,
@@ -152,7 +184,6 @@ impl Shared {
         } = fetched;
         let bytes = message.payload.len() as u64;
         let limits = self.limits;
-        let mut st = self.state.lock();
         if self.shutdown.load(Ordering::Acquire) {
             // Stopping: `begin_stop` emptied the buffer and nothing may refill it.
             return;
@@ -184,12 +215,10 @@ impl Shared {
         st.in_flight += 1;
         st.bytes += bytes;
         let (in_flight, total) = (st.in_flight, st.bytes);
-        let global_changed = st.global.update(
+        st.global.update(
             limits.global_full(in_flight, total),
             limits.global_drained(in_flight, total),
         );
-        let scope = if global_changed { None } else { Some(&tp) };
-        st.reconcile(Some(consumer), scope);
         let ticket = Ticket {
             tp,
             generation,
@@ -198,8 +227,6 @@ impl Shared {
         };
         let acker = KafkaAcker::new(self.clone(), ticket, message.coordinates.clone(), original);
         st.buffer.push_back(Delivery { message, acker });
-        drop(st);
-        self.ready.notify_one();
     }
 
     /// Ends an acker's record: `settled` (acked or dead-lettered) moves the watermark and
@@ -211,7 +238,7 @@ impl Shared {
         st.in_flight -= 1;
         st.bytes -= ticket.bytes;
         let (in_flight, total) = (st.in_flight, st.bytes);
-        let global_changed = st.global.update(
+        let mut opened = st.global.update(
             limits.global_full(in_flight, total),
             limits.global_drained(in_flight, total),
         );
@@ -225,22 +252,18 @@ impl Shared {
                     store(consumer, &ticket.tp, watermark);
                 }
             }
-            p.gate.update(
+            opened |= p.gate.update(
                 limits.partition_full(p.in_flight),
                 limits.partition_drained(p.in_flight),
             );
-            let scope = if global_changed {
-                None
-            } else {
-                Some(&ticket.tp)
-            };
-            st.reconcile(consumer.as_deref(), scope);
-        } else if global_changed {
-            st.reconcile(consumer.as_deref(), None);
         }
         drop(consumer);
         drop(st);
         self.settled.notify_all();
+        // A settlement only ever opens a gate: the poll thread may take records again.
+        if opened {
+            self.wake.notify();
+        }
     }
 
     /// Notes that the dead-letter write of this record failed; it stays unsettled and holds
@@ -267,6 +290,7 @@ impl Shared {
     /// records are released unseen: they stay below the watermark.
     pub(crate) fn begin_stop(&self) {
         self.shutdown.store(true, Ordering::Release);
+        self.wake.notify();
         let released = std::mem::take(&mut self.state.lock().buffer);
         // Outside the lock: each acker's drop takes it.
         drop(released);
@@ -291,46 +315,20 @@ impl State {
         taken
     }
 
+    /// Every partition's queue, taken out for the poll thread to drop before the consumer:
+    /// each holds a reference to it.
+    pub(crate) fn take_queues(&mut self) -> Vec<PartitionQueue> {
+        self.partitions
+            .values_mut()
+            .filter_map(|p| p.queue.take())
+            .collect()
+    }
+
     /// The partition of a ticket, if it is still in the assignment the ticket was made in.
     fn current_mut(&mut self, ticket: &Ticket) -> Option<&mut PartitionState> {
         self.partitions
             .get_mut(&ticket.tp)
             .filter(|p| p.generation == ticket.generation)
-    }
-
-    /// Brings the consumer's pause state in line with the gates: `only` one partition, or all
-    /// when the global gate changed.
-    pub(crate) fn reconcile(&mut self, consumer: Option<&Consumer>, only: Option<&TopicPartition>) {
-        let global = self.global.is_closed();
-        let mut pause = TopicPartitionList::new();
-        let mut resume = TopicPartitionList::new();
-        let mut apply = |tp: &TopicPartition, p: &mut PartitionState| {
-            let want = global || p.gate.is_closed();
-            if want != p.paused {
-                p.paused = want;
-                let list = if want { &mut pause } else { &mut resume };
-                list.add_partition(&tp.topic, tp.partition);
-            }
-        };
-        match only {
-            Some(tp) => {
-                if let Some(p) = self.partitions.get_mut(tp) {
-                    apply(tp, p);
-                }
-            }
-            None => self.partitions.iter_mut().for_each(|(tp, p)| apply(tp, p)),
-        }
-        let Some(consumer) = consumer else { return };
-        if pause.count() > 0 {
-            if let Err(error) = consumer.pause(&pause) {
-                debug!(%error, "Pausing partitions failed.");
-            }
-        }
-        if resume.count() > 0 {
-            if let Err(error) = consumer.resume(&resume) {
-                debug!(%error, "Resuming partitions failed.");
-            }
-        }
     }
 }
 

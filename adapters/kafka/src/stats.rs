@@ -32,7 +32,8 @@ pub struct PartitionStats {
     pub high_watermark: Option<i64>,
     /// Records fetched from this partition and not settled (waiting for `recv` or out).
     pub in_flight: usize,
-    /// Fetching is paused: this partition or the whole source reached an in-flight limit.
+    /// Fetching is paused: this partition or the whole source reached an in-flight limit, so
+    /// nothing more of it is taken and librdkafka stops fetching it once its prefetch is queued.
     pub paused: bool,
     /// A dead-letter write of one of its records failed and has not succeeded since: its
     /// commits cannot move past that record until a retry does.
@@ -52,7 +53,7 @@ impl KafkaStats {
                 committed: p.committed,
                 high_watermark: p.high_watermark,
                 in_flight: p.in_flight,
-                paused: p.paused,
+                paused: !p.open(&st.global),
                 stalled_on_dead_letter: !p.dead_letter_failed.is_empty(),
             })
             .collect()

@@ -57,6 +57,81 @@ async fn a_partition_pauses_at_its_limit_and_resumes_after_settling() {
     source.stop().await;
 }
 
+/// What the sidecar met end to end: records produced together (one record batch), the
+/// partition held back at its limit partway through them, then settlements from concurrent
+/// tasks taking it below the limit. The rest must follow. (Pausing the partition in librdkafka
+/// threw its prefetch away, and the fetch again from inside the batch never returned anything
+/// from tansu, which serves only batches starting at or after the fetch offset.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_held_back_partway_through_a_batch_goes_on_with_the_rest_of_it() {
+    let tansu = Tansu::start().await;
+    let kafka = &tansu.kafka;
+    let (topic, group) = (unique("batch"), unique("batch-group"));
+    kafka.create_topic(&topic, 1).await;
+    kafka
+        .produce_burst(&kafka.batching_producer(), &topic, 0, 50)
+        .await;
+    let config = KafkaConfig {
+        max_in_flight_per_partition: 16,
+        ..kafka.config(&[&topic], &group)
+    };
+    let mut source = KafkaSource::connect(config).await.unwrap();
+    let stats = source.stats();
+
+    let mut first = recv_n(&mut source, 16).await;
+    let p = partition(&stats.partitions(), &topic, 0);
+    assert!(p.paused, "{p:?}");
+    // Offset 10 stays out; the other 15 settle at once from their own tasks, as the
+    // pipeline's workers settle them.
+    let slow = first.remove(10);
+    let settles: Vec<_> = first.into_iter().map(|d| tokio::spawn(ack(d))).collect();
+    for settle in settles {
+        settle.await.unwrap();
+    }
+    let mut offsets = Vec::new();
+    for _ in 16..50 {
+        let delivery = recv(&mut source).await;
+        offsets.push(position(&delivery).1);
+        ack(delivery).await;
+    }
+    assert_eq!(offsets, (16..50).collect::<Vec<_>>());
+    kafka.wait_committed(&group, &topic, &[Some(10)]).await;
+    ack(slow).await;
+    kafka.wait_committed(&group, &topic, &[Some(50)]).await;
+    source.stop().await;
+}
+
+/// Holding a partition back keeps what librdkafka prefetched for it: going on needs no fetch,
+/// so it works with the broker gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_held_back_keeps_its_prefetch() {
+    let tansu = Tansu::start().await;
+    let kafka = tansu.kafka.clone();
+    let topic = unique("prefetch");
+    kafka.create_topic(&topic, 1).await;
+    kafka.produce_numbered(&topic, 1, 10).await;
+    let config = KafkaConfig {
+        max_in_flight_per_partition: 2,
+        ..kafka.config(&[&topic], &unique("prefetch-group"))
+    };
+    let mut source = KafkaSource::connect(config).await.unwrap();
+    let stats = source.stats();
+    let held = recv_n(&mut source, 2).await;
+    assert!(partition(&stats.partitions(), &topic, 0).paused);
+
+    drop(tansu);
+    for delivery in held {
+        ack(delivery).await;
+    }
+    for i in 2..10 {
+        let delivery = recv(&mut source).await;
+        assert_eq!(text(&delivery), format!("0-{i}"));
+        ack(delivery).await;
+    }
+    // No stop: with the broker gone, leaving the group would only time out.
+    drop(source);
+}
+
 #[tokio::test]
 async fn the_global_and_byte_limits_pause_every_partition() {
     let tansu = Tansu::start().await;
@@ -98,6 +173,34 @@ async fn the_global_and_byte_limits_pause_every_partition() {
             "{committed:?}"
         );
     }
+}
+
+/// Under the global limit the partitions with records share what comes free: one partition
+/// with a backlog does not take every slot.
+#[tokio::test]
+async fn the_partitions_share_the_global_limit() {
+    let tansu = Tansu::start().await;
+    let kafka = &tansu.kafka;
+    let (topic, group) = (unique("share"), unique("share-group"));
+    kafka.create_topic(&topic, 2).await;
+    kafka.produce_numbered(&topic, 2, 20).await;
+    let config = KafkaConfig {
+        max_in_flight: 10,
+        max_in_flight_per_partition: 10,
+        ..kafka.config(&[&topic], &group)
+    };
+    let mut source = KafkaSource::connect(config).await.unwrap();
+    let mut held = recv_n(&mut source, 10).await;
+    assert_quiet(&mut source, "an eleventh record at the global limit").await;
+
+    // Two settle: 8 is 80% of 10, so two more come, one of each partition.
+    for delivery in held.drain(..2) {
+        ack(delivery).await;
+    }
+    let next = recv_n(&mut source, 2).await;
+    let partitions: BTreeSet<i32> = next.iter().map(|d| position(d).0).collect();
+    assert_eq!(partitions, BTreeSet::from([0, 1]));
+    source.stop().await;
 }
 
 #[tokio::test]
