@@ -334,26 +334,5 @@ async fn two_sidecars_split_a_group_and_the_survivor_takes_over_after_a_sigkill(
 
     // As on RabbitMQ: only records in flight in the killed member can reach the app twice,
     // each time under a higher fence.
-    let hits = app.hits();
-    let twice: Vec<_> = app
-        .successes()
-        .into_iter()
-        .filter(|(_, n)| *n > 1)
-        .map(|(k, _)| k)
-        .collect();
-    assert!(
-        twice.len() <= max_in_flight as usize,
-        "only in-flight records repeat: {twice:?}"
-    );
-    for key in &twice {
-        let fences: Vec<u64> = hits
-            .iter()
-            .filter(|h| &h.key == key && h.status == 200)
-            .map(|h| h.fence.unwrap())
-            .collect();
-        assert!(
-            fences.windows(2).all(|w| w[0] < w[1]),
-            "{key}: fences grow {fences:?}"
-        );
-    }
+    app.assert_repeats_only_in_flight(max_in_flight as usize);
 }
