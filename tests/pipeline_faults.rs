@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use outrigger::config::{self, Config};
-use outrigger::metrics::Metrics;
+use outrigger::metrics::{Metrics, SourceMetrics};
 use outrigger::pipeline;
 use outrigger::run::build_pipeline;
 use outrigger::store::Store;
@@ -45,6 +45,19 @@ max = "50ms"
         extra
     );
     config::load_str(&text, "test.toml", std::iter::empty()).expect("valid test policy")
+}
+
+/// Runs the real pipeline over the in-process `orders` queue until every message is settled;
+/// returns the source's metrics.
+async fn run_until_drained(config: &Config, broker: &MemoryBroker) -> SourceMetrics {
+    let metrics = Metrics::new().source("orders");
+    let store = Store::open(config).await.unwrap();
+    let pipeline = Arc::new(build_pipeline(config, Some(store), metrics.clone()));
+    let source = broker.source("orders", "orders.dlq");
+    pipeline::run(pipeline, source, CancellationToken::new())
+        .await
+        .unwrap();
+    metrics
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,20 +135,7 @@ async fn throttling_waits_for_retry_after_and_spends_no_attempt() {
         "orders",
         Outgoing::new("{}").header("idempotency-key", "t-1"),
     );
-    let metrics = Metrics::new();
-    let store = Store::open(&config).await.unwrap();
-    let pipeline = Arc::new(build_pipeline(
-        &config,
-        Some(store),
-        metrics.source("orders"),
-    ));
-    pipeline::run(
-        pipeline,
-        broker.source("orders", "orders.dlq"),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    run_until_drained(&config, &broker).await;
 
     let hits = app.hits();
     assert_eq!(
@@ -174,17 +174,7 @@ async fn the_action_header_overrides_the_status() {
     for key in ["to-dlq", "to-drop", "ack-500"] {
         broker.publish("orders", Outgoing::new("{}").header("idempotency-key", key));
     }
-    let metrics = Metrics::new();
-    let m = metrics.source("orders");
-    let store = Store::open(&config).await.unwrap();
-    let pipeline = Arc::new(build_pipeline(&config, Some(store), m.clone()));
-    pipeline::run(
-        pipeline,
-        broker.source("orders", "orders.dlq"),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let m = run_until_drained(&config, &broker).await;
 
     let dead = broker.ready("orders.dlq");
     assert_eq!(dead.len(), 1);
@@ -226,20 +216,7 @@ async fn key_order_holds_through_in_place_retries_while_other_keys_flow() {
             Outgoing::new("{}").header("idempotency-key", id).key(key),
         );
     }
-    let metrics = Metrics::new();
-    let store = Store::open(&config).await.unwrap();
-    let pipeline = Arc::new(build_pipeline(
-        &config,
-        Some(store),
-        metrics.source("orders"),
-    ));
-    pipeline::run(
-        pipeline,
-        broker.source("orders", "orders.dlq"),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    run_until_drained(&config, &broker).await;
 
     let hits = app.hits();
     let order: Vec<(&str, u16)> = hits.iter().map(|h| (h.key.as_str(), h.status)).collect();
