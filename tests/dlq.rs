@@ -6,97 +6,14 @@ mod support;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
-use support::{unique, wait_until, Policy, Rabbit, Reply, Sidecar, TestApp};
+use support::{app_until_fixed, unique, wait_until, Dlq, Policy, Rabbit, Reply, Sidecar, TestApp};
 
 const LIMIT: Duration = Duration::from_secs(90);
 const SETTLED: &str = "outrigger_messages_settled_total";
-
-/// `outrigger dlq` with a policy file of its own.
-struct Dlq {
-    _dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Dlq {
-    fn new(policy: &Policy) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("policy.toml");
-        std::fs::write(&config, policy.text()).unwrap();
-        Self { _dir: dir, config }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_outrigger"));
-        c.arg("dlq")
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .env_remove("OUTRIGGER_CONFIG")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("outrigger runs")
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("outrigger starts")
-    }
-
-    /// Runs, expects success, returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "dlq {args:?}: {:?}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// `list --json` with these filters: one object per record.
-    fn list(&self, filters: &[&str]) -> Vec<Value> {
-        let mut args = vec!["list", "--json"];
-        args.extend_from_slice(filters);
-        self.ok(&args)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("a JSON line"))
-            .collect()
-    }
-
-    /// The keys of the records these filters select.
-    fn keys(&self, filters: &[&str]) -> BTreeSet<String> {
-        self.list(filters)
-            .iter()
-            .map(|r| r["key"].as_str().unwrap().to_owned())
-            .collect()
-    }
-}
-
-/// An app that answers `fail(key)` until fixed, then 200.
-async fn app_until_fixed(fail: fn(&str) -> Option<Reply>) -> (TestApp, Arc<AtomicBool>) {
-    let fixed = Arc::new(AtomicBool::new(false));
-    let flag = fixed.clone();
-    let app = TestApp::start(move |key, _| match fail(key) {
-        Some(reply) if !flag.load(Ordering::SeqCst) => reply,
-        _ => Reply::status(200),
-    })
-    .await;
-    (app, fixed)
-}
 
 fn stop(mut sidecar: Sidecar) {
     sidecar.sigterm();

@@ -336,3 +336,212 @@ async fn two_sidecars_split_a_group_and_the_survivor_takes_over_after_a_sigkill(
     // each time under a higher fence.
     app.assert_repeats_only_in_flight(max_in_flight as usize);
 }
+
+/// A one-partition topic for the retry-queue tests: `m-0` of key `K` first, then 40 records
+/// where every tenth is `K` again (`m-10` ... `m-40`) and the rest have keys of their own.
+async fn parked_key_topic(tansu: &Tansu, name: &str) -> (String, Vec<(String, String)>) {
+    let topic = unique(name);
+    tansu.kafka.create_topic(&topic, 1).await;
+    let records: Vec<_> = (0..=40)
+        .map(|n| {
+            let key = if n % 10 == 0 {
+                "K".to_owned()
+            } else {
+                format!("o{n}")
+            };
+            (
+                key.clone(),
+                format!(r#"{{"id":"m-{n}","key":"{key}","seq":{n}}}"#),
+            )
+        })
+        .collect();
+    produce(&tansu.kafka, &topic, &records).await;
+    (topic, records)
+}
+
+fn queue_policy(tansu: &Tansu, topic: &str, group: &str, app: &TestApp, ns: &str) -> Policy {
+    Policy::kafka(&tansu.kafka.bootstrap, topic, group, &app.url(), ns)
+        .set("ordering.mode", "key")
+        .set("retry.mode", "queue")
+        .set("retry.tiers", toml_edit::Array::from_iter(["1s", "2s"]))
+}
+
+/// The successful deliveries of key `K`, in the order the app got them.
+fn k_successes(app: &TestApp) -> Vec<String> {
+    app.hits()
+        .into_iter()
+        .filter(|h| h.status == 200 && seq_of(&h.body).0 == "K")
+        .map(|h| h.key)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_mode_parks_a_failing_keys_later_messages_while_the_partition_flows() {
+    let tansu = Tansu::start().await;
+    let (topic, records) = parked_key_topic(&tansu, "queue").await;
+    let group = unique("g");
+    // m-0 fails twice, then succeeds.
+    let app = TestApp::start(|key, nth| {
+        if key == "m-0" && nth <= 2 {
+            Reply::status(500)
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let sidecar = Sidecar::start(queue_policy(&tansu, &topic, &group, &app, &unique("ns")));
+    wait_until("key K parked", LIMIT, || async {
+        sidecar.metric("outrigger_parked_keys", "") >= 1.0
+    })
+    .await;
+    wait_until("every record delivered", LIMIT, || async {
+        app.successes().len() == records.len()
+    })
+    .await;
+
+    // K's records reached the app in offset order, the parked ones only after m-0 succeeded.
+    assert_eq!(k_successes(&app), ["m-0", "m-10", "m-20", "m-30", "m-40"]);
+    let hits = app.hits();
+    let attempts: Vec<u32> = hits
+        .iter()
+        .filter(|h| h.key == "m-0")
+        .map(|h| h.attempt)
+        .collect();
+    assert_eq!(attempts, [1, 2, 3], "attempts count across retry topics");
+    let m0_done = hits
+        .iter()
+        .find(|h| h.key == "m-0" && h.status == 200)
+        .unwrap()
+        .at;
+    for hit in &hits {
+        let (key, _) = seq_of(&hit.body);
+        if key == "K" && hit.key != "m-0" {
+            assert!(hit.at > m0_done, "{} overtook m-0", hit.key);
+        } else if key != "K" {
+            // The partition's other keys did not wait for the retries.
+            assert!(hit.at < m0_done, "{} waited behind m-0's retries", hit.key);
+        }
+    }
+    assert_eq!(hits.len(), records.len() + 2, "nothing delivered twice");
+
+    // The retries went through the tier topics, with their trail.
+    let first = tansu.kafka.read(&format!("{topic}.retry.1"), 0, 1).await;
+    let headers: HashMap<_, _> = kafka::headers_of(&first[0]).into_iter().collect();
+    assert_eq!(
+        headers["outrigger-retry-origin"].as_deref(),
+        Some(format!("kafka:{topic}/0@0").as_bytes())
+    );
+    let second = tansu.kafka.read(&format!("{topic}.retry.2"), 0, 1).await;
+    let headers: HashMap<_, _> = kafka::headers_of(&second[0]).into_iter().collect();
+    assert_eq!(headers["outrigger-retry-hop"].as_deref(), Some(&b"2"[..]));
+    assert!(sidecar.metric(SETTLED, r#"outcome="retry_queued""#) >= 2.0);
+    assert!(sidecar.metric(SETTLED, r#"outcome="parked""#) >= 4.0);
+
+    // Everything settled: the source topic is committed to its end, the chain is gone.
+    tansu
+        .kafka
+        .wait_committed(&group, &topic, &[Some(records.len() as i64)])
+        .await;
+    wait_until("no key parked", LIMIT, || async {
+        sidecar.metric("outrigger_parked_keys", "") == 0.0
+    })
+    .await;
+    stop(sidecar);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_keys_survive_a_sigkill_and_keep_their_order() {
+    let tansu = Tansu::start().await;
+    let (topic, records) = parked_key_topic(&tansu, "queue-kill").await;
+    let (group, ns) = (unique("g"), unique("ns"));
+    let app = TestApp::start(|key, nth| {
+        if key == "m-0" && nth <= 2 {
+            Reply::status(500)
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let policy = queue_policy(&tansu, &topic, &group, &app, &ns)
+        .set("retry.tiers", toml_edit::Array::from_iter(["3s"]))
+        // The restarted member waits for the killed one's session to end before it gets the
+        // partitions: seconds, not the 45 s default.
+        .kafka_property("session.timeout.ms", "6000")
+        .kafka_property("heartbeat.interval.ms", "1000");
+    let mut first = Sidecar::start(policy.clone());
+    wait_until("K's later records parked", LIMIT, || async {
+        first.metric(SETTLED, r#"outcome="parked""#) >= 4.0
+    })
+    .await;
+    first.kill();
+    assert!(
+        !app.successes().contains_key("m-0"),
+        "killed while m-0 was still waiting"
+    );
+    let second = Sidecar::start(policy);
+    wait_until("every record delivered", LIMIT, || async {
+        app.successes().len() == records.len()
+    })
+    .await;
+    assert_eq!(k_successes(&app), ["m-0", "m-10", "m-20", "m-30", "m-40"]);
+    stop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_records_follow_a_dead_lettered_head_when_the_policy_says_so() {
+    let tansu = Tansu::start().await;
+    let (topic, records) = parked_key_topic(&tansu, "queue-dlq").await;
+    let dlq = format!("{topic}.dlq");
+    let app = TestApp::start(|key, _| {
+        if key == "m-0" {
+            Reply::status(500).body("no such account")
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let policy = queue_policy(&tansu, &topic, &unique("g"), &app, &unique("ns"))
+        .set("retry.tiers", toml_edit::Array::from_iter(["500ms"]))
+        .set("retry.max_attempts", 2)
+        .set("retry.parked_after_dead_letter", "dead_letter");
+    let sidecar = Sidecar::start(policy);
+    wait_until("K's five records dead-lettered", LIMIT, || async {
+        sidecar.metric(SETTLED, r#"outcome="dead_lettered""#) >= 5.0
+    })
+    .await;
+    wait_until("the other keys delivered", LIMIT, || async {
+        app.successes().len() == records.len() - 5
+    })
+    .await;
+    assert!(k_successes(&app).is_empty(), "no K record reached the app");
+    let dead = tansu.kafka.read(&dlq, 0, 5).await;
+    use rdkafka::message::Message as _;
+    let reasons: Vec<(Vec<u8>, String)> = dead
+        .iter()
+        .map(|m| {
+            let headers: HashMap<_, _> = kafka::headers_of(m).into_iter().collect();
+            let reason = headers["outrigger-dlq-reason"].clone().unwrap();
+            assert!(
+                !headers.keys().any(|h| h.starts_with("outrigger-retry-")),
+                "dead letters carry no retry headers"
+            );
+            (
+                m.payload().unwrap().to_vec(),
+                String::from_utf8(reason).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(reasons[0].0, records[0].1.as_bytes());
+    assert!(
+        reasons[0].1.contains("gave up after 2 attempts"),
+        "{reasons:?}"
+    );
+    for (n, (payload, reason)) in reasons.iter().enumerate().skip(1) {
+        assert_eq!(payload, records[n * 10].1.as_bytes());
+        assert!(
+            reason.contains(&format!("parked behind kafka:{topic}/0@0")),
+            "{reason}"
+        );
+    }
+    stop(sidecar);
+}

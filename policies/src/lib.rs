@@ -11,8 +11,10 @@
 //!   `outrigger-action` header, then user rules, then the defaults.
 //! - [`key`]: idempotency-key templates over headers, JSON payload fields and broker ids.
 //! - [`ordering`]: which messages keep their order, and the per-lane queues that enforce it.
+//! - [`chain`]: parked-key chains, which keep per-key order through retry queues.
 
 pub mod backoff;
+pub mod chain;
 pub mod classify;
 pub mod dedup;
 pub mod key;
@@ -20,6 +22,7 @@ pub mod ordering;
 pub mod retry;
 
 pub use backoff::{Backoff, BackoffKind};
+pub use chain::{Arrival, Chain, Finish, Turn};
 pub use classify::{
     Classifier, HeaderMatch, Matched, ParseStatusError, Rule, StatusRange, Verdict,
 };

@@ -1,5 +1,6 @@
 //! Shared harness for the integration tests: a recording test app, RabbitMQ helpers, the
-//! sidecar as a child process, a cuttable TCP proxy for fault injection, and condition waits.
+//! sidecar as a child process, `outrigger dlq` as an operator runs it, a cuttable TCP proxy for
+//! fault injection, and condition waits.
 //!
 //! Everything binds `127.0.0.1:0` or uses uniquely named queues and Redis namespaces, so tests
 //! can run in parallel against the one RabbitMQ and Redis of the machine.
@@ -7,6 +8,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod app;
+pub mod dlq;
 pub mod policy;
 pub mod proxy;
 pub mod rabbit;
@@ -16,6 +18,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use app::{Hit, Reply, TestApp};
+pub use dlq::{app_until_fixed, Dlq};
 pub use policy::Policy;
 pub use proxy::Proxy;
 pub use rabbit::Rabbit;

@@ -108,6 +108,9 @@ impl Acker for AmqpAcker {
             Settlement::Ack => self.ack().await,
             Settlement::Requeue => self.requeue().await,
             Settlement::DeadLetter(dead_letter) => self.dead_letter(dead_letter).await,
+            Settlement::Retry(_) => Err(SourceError::Rejected(
+                "retry queues are not available for RabbitMQ sources yet".to_owned(),
+            )),
         };
         match result {
             Ok(()) => {

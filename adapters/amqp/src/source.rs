@@ -225,5 +225,6 @@ pub(crate) fn to_message(
             .map(|secs| UNIX_EPOCH + Duration::from_secs(secs)),
         coordinates,
         redelivered,
+        trail: None,
     }
 }

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use outrigger_core::{Acker, Coordinates, DeadLetter, Settlement, SourceError, Unsettled};
+use outrigger_core::{Acker, Coordinates, DeadLetter, Settlement, SourceError, Trail, Unsettled};
 use tracing::debug;
 
 use crate::record::Original;
@@ -55,12 +55,40 @@ impl KafkaAcker {
         self.shared
             .dead_letters
             .write(
-                &self.ticket.tp,
+                &self.origin(),
                 &self.coordinates,
                 &self.original,
                 dead_letter.context_headers(&self.coordinates),
             )
             .await
+    }
+}
+
+impl KafkaAcker {
+    /// The partition the record first came from: its own, or for a retry copy the origin's.
+    fn origin(&self) -> TopicPartition {
+        match &self.coordinates {
+            Coordinates::Kafka {
+                topic, partition, ..
+            } => TopicPartition {
+                topic: topic.clone(),
+                partition: *partition,
+            },
+            _ => self.ticket.tp.clone(),
+        }
+    }
+
+    /// Writes the retry copy, even when the partition moved to another assignment meanwhile:
+    /// the pipeline records in the key's chain that this copy exists, and a second copy (its
+    /// new owner reads the record again) costs an attempt at most, where a missing one would
+    /// strand the chain.
+    async fn retry(&self, trail: &Trail) -> Result<(), SourceError> {
+        let Some(retry) = &self.shared.retry else {
+            return Err(SourceError::Rejected(
+                "this Kafka source has no retry topics (retry_tiers is empty)".to_owned(),
+            ));
+        };
+        retry.write(&self.origin(), &self.original, trail).await
     }
 }
 
@@ -77,6 +105,7 @@ impl Acker for KafkaAcker {
             Settlement::DeadLetter(dead_letter) => {
                 self.dead_letter(dead_letter).await.map(|()| true)
             }
+            Settlement::Retry(trail) => self.retry(trail).await.map(|()| true),
         };
         match settled {
             Ok(settled) => {

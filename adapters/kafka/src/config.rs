@@ -73,6 +73,11 @@ pub struct KafkaConfig {
     /// How long a revoked partition (rebalance or stop) waits for its in-flight records; less
     /// than librdkafka's `max.poll.interval.ms` (300s unless set in `properties`).
     pub revoke_timeout: Duration,
+    /// Retry mode `queue`: the delay of each retry tier. Tier `n` (from 0) of a source topic
+    /// is the topic `<topic>.retry.<n + 1>`, created when missing and consumed with the source
+    /// topics; a record there is handed out once its `outrigger-retry-due` time has come.
+    /// Empty: no retry topics.
+    pub retry_tiers: Vec<Duration>,
 }
 
 /// librdkafka properties that [`KafkaConfig::properties`] may not set, with why.
@@ -125,7 +130,24 @@ impl KafkaConfig {
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             commit_interval: DEFAULT_COMMIT_INTERVAL,
             revoke_timeout: DEFAULT_REVOKE_TIMEOUT,
+            retry_tiers: Vec::new(),
         }
+    }
+
+    /// The retry topic of `tier` (from 0) for records from `topic`: `<topic>.retry.<tier + 1>`.
+    pub fn retry_topic_for(topic: &str, tier: usize) -> String {
+        format!("{topic}.retry.{}", tier + 1)
+    }
+
+    /// Every retry topic, with the source topic it serves.
+    pub fn retry_topics(&self) -> Vec<(String, String)> {
+        self.topics
+            .iter()
+            .flat_map(|topic| {
+                (0..self.retry_tiers.len())
+                    .map(move |tier| (topic.clone(), Self::retry_topic_for(topic, tier)))
+            })
+            .collect()
     }
 
     /// The dead-letter topic of records from `topic`.
@@ -248,6 +270,7 @@ impl fmt::Debug for KafkaConfig {
             .field("max_buffered_bytes", &self.max_buffered_bytes)
             .field("commit_interval", &self.commit_interval)
             .field("revoke_timeout", &self.revoke_timeout)
+            .field("retry_tiers", &self.retry_tiers)
             .finish()
     }
 }

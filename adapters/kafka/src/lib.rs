@@ -22,6 +22,11 @@
 //!   come in a queue of their own, and pausing is leaving that queue unread: librdkafka stops
 //!   fetching the partition once about 1 MiB of it is prefetched, and nothing fetched is thrown
 //!   away (librdkafka's own pause would drop the prefetch and refetch it).
+//! - Dead letters back: [`KafkaDeadLetters`] lists, resubmits and purges the dead-letter
+//!   topics for `outrigger dlq` and the admin API. A topic keeps its records, so what was done
+//!   to each is written as a marker to the compacted `<topic>.handled` beside it, and a list
+//!   hides handled records unless asked; a resubmitted copy is the original again plus the
+//!   `outrigger-resubmitted-*` mark, confirmed before the record counts as handled.
 //! - Rebalances: a revoked partition stops handing out records, waits up to `revoke_timeout`
 //!   for its in-flight ones, commits its watermark, then forgets them; their later settlements
 //!   succeed and change nothing. Assigned partitions start fresh.
@@ -39,6 +44,8 @@
 //! - `state`: the shared bookkeeping; `rebalance`: assign and revoke; `stats`: [`KafkaStats`].
 //! - `watermark`: the per-partition commit watermark; `backpressure`: limits with hysteresis.
 //! - `record`: a fetched record as a core message; `dead_letter`: the dead-letter write.
+//! - `dead_letters`: [`KafkaDeadLetters`] and its [`KafkaPass`], the dead-letter topics read
+//!   back, with their handled markers and resubmitted copies.
 //! - `topics`: topic checks and dead-letter topic creation at connect.
 
 mod acker;
@@ -46,10 +53,12 @@ mod backpressure;
 mod config;
 mod context;
 mod dead_letter;
+mod dead_letters;
 mod poll;
 mod properties;
 mod rebalance;
 mod record;
+mod retry;
 mod source;
 mod state;
 mod stats;
@@ -63,6 +72,7 @@ pub use config::{
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_PER_PARTITION, DEFAULT_REVOKE_TIMEOUT,
     RESERVED_PROPERTIES,
 };
+pub use dead_letters::{record_id, KafkaDeadLetters, KafkaPass, MARKER_TOPIC_SUFFIX};
 pub use record::CONTENT_TYPE_HEADER;
 pub use source::KafkaSource;
 pub use stats::{KafkaStats, PartitionStats};

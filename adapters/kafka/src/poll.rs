@@ -10,7 +10,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use outrigger_core::SourceError;
 use parking_lot::{Condvar, Mutex};
@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
 
 use crate::context::Consumer;
-use crate::record;
+use crate::record::{self, Fetched};
 use crate::state::{Shared, TopicPartition};
 
 /// The longest the thread sleeps with nothing to do: how often the consumer's queue is served
@@ -116,6 +116,7 @@ fn serve_consumer(consumer: &Consumer, shared: &Arc<Shared>) -> bool {
 
 /// Reads the queues of the partitions that may take more, one record of each in turn, until
 /// each is empty or at a limit: under the global limit, the partitions with records share it.
+/// A retry copy read before it is due is held, and its partition read no further, until then.
 /// Returns whether it took anything.
 fn take_records(shared: &Arc<Shared>, first: &mut usize) -> bool {
     let mut took = false;
@@ -130,13 +131,25 @@ fn take_records(shared: &Arc<Shared>, first: &mut usize) -> bool {
             turn.rotate_left(at);
             *first = first.wrapping_add(1);
         }
+        let now = SystemTime::now();
+        let not_due = |record: &Fetched| record.due.is_some_and(|due| due > now);
         while !turn.is_empty() {
             turn.retain(|tp| {
-                let Some(p) = st.partitions.get(tp) else {
+                let Some(p) = st.partitions.get_mut(tp) else {
                     return false;
                 };
                 if !p.open(&st.global) {
                     return false;
+                }
+                // A retry copy waits for its time, and its partition with it.
+                if let Some(held) = &p.delayed {
+                    if not_due(held) {
+                        return false;
+                    }
+                    let record = p.delayed.take().expect("checked above");
+                    shared.accept(st, record);
+                    took = true;
+                    return true;
                 }
                 let Some(queue) = &p.queue else {
                     return false;
@@ -150,6 +163,10 @@ fn take_records(shared: &Arc<Shared>, first: &mut usize) -> bool {
                     Some(Ok(message)) => {
                         let record = record::fetched(&message);
                         drop(message);
+                        if not_due(&record) {
+                            p.delayed = Some(record);
+                            return false;
+                        }
                         shared.accept(st, record);
                         took = true;
                         true

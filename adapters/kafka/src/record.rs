@@ -1,10 +1,12 @@
 //! A fetched Kafka record as the core's [`Message`], plus the original kept for dead-lettering.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use outrigger_core::{Coordinates, Header, Message};
+use outrigger_core::retry::headers::is_retry;
+use outrigger_core::{Coordinates, Header, Message, Trail};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use tracing::warn;
 
 use crate::state::TopicPartition;
 
@@ -27,12 +29,14 @@ pub(crate) struct Fetched {
     pub(crate) offset: i64,
     pub(crate) message: Message,
     pub(crate) original: Original,
+    /// When a retry copy is due; `None` for any other record.
+    pub(crate) due: Option<SystemTime>,
 }
 
 /// Copies a record out of librdkafka's buffers. Payload, key and header bytes are shared
 /// between the message and the original, not copied twice.
 pub(crate) fn fetched(record: &BorrowedMessage<'_>) -> Fetched {
-    let original = Original {
+    let mut original = Original {
         key: record.key().map(Bytes::copy_from_slice),
         value: record.payload().map(Bytes::copy_from_slice),
         headers: record
@@ -46,21 +50,63 @@ pub(crate) fn fetched(record: &BorrowedMessage<'_>) -> Fetched {
             .unwrap_or_default(),
     };
     let (topic, partition, offset) = (record.topic(), record.partition(), record.offset());
+    let mut message = message(
+        topic,
+        partition,
+        offset,
+        record.timestamp().to_millis(),
+        &original,
+    );
+    let due = if is_retry_topic(topic) {
+        read_trail(&mut message, &mut original)
+    } else {
+        None
+    };
     Fetched {
         tp: TopicPartition {
             topic: topic.to_owned(),
             partition,
         },
         offset,
-        message: message(
-            topic,
-            partition,
-            offset,
-            record.timestamp().to_millis(),
-            &original,
-        ),
+        message,
         original,
+        due,
     }
+}
+
+/// Whether a topic is a retry topic (`<topic>.retry.<n>`).
+fn is_retry_topic(topic: &str) -> bool {
+    topic
+        .rsplit_once(".retry.")
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A retry copy becomes its origin again: the trail goes into [`Message::trail`], the
+/// coordinates and `message_id` are the origin's (so dedup keys, ordering and dead letters
+/// are the original's), and the retry headers come off both views. Returns when it is due.
+/// A copy whose trail cannot be read is handed out as a record of its own, with a warning.
+fn read_trail(message: &mut Message, original: &mut Original) -> Option<SystemTime> {
+    let trail = match Trail::from_headers(&message.headers)? {
+        Ok(trail) => trail,
+        Err(error) => {
+            warn!(%error, coordinates = %message.coordinates, "Unreadable retry trail; delivering the record as it is.");
+            return None;
+        }
+    };
+    original.headers.retain(|(name, _)| !is_retry(name));
+    message.headers.retain(|h| !is_retry(&h.name));
+    if let Coordinates::Kafka {
+        topic,
+        partition,
+        offset,
+    } = &trail.origin
+    {
+        message.message_id = Some(format!("{topic}/{partition}@{offset}"));
+    }
+    message.coordinates = trail.origin.clone();
+    let due = trail.due;
+    message.trail = Some(trail);
+    due
 }
 
 /// The core's view of a record.
@@ -104,6 +150,7 @@ pub(crate) fn message(
             offset,
         },
         redelivered: false,
+        trail: None,
     }
 }
 

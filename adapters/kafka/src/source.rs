@@ -16,6 +16,7 @@ use crate::backpressure::Limits;
 use crate::config::KafkaConfig;
 use crate::context::{Consumer, Context, LogContext};
 use crate::dead_letter::DeadLetters;
+use crate::retry::RetryTopics;
 use crate::state::Shared;
 use crate::stats::KafkaStats;
 use crate::{poll, properties, topics};
@@ -62,7 +63,15 @@ impl KafkaSource {
             limits,
             config.revoke_timeout,
             health.clone(),
-            DeadLetters { producer, routes },
+            DeadLetters {
+                producer: producer.clone(),
+                routes: routes.dead_letter,
+            },
+            (!config.retry_tiers.is_empty()).then(|| RetryTopics {
+                producer,
+                tiers: config.retry_tiers.clone(),
+                partitions: routes.retry,
+            }),
         ));
         let context = Context {
             shared: shared.clone(),
@@ -72,7 +81,13 @@ impl KafkaSource {
                 .map_err(|e| SourceError::Rejected(format!("creating the Kafka consumer: {e}")))?;
         let wake = shared.wake.clone();
         consumer.set_nonempty_callback(move || wake.notify());
-        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        let retry_topics = config.retry_topics();
+        let topics: Vec<&str> = config
+            .topics
+            .iter()
+            .map(String::as_str)
+            .chain(retry_topics.iter().map(|(_, retry)| retry.as_str()))
+            .collect();
         consumer
             .subscribe(&topics)
             .map_err(|e| SourceError::Rejected(format!("subscribing to {topics:?}: {e}")))?;

@@ -22,6 +22,7 @@ use crate::context::{Consumer, PartitionQueue};
 use crate::dead_letter::DeadLetters;
 use crate::poll::Wake;
 use crate::record::Fetched;
+use crate::retry::RetryTopics;
 use crate::watermark::Watermark;
 
 /// A partition of a topic; the key of everything per partition.
@@ -60,6 +61,9 @@ pub(crate) struct PartitionState {
     pub(crate) revoking: bool,
     /// Offsets whose dead-letter write failed and that have not settled since.
     pub(crate) dead_letter_failed: BTreeSet<i64>,
+    /// A retry copy read before it is due: held, with the rest of its partition behind it,
+    /// until then (the records of a tier fall due in the order they were written).
+    pub(crate) delayed: Option<Fetched>,
     /// Last committed offset, from commit results and librdkafka statistics.
     pub(crate) committed: Option<i64>,
     /// The broker's high watermark, from librdkafka statistics.
@@ -76,6 +80,7 @@ impl PartitionState {
             queue,
             revoking: false,
             dead_letter_failed: BTreeSet::new(),
+            delayed: None,
             committed: None,
             high_watermark: None,
         }
@@ -140,6 +145,8 @@ pub(crate) struct Shared {
     pub(crate) revoke_timeout: Duration,
     pub(crate) health: HealthFlag,
     pub(crate) dead_letters: DeadLetters,
+    /// The retry topics, in retry mode `queue`.
+    pub(crate) retry: Option<RetryTopics>,
 }
 
 impl Shared {
@@ -148,6 +155,7 @@ impl Shared {
         revoke_timeout: Duration,
         health: HealthFlag,
         dead_letters: DeadLetters,
+        retry: Option<RetryTopics>,
     ) -> Self {
         Self {
             state: Mutex::new(State {
@@ -169,6 +177,7 @@ impl Shared {
             revoke_timeout,
             health,
             dead_letters,
+            retry,
         }
     }
 
@@ -181,6 +190,7 @@ impl Shared {
             offset,
             message,
             original,
+            due: _,
         } = fetched;
         let bytes = message.payload.len() as u64;
         let limits = self.limits;

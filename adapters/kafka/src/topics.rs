@@ -1,5 +1,5 @@
-//! Connect-time topic checks: source topics must exist; dead-letter topics are created when
-//! missing.
+//! Connect-time topic checks: source topics must exist; dead-letter and retry topics are
+//! created when missing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,13 +23,13 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// `default.replication.factor`, which is what the operator chose for durable topics.
 const DEAD_LETTER_REPLICATION: i32 = -1;
 
-/// Checks the source topics and makes sure every dead-letter topic exists; returns the
-/// dead-letter route of each source topic.
+/// Checks the source topics and makes sure every dead-letter and retry topic exists; returns
+/// where each source topic's records go.
 ///
-/// A missing dead-letter topic is created with as many partitions as its source topic (the
-/// largest of them when several sources share it), so that dead letters of a partition can
-/// keep its number and order.
-pub(crate) async fn prepare(config: &KafkaConfig) -> Result<HashMap<String, Route>, SourceError> {
+/// A missing dead-letter or retry topic is created with as many partitions as its source topic
+/// (the largest of them when several sources share it), so that the records of a partition
+/// can keep its number and order.
+pub(crate) async fn prepare(config: &KafkaConfig) -> Result<Routes, SourceError> {
     let admin = AdminClient::from_config_and_context(&properties::admin(config), LogContext)
         .map_err(|e| SourceError::Rejected(format!("invalid Kafka client settings: {e}")))?;
     let admin = Arc::new(admin);
@@ -48,13 +48,16 @@ pub(crate) async fn prepare(config: &KafkaConfig) -> Result<HashMap<String, Rout
         )));
     }
 
-    // Each dead-letter topic with the partition count it should have.
+    // Each dead-letter and retry topic with the partition count it should have.
     let mut wanted: BTreeMap<String, i32> = BTreeMap::new();
-    for topic in &config.topics {
-        let count = wanted
-            .entry(config.dead_letter_topic_for(topic))
-            .or_default();
-        *count = (*count).max(existing[topic.as_str()]);
+    let derived = config
+        .topics
+        .iter()
+        .map(|topic| (topic.clone(), config.dead_letter_topic_for(topic)))
+        .chain(config.retry_topics());
+    for (source, topic) in derived {
+        let count = wanted.entry(topic).or_default();
+        *count = (*count).max(existing[source.as_str()]);
     }
     let mut created = HashMap::new();
     for (topic, partitions) in &wanted {
@@ -63,20 +66,41 @@ pub(crate) async fn prepare(config: &KafkaConfig) -> Result<HashMap<String, Rout
             created.insert(topic.clone(), *partitions);
         }
     }
+    let partitions_of = |topic: &str| {
+        existing
+            .get(topic)
+            .or_else(|| created.get(topic))
+            .copied()
+            .unwrap_or(1)
+    };
+    let retry = config
+        .retry_topics()
+        .into_iter()
+        .map(|(_, topic)| {
+            let partitions = partitions_of(&topic);
+            (topic, partitions)
+        })
+        .collect();
 
-    Ok(config
+    let dead_letter = config
         .topics
         .iter()
         .map(|source| {
             let topic = config.dead_letter_topic_for(source);
-            let partitions = existing
-                .get(topic.as_str())
-                .or_else(|| created.get(&topic))
-                .copied()
-                .unwrap_or(1);
+            let partitions = partitions_of(&topic);
             (source.clone(), Route { topic, partitions })
         })
-        .collect())
+        .collect();
+    Ok(Routes { dead_letter, retry })
+}
+
+/// Where the records of the source topics go when they leave them for another topic.
+#[derive(Debug)]
+pub(crate) struct Routes {
+    /// The dead-letter route of each source topic.
+    pub(crate) dead_letter: HashMap<String, Route>,
+    /// The partition count of each retry topic.
+    pub(crate) retry: HashMap<String, i32>,
 }
 
 /// Every topic of the cluster with its partition count. All topics rather than only ours: a
@@ -102,7 +126,7 @@ async fn partition_counts(
     })
 }
 
-/// Creates a dead-letter topic; one created meanwhile by another replica is fine.
+/// Creates a dead-letter or retry topic; one created meanwhile by another replica is fine.
 async fn create(
     admin: &AdminClient<LogContext>,
     topic: &str,
@@ -114,9 +138,8 @@ async fn create(
         TopicReplication::Fixed(DEAD_LETTER_REPLICATION),
     );
     let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
-    let refused = |why: String| {
-        SourceError::Rejected(format!("could not create dead-letter topic {topic}: {why}"))
-    };
+    let refused =
+        |why: String| SourceError::Rejected(format!("could not create topic {topic}: {why}"));
     let results = admin
         .create_topics([&new], &options)
         .await
@@ -127,6 +150,6 @@ async fn create(
             Err((_, code)) => return Err(refused(code.to_string())),
         }
     }
-    info!(topic, partitions, "Created the Kafka dead-letter topic.");
+    info!(topic, partitions, "Created a Kafka topic.");
     Ok(())
 }

@@ -111,6 +111,9 @@ impl Acker for MemoryAcker {
                 self.broker
                     .dead_letter(&self.queue, self.sequence, &self.dead_letter_queue, dl)
             }
+            Settlement::Retry(_) => Err(SourceError::Rejected(
+                "the memory broker has no retry queues".to_owned(),
+            )),
         };
         match result {
             Ok(()) => {

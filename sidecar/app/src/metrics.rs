@@ -54,6 +54,8 @@ pub mod names {
     pub const PARTITION_PAUSED: &str = "outrigger_partition_paused";
     /// 1 while the partition's commit waits on a dead-letter write that keeps failing.
     pub const PARTITION_STALLED: &str = "outrigger_partition_stalled";
+    /// Keys of the partition with messages parked behind a retry (retry mode `queue`).
+    pub const PARKED_KEYS: &str = "outrigger_parked_keys";
     /// Dead letters resubmitted through the admin API, confirmed by the broker.
     pub const DLQ_RESUBMITTED: &str = "outrigger_dlq_resubmitted_total";
     /// Dead letters purged through the admin API.
@@ -87,6 +89,8 @@ pub struct PartitionGauges {
     pub paused: IntGaugeVec,
     /// Commit stalled on a failing dead-letter write.
     pub stalled: IntGaugeVec,
+    /// Keys with parked messages (retry mode `queue`).
+    pub parked_keys: IntGaugeVec,
 }
 
 impl PartitionGauges {
@@ -114,6 +118,10 @@ impl PartitionGauges {
                 names::PARTITION_STALLED,
                 "1 while a dead-letter write blocks the commit.",
             ),
+            parked_keys: gauge(
+                names::PARKED_KEYS,
+                "Keys with messages parked behind a retry.",
+            ),
         }
     }
 
@@ -125,6 +133,7 @@ impl PartitionGauges {
             &self.in_flight,
             &self.paused,
             &self.stalled,
+            &self.parked_keys,
         ] {
             g.reset();
         }

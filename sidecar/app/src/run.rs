@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use outrigger_amqp::{AmqpConfig as AmqpAdapterConfig, AmqpSource};
-use outrigger_core::{DedupStore, Source, SourceError};
+use outrigger_core::{DedupStore, ParkingStore, Source, SourceError};
 use outrigger_kafka::{
     KafkaConfig as KafkaAdapterConfig, KafkaSource, KafkaStats, StartFrom as KafkaStart,
 };
@@ -15,10 +15,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminState, StoreProbe};
-use crate::config::{Config, OnStoreError, SourceConfig, StartFrom};
+use crate::config::{
+    Config, OnStoreError, ParkedAfterDeadLetter, RetryMode, SourceConfig, StartFrom,
+};
 use crate::delivery::{DeliverySettings, HeaderPlan, HttpDelivery};
 use crate::metrics::{Metrics, SourceMetrics};
-use crate::pipeline::{self, Dedup, Pipeline, StoreFailureMode, ThrottleGate};
+use crate::pipeline::{self, Dedup, Pipeline, RetryQueue, StoreFailureMode, ThrottleGate};
 use crate::store::Store;
 
 /// Runs the sidecar described by `config` until `shutdown` is cancelled, then drains.
@@ -88,12 +90,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 max_buffered_bytes: config.backpressure.max_buffered_bytes.as_u64(),
                 commit_interval: kafka.commit_interval,
                 revoke_timeout: kafka.revoke_timeout,
+                retry_tiers: match config.retry.mode {
+                    RetryMode::Queue => config.retry.tiers.clone(),
+                    RetryMode::InPlace => Vec::new(),
+                },
             };
             let connect = || KafkaSource::connect(settings.clone());
             match connect_with_retry("Kafka", connect, &shutdown).await? {
                 Some(source) => {
+                    let parking = (config.retry.mode == RetryMode::Queue)
+                        .then(|| pipeline.dedup.as_ref().map(|d| d.store.clone()))
+                        .flatten();
                     let exporter = tokio::spawn(export_partition_stats(
                         source.stats(),
+                        parking,
+                        kafka.topics.clone(),
                         metrics.clone(),
                         shutdown.clone(),
                     ));
@@ -118,7 +129,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 }
 
 /// Runs the pipeline over a connected source, with its health visible on `/readyz`.
-async fn consume<S: Source, D: DedupStore>(
+async fn consume<S: Source, D: DedupStore + ParkingStore>(
     pipeline: Arc<Pipeline<D>>,
     source: S,
     admin: &AdminState,
@@ -157,11 +168,34 @@ where
     }
 }
 
-/// Copies the Kafka adapter's per-partition view into gauges, once a second.
-async fn export_partition_stats(stats: KafkaStats, metrics: Metrics, shutdown: CancellationToken) {
+/// Copies the Kafka adapter's per-partition view into gauges, once a second, with the parked
+/// keys of each source partition (retry mode `queue`) from `parking`.
+async fn export_partition_stats<D: ParkingStore>(
+    stats: KafkaStats,
+    parking: Option<Arc<D>>,
+    sources: Vec<String>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
     loop {
         let partitions = stats.partitions();
+        let mut parked = Vec::new();
+        if let Some(store) = &parking {
+            for p in partitions.iter().filter(|p| sources.contains(&p.topic)) {
+                let group = pipeline::partition_group(&p.topic, p.partition);
+                if let Ok(count) = store.parked_chains(&group).await {
+                    parked.push((p.topic.clone(), p.partition, count));
+                }
+            }
+        }
         metrics.partitions.reset();
+        for (topic, partition, count) in parked {
+            metrics
+                .partitions
+                .parked_keys
+                .with_label_values(&[topic.as_str(), &partition.to_string()])
+                .set(count as i64);
+        }
         for p in &partitions {
             let labels = [p.topic.as_str(), &p.partition.to_string()];
             let g = &metrics.partitions;
@@ -187,7 +221,7 @@ async fn export_partition_stats(stats: KafkaStats, metrics: Metrics, shutdown: C
 }
 
 /// Builds the pipeline from the policy.
-pub fn build_pipeline<D: DedupStore>(
+pub fn build_pipeline<D: DedupStore + ParkingStore>(
     config: &Config,
     store: Option<Arc<D>>,
     metrics: SourceMetrics,
@@ -224,6 +258,11 @@ pub fn build_pipeline<D: DedupStore>(
         }),
         classifier: Classifier::new(config.classify.rules.iter().map(|r| r.to_rule()).collect()),
         retry: config.retry.policy(),
+        retry_queue: (config.retry.mode == RetryMode::Queue).then(|| RetryQueue {
+            tiers: config.retry.tiers.clone(),
+            dead_letter_parked: config.retry.parked_after_dead_letter
+                == ParkedAfterDeadLetter::DeadLetter,
+        }),
         max_in_flight: usize::from(config.backpressure.max_in_flight),
         ordering: config.ordering.mode(&config.source),
         grace_period: config.shutdown.grace_period,

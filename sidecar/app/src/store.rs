@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use outrigger_core::{Claim, Completion, DedupStore, Release, StoreError};
+use bytes::Bytes;
+use outrigger_core::{ChainId, Claim, Completion, DedupStore, ParkingStore, Release, StoreError};
 use outrigger_embedded::{EmbeddedStore, EmbeddedStoreConfig};
 use outrigger_redis::{RedisStore, RedisStoreConfig};
 
@@ -10,8 +11,8 @@ use crate::config::{Config, StoreKind};
 
 /// A configured dedup store.
 pub enum Store {
-    /// Shared Redis (standalone).
-    Redis(RedisStore),
+    /// Shared Redis (standalone); boxed, being several times the size of the other.
+    Redis(Box<RedisStore>),
     /// Local disk, single replica.
     Embedded(EmbeddedStore),
 }
@@ -22,7 +23,7 @@ impl Store {
     pub async fn open(config: &Config) -> Result<Arc<Store>, StoreError> {
         let dedup = &config.dedup;
         let store = match dedup.store {
-            StoreKind::Redis => Store::Redis(
+            StoreKind::Redis => Store::Redis(Box::new(
                 RedisStore::connect(RedisStoreConfig {
                     url: dedup.redis.url.clone(),
                     namespace: dedup.namespace(&config.source),
@@ -31,7 +32,7 @@ impl Store {
                     timeout: dedup.redis.timeout,
                 })
                 .await?,
-            ),
+            )),
             StoreKind::Embedded => Store::Embedded(EmbeddedStore::open(EmbeddedStoreConfig {
                 path: dedup.embedded.path.clone(),
                 lease: dedup.lease,
@@ -68,6 +69,35 @@ impl DedupStore for Store {
         match self {
             Store::Redis(s) => s.ping().await,
             Store::Embedded(s) => s.ping().await,
+        }
+    }
+}
+
+impl ParkingStore for Store {
+    async fn load_chain(&self, chain: &ChainId) -> Result<Option<Bytes>, StoreError> {
+        match self {
+            Store::Redis(s) => s.load_chain(chain).await,
+            Store::Embedded(s) => s.load_chain(chain).await,
+        }
+    }
+
+    async fn swap_chain(
+        &self,
+        chain: &ChainId,
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+        parked: bool,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Redis(s) => s.swap_chain(chain, old, new, parked).await,
+            Store::Embedded(s) => s.swap_chain(chain, old, new, parked).await,
+        }
+    }
+
+    async fn parked_chains(&self, group: &str) -> Result<u64, StoreError> {
+        match self {
+            Store::Redis(s) => s.parked_chains(group).await,
+            Store::Embedded(s) => s.parked_chains(group).await,
         }
     }
 }

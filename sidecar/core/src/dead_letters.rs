@@ -11,8 +11,8 @@
 //!   reader sees it meanwhile and a crash hands it back to the queue. Resubmit publishes the
 //!   copy, waits for the broker's confirm, then acks the record, which leaves the queue; purge
 //!   acks it; finishing returns the rest, in their order.
-//! - Append-only logs (Kafka): the pass reads the dead-letter topic from the start up to the
-//!   end it had when the pass began. A record cannot be deleted, so resubmit and purge record
+//! - Append-only logs (Kafka): the pass reads the dead-letter topic from the start up to its
+//!   end as the pass finds it. A record cannot be deleted, so resubmit and purge record
 //!   that it was handled (a marker keyed by the record id, written once the copy is
 //!   confirmed), and a pass hides handled records unless [`Scope::include_handled`] asks for
 //!   them, with [`DeadLetterRecord::handled`] saying how, when and by whom.

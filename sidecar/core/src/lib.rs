@@ -13,13 +13,17 @@
 //! - [`dead_letters`]: dead letters read back, and the [`DeadLetterQueue`] operators work on.
 //! - [`source`]: the adapter traits, [`Source`] and [`Acker`].
 //! - [`dedup`]: the dedup store trait and its protocol types.
+//! - [`retry`]: retry queues: the trail a copy carries and the settlement that writes it.
+//! - [`parking`]: the store of parked-key chains, for retry queues that keep per-key order.
 
 pub mod action;
 pub mod dead_letter;
 pub mod dead_letters;
 pub mod dedup;
 pub mod message;
+pub mod parking;
 pub mod reply;
+pub mod retry;
 pub mod source;
 
 pub use action::{Action, ParseActionError};
@@ -30,5 +34,7 @@ pub use dead_letters::{
 };
 pub use dedup::{Claim, Completion, DedupStore, Release, StoreError};
 pub use message::{Coordinates, Header, Message, ParseCoordinatesError};
+pub use parking::{ChainId, ParkingStore};
 pub use reply::{Reply, Response, TransportError, TransportErrorKind};
+pub use retry::{Trail, TrailError};
 pub use source::{Acker, Delivery, HealthFlag, Settlement, Source, SourceError, Unsettled};

@@ -6,6 +6,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use crate::retry::Trail;
+
 /// One broker header: its name and its value's bytes, exactly as carried.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -181,6 +183,9 @@ pub struct Message {
     pub coordinates: Coordinates,
     /// The broker says this message was delivered before (to us or a peer).
     pub redelivered: bool,
+    /// Set on a copy read from a retry queue: where the message first came from and how far
+    /// it got. `coordinates` is then the origin too; the copy's own place is the adapter's.
+    pub trail: Option<Trail>,
 }
 
 impl Message {
@@ -195,6 +200,7 @@ impl Message {
             timestamp: None,
             coordinates,
             redelivered: false,
+            trail: None,
         }
     }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::dead_letter::DeadLetter;
 use crate::message::Message;
+use crate::retry::Trail;
 
 /// A message with the handle that settles it at the broker.
 #[must_use = "a delivery must be settled; dropping its acker requeues the message"]
@@ -30,6 +31,10 @@ pub enum Settlement {
     Requeue,
     /// Publish it to the dead-letter destination with this context, confirmed, then ack it.
     DeadLetter(DeadLetter),
+    /// Write a copy carrying this trail to the retry queue of its tier, confirmed, then ack
+    /// it (retry mode `queue`). Adapters without retry queues refuse it with
+    /// [`SourceError::Rejected`].
+    Retry(Trail),
 }
 
 /// A settlement the broker did not take; the handle comes back so the caller can try again.

@@ -8,13 +8,19 @@
 //! transaction (group commit), so one fsync serves many messages in flight. Time is the wall
 //! clock, because records outlive the process.
 //!
+//! The same file keeps the parked-key chains of retry queues ([`outrigger_core::ParkingStore`]):
+//! each swap is one more operation of the writer's transactions, answered once durable like the
+//! others, and chains never expire.
+//!
 //! # Layout
 //! - `config`: [`EmbeddedStoreConfig`], the file and the protocol timings.
 //! - `store`: [`EmbeddedStore`], the shared handle and the queue to the writer.
 //! - `writer`: the writer thread, batched transactions and pruning.
-//! - `table`: the on-disk tables and how a record is encoded.
+//! - `table`: the on-disk dedup tables and how a record is encoded.
+//! - `chains`: the on-disk chain tables and the parked count per group.
 //! - `error`: how failures read.
 
+mod chains;
 mod config;
 mod error;
 mod store;

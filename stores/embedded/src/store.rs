@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use outrigger_core::{Claim, Completion, DedupStore, Release, StoreError};
+use bytes::Bytes;
+use outrigger_core::{ChainId, Claim, Completion, DedupStore, ParkingStore, Release, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::EmbeddedStoreConfig;
@@ -17,7 +18,8 @@ use crate::writer::{Answer, Op, Request, Writer, MAX_BATCH};
 /// Bounded, so a stalled disk makes callers wait instead of growing memory.
 const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
 
-/// A dedup store in a local redb file, for a service with a single replica.
+/// A dedup store in a local redb file, for a service with a single replica; it keeps the
+/// parked-key chains of retry queues too.
 ///
 /// One thread owns the file and runs every operation; operations that queue up while it waits
 /// for the disk share the next transaction and its fsync. Each answer comes only once the
@@ -150,6 +152,47 @@ impl DedupStore for EmbeddedStore {
         match self.call(Op::Ping).await? {
             Answer::Ping => Ok(()),
             other => Err(mismatched("ping", other)),
+        }
+    }
+}
+
+impl ParkingStore for EmbeddedStore {
+    async fn load_chain(&self, chain: &ChainId) -> Result<Option<Bytes>, StoreError> {
+        let op = Op::LoadChain {
+            chain: chain.clone(),
+        };
+        match self.call(op).await? {
+            Answer::LoadChain(value) => Ok(value.map(Bytes::from)),
+            other => Err(mismatched("chain load", other)),
+        }
+    }
+
+    async fn swap_chain(
+        &self,
+        chain: &ChainId,
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+        parked: bool,
+    ) -> Result<bool, StoreError> {
+        let op = Op::SwapChain {
+            chain: chain.clone(),
+            old: old.map(<[u8]>::to_vec),
+            new: new.map(<[u8]>::to_vec),
+            parked,
+        };
+        match self.call(op).await? {
+            Answer::SwapChain(swapped) => Ok(swapped),
+            other => Err(mismatched("chain swap", other)),
+        }
+    }
+
+    async fn parked_chains(&self, group: &str) -> Result<u64, StoreError> {
+        let op = Op::ParkedChains {
+            group: group.to_owned(),
+        };
+        match self.call(op).await? {
+            Answer::ParkedChains(count) => Ok(count),
+            other => Err(mismatched("parked count", other)),
         }
     }
 }

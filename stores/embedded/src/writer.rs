@@ -10,11 +10,12 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use outrigger_core::{Claim, Completion, Release, StoreError};
+use outrigger_core::{ChainId, Claim, Completion, Release, StoreError};
 use outrigger_policies::dedup::{DedupRecord, Step};
 use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::chains::Chains;
 use crate::error::{disk, unavailable};
 use crate::table::{decode, Tables};
 
@@ -27,7 +28,7 @@ const PRUNE_PER_WRITE: usize = 8;
 /// Expired records removed per transaction when the store opens.
 const PRUNE_ON_OPEN_BATCH: usize = 10_000;
 
-/// One operation of the protocol.
+/// One operation of the protocol, or on a parked-key chain.
 #[derive(Debug)]
 pub(crate) enum Op {
     Claim {
@@ -44,15 +45,30 @@ pub(crate) enum Op {
     },
     /// Checks a write transaction opens; answered with the rest of its batch.
     Ping,
+    LoadChain {
+        chain: ChainId,
+    },
+    SwapChain {
+        chain: ChainId,
+        old: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+        parked: bool,
+    },
+    ParkedChains {
+        group: String,
+    },
 }
 
 /// The answer to an [`Op`], of the same kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Answer {
     Claim(Claim),
     Complete(Completion),
     Release(bool),
     Ping,
+    LoadChain(Option<Vec<u8>>),
+    SwapChain(bool),
+    ParkedChains(u64),
 }
 
 /// An operation and where its answer goes once its transaction has committed.
@@ -121,10 +137,12 @@ impl Writer {
         let (answers, writes) = {
             let mut batch = Batch {
                 tables: Tables::open(&txn)?,
+                chains: Chains::open(&txn)?,
                 now: clock(),
                 lease: self.lease,
                 ttl: self.ttl,
                 writes: 0,
+                chain_writes: 0,
             };
             let answers = ops
                 .iter()
@@ -134,7 +152,7 @@ impl Writer {
                 let limit = batch.writes * PRUNE_PER_WRITE;
                 batch.tables.prune(batch.now, limit)?;
             }
-            (answers, batch.writes)
+            (answers, batch.writes + batch.chain_writes)
         };
         if writes == 0 {
             // Every answer rests on records an earlier batch committed before answering, so
@@ -163,11 +181,14 @@ impl Writer {
 /// The tables and time of one batch's transaction.
 struct Batch<'txn> {
     tables: Tables<'txn>,
+    chains: Chains<'txn>,
     now: u64,
     lease: Duration,
     ttl: Duration,
-    /// Records written so far.
+    /// Dedup records written so far; each may add an expiry, which pruning makes up for.
     writes: usize,
+    /// Chains swapped so far; they never expire.
+    chain_writes: usize,
 }
 
 impl Batch<'_> {
@@ -185,6 +206,20 @@ impl Batch<'_> {
                 .transition(key, |current| DedupRecord::release(current, *fence, *how))?
                 .map(Answer::Release),
             Op::Ping => Ok(Answer::Ping),
+            Op::LoadChain { chain } => Ok(Answer::LoadChain(self.chains.load(chain)?)),
+            Op::SwapChain {
+                chain,
+                old,
+                new,
+                parked,
+            } => {
+                let swapped = self
+                    .chains
+                    .swap(chain, old.as_deref(), new.as_deref(), *parked)?;
+                self.chain_writes += usize::from(swapped);
+                Ok(Answer::SwapChain(swapped))
+            }
+            Op::ParkedChains { group } => Ok(Answer::ParkedChains(self.chains.parked(group)?)),
         })
     }
 
@@ -220,158 +255,4 @@ fn now_ms() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use redb::{ReadableDatabase, ReadableTableMetadata};
-    use tempfile::TempDir;
-
-    use super::*;
-    use crate::table::{EXPIRY, RECORDS};
-
-    fn open(dir: &TempDir, ttl: Duration) -> Writer {
-        Writer::open(&dir.path().join("dedup.redb"), ttl, ttl).unwrap()
-    }
-
-    fn claim(key: &str) -> Op {
-        Op::Claim {
-            key: key.to_owned(),
-        }
-    }
-
-    /// Runs `ops` as one batch at `now` and returns the answers.
-    fn batch_at(writer: &Writer, now: u64, ops: &[Op]) -> Vec<Result<Answer, StoreError>> {
-        writer.write_batch(ops, || now).unwrap()
-    }
-
-    /// (records, expiry index entries) on disk.
-    fn rows(writer: &Writer) -> (u64, u64) {
-        let txn = writer.db.begin_read().unwrap();
-        let records = txn.open_table(RECORDS).unwrap().len().unwrap();
-        let expiry = txn.open_table(EXPIRY).unwrap().len().unwrap();
-        (records, expiry)
-    }
-
-    #[test]
-    fn ops_in_one_batch_see_each_others_writes() {
-        let dir = TempDir::new().unwrap();
-        let writer = open(&dir, Duration::from_secs(60));
-        let now = now_ms();
-        let answers = batch_at(
-            &writer,
-            now,
-            &[
-                claim("k"),
-                claim("k"),
-                Op::Complete {
-                    key: "k".to_owned(),
-                    fence: 1,
-                },
-                claim("k"),
-                claim("other"),
-                Op::Ping,
-            ],
-        );
-        assert_eq!(
-            answers,
-            [
-                Ok(Answer::Claim(Claim::Acquired {
-                    fence: 1,
-                    attempt: 1
-                })),
-                Ok(Answer::Claim(Claim::Busy {
-                    retry_in: Duration::from_secs(60)
-                })),
-                Ok(Answer::Complete(Completion::Completed)),
-                Ok(Answer::Claim(Claim::Done)),
-                Ok(Answer::Claim(Claim::Acquired {
-                    fence: 1,
-                    attempt: 1
-                })),
-                Ok(Answer::Ping),
-            ]
-        );
-        // The batch committed: a later one reads what it wrote.
-        assert_eq!(
-            batch_at(&writer, now, &[claim("k")]),
-            [Ok(Answer::Claim(Claim::Done))]
-        );
-    }
-
-    #[test]
-    fn rewriting_a_key_moves_its_expiry_entry() {
-        let release = Op::Release {
-            key: "k".to_owned(),
-            fence: 1,
-            how: Release::Retry,
-        };
-        let missing = Op::Complete {
-            key: "missing".to_owned(),
-            fence: 1,
-        };
-        // Answers that write nothing leave the tables alone.
-        let ops = [claim("k"), release, claim("k"), claim("k"), missing];
-        // Each op in its own transaction, then all of them in one.
-        for batch_size in [1, ops.len()] {
-            let dir = TempDir::new().unwrap();
-            let writer = open(&dir, Duration::from_secs(60));
-            let now = now_ms();
-            let answers: Vec<_> = ops
-                .chunks(batch_size)
-                .flat_map(|batch| batch_at(&writer, now, batch))
-                .collect();
-            assert_eq!(answers[1], Ok(Answer::Release(true)), "{batch_size}");
-            assert_eq!(rows(&writer), (1, 1), "{batch_size}");
-        }
-    }
-
-    #[test]
-    fn an_unreadable_record_fails_only_its_own_op() {
-        let dir = TempDir::new().unwrap();
-        let writer = open(&dir, Duration::from_secs(60));
-        let now = now_ms();
-        let txn = writer.db.begin_write().unwrap();
-        txn.open_table(RECORDS)
-            .unwrap()
-            .insert("bad", (9, 1, 1, 0, u64::MAX))
-            .unwrap();
-        txn.commit().unwrap();
-
-        let answers = batch_at(&writer, now, &[claim("a"), claim("bad"), claim("b")]);
-        assert!(matches!(answers[1], Err(StoreError::Protocol(_))));
-        let acquired = Ok(Answer::Claim(Claim::Acquired {
-            fence: 1,
-            attempt: 1,
-        }));
-        assert_eq!((&answers[0], &answers[2]), (&acquired, &acquired));
-    }
-
-    #[test]
-    fn expired_records_are_pruned_by_writes_and_on_open() {
-        let dir = TempDir::new().unwrap();
-        let ttl = Duration::from_millis(50);
-        let writer = open(&dir, ttl);
-        let start = now_ms();
-        for key in 0..30 {
-            batch_at(&writer, start, &[claim(&key.to_string())]);
-        }
-        assert_eq!(rows(&writer), (30, 30));
-
-        // A write after the TTL removes a few expired records besides writing its own.
-        let later = start + 51;
-        batch_at(&writer, later, &[claim("fresh")]);
-        let after_one = 30 - PRUNE_PER_WRITE as u64 + 1;
-        assert_eq!(rows(&writer), (after_one, after_one));
-        // A batch prunes as much as its writes would have one by one.
-        batch_at(&writer, later, &[claim("fresh-2"), claim("fresh-3")]);
-        let after_two = after_one - 2 * PRUNE_PER_WRITE as u64 + 2;
-        assert_eq!(rows(&writer), (after_two, after_two));
-        // A batch that writes nothing prunes nothing either.
-        batch_at(&writer, later, &[claim("fresh"), Op::Ping]);
-        assert_eq!(rows(&writer), (after_two, after_two));
-
-        // Opening removes every expired record, and only those.
-        writer.prune_all(later).unwrap();
-        assert_eq!(rows(&writer), (3, 3));
-        writer.prune_all(later + 51).unwrap();
-        assert_eq!(rows(&writer), (0, 0));
-    }
-}
+mod tests;

@@ -5,14 +5,20 @@
 //! written in one step on the server, with the server's clock (`TIME`) so replicas of the
 //! sidecar agree on when a lease ends. Records live under `outrigger:dedup:<namespace>:<key>`.
 //!
+//! The same store keeps the parked-key chains of retry queues
+//! ([`outrigger_core::ParkingStore`]): one value per chain, swapped by a script that also keeps
+//! the group's set of parked chains, so a restart or another replica finds them where they were.
+//!
 //! # Layout
 //! - `config`: [`RedisStoreConfig`], where Redis is and the protocol timings.
 //! - `store`: [`RedisStore`], the connection and the calls.
+//! - `keys`: where records and chains live in Redis.
 //! - `scripts`: the Lua scripts and how their replies decode.
 //! - `error`: which Redis failures are worth a retry.
 
 mod config;
 mod error;
+mod keys;
 mod scripts;
 mod store;
 

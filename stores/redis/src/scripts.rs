@@ -1,5 +1,7 @@
 //! The Lua scripts, one per operation, and how their replies decode.
 //!
+//! # Dedup records
+//!
 //! A record is a hash with fields `s` (state: `claimed`, `released`, `done`), `f` (fence), `a`
 //! (attempts) and `l` (lease end, ms since the epoch by the server's clock). Each script reads
 //! and writes it in one step, so concurrent replicas see the transitions of
@@ -7,6 +9,12 @@
 //! canonical decimals, and Lua's doubles would lose exactness past 2^53. Every write resets the
 //! key's expiry so fence and attempts survive between attempts; a live claim is kept at least
 //! for its lease, as in `DedupRecord::expires_at_ms`.
+//!
+//! # Chains
+//!
+//! A chain's value is a plain string, and the group's set holds the chain's key while that value
+//! holds parked messages. Swapping writes both in one script, so the parked count never
+//! disagrees with the values. Values never expire: they hold messages until the chain empties.
 
 use std::time::Duration;
 
@@ -68,11 +76,39 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 ";
 
-/// The three scripts, hashed once so calls go out as `EVALSHA`.
+/// KEYS[1] chain value, KEYS[2] the group's set of parked chains.
+/// ARGV[1] `1` if the value must be ARGV[2], `0` if it must be absent (an empty value is a
+/// value); ARGV[3] `1` to store ARGV[4], `0` to delete; ARGV[5] `1` if the stored value holds
+/// parked messages (a deleted one holds none). Replies 1 swapped, 0 the value was not the
+/// expected one.
+const SWAP_CHAIN: &str = r"
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current ~= ARGV[2] then
+    return 0
+  end
+elseif current then
+  return 0
+end
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[1], ARGV[4])
+  if ARGV[5] == '1' then
+    redis.call('SADD', KEYS[2], KEYS[1])
+    return 1
+  end
+else
+  redis.call('DEL', KEYS[1])
+end
+redis.call('SREM', KEYS[2], KEYS[1])
+return 1
+";
+
+/// The scripts, hashed once so calls go out as `EVALSHA`.
 pub(crate) struct Scripts {
     pub(crate) claim: Script,
     pub(crate) complete: Script,
     pub(crate) release: Script,
+    pub(crate) swap_chain: Script,
 }
 
 impl Scripts {
@@ -81,6 +117,7 @@ impl Scripts {
             claim: Script::new(CLAIM),
             complete: Script::new(COMPLETE),
             release: Script::new(RELEASE),
+            swap_chain: Script::new(SWAP_CHAIN),
         }
     }
 }
@@ -119,10 +156,18 @@ pub(crate) fn decode_complete(reply: &[i64]) -> Result<Completion, StoreError> {
 }
 
 pub(crate) fn decode_release(reply: i64) -> Result<bool, StoreError> {
+    decode_flag("release", reply)
+}
+
+pub(crate) fn decode_swap_chain(reply: i64) -> Result<bool, StoreError> {
+    decode_flag("swap_chain", reply)
+}
+
+fn decode_flag(op: &str, reply: i64) -> Result<bool, StoreError> {
     match reply {
         0 => Ok(false),
         1 => Ok(true),
-        _ => Err(unexpected("release", &[reply])),
+        _ => Err(unexpected(op, &[reply])),
     }
 }
 
@@ -159,6 +204,7 @@ mod tests {
             Ok(Completion::Fenced { current: 4 })
         );
         assert_eq!(decode_release(1), Ok(true));
+        assert_eq!(decode_swap_chain(0), Ok(false));
     }
 
     #[test]
@@ -173,5 +219,9 @@ mod tests {
             Err(StoreError::Protocol(_))
         ));
         assert!(matches!(decode_release(2), Err(StoreError::Protocol(_))));
+        assert!(matches!(
+            decode_swap_chain(-1),
+            Err(StoreError::Protocol(_))
+        ));
     }
 }

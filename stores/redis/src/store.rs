@@ -4,13 +4,17 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use outrigger_core::{Claim, Completion, DedupStore, Release, StoreError};
+use bytes::Bytes;
+use outrigger_core::{ChainId, Claim, Completion, DedupStore, ParkingStore, Release, StoreError};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError};
 
 use crate::config::RedisStoreConfig;
 use crate::error::store_error;
-use crate::scripts::{decode_claim, decode_complete, decode_release, release_arg, Scripts};
+use crate::keys::Keys;
+use crate::scripts::{
+    decode_claim, decode_complete, decode_release, decode_swap_chain, release_arg, Scripts,
+};
 
 /// Reconnection attempts inside one connection round. Few, because every store call is bounded
 /// by the configured timeout anyway and the next call starts a new round; a long internal
@@ -19,16 +23,16 @@ const CONNECT_RETRIES: usize = 1;
 const CONNECT_RETRY_MIN_DELAY: Duration = Duration::from_millis(50);
 const CONNECT_RETRY_MAX_DELAY: Duration = Duration::from_secs(1);
 
-/// A dedup store in Redis (standalone), shared by every replica of a service.
+/// A dedup store in Redis (standalone), shared by every replica of a service; it keeps the
+/// parked-key chains of retry queues too.
 ///
 /// Cheap to share behind an `Arc`; calls run concurrently over one multiplexed connection that
 /// reconnects on its own.
 pub struct RedisStore {
     connection: ConnectionManager,
     scripts: Scripts,
-    /// `outrigger:dedup:<namespace>:`, with no braces: braces would make a Redis Cluster hash
-    /// tag and pile every key of a namespace onto one slot.
-    prefix: String,
+    namespace: String,
+    keys: Keys,
     lease_ms: u64,
     ttl_ms: u64,
     timeout: Duration,
@@ -59,15 +63,12 @@ impl RedisStore {
         Ok(RedisStore {
             connection,
             scripts: Scripts::new(),
-            prefix: format!("outrigger:dedup:{}:", config.namespace),
+            keys: Keys::new(&config.namespace),
+            namespace: config.namespace,
             lease_ms: millis(config.lease),
             ttl_ms: millis(config.ttl),
             timeout: config.timeout,
         })
-    }
-
-    fn key(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
     }
 
     /// Runs one Redis call under the store's timeout, so a Redis that is down, slow or
@@ -95,7 +96,7 @@ impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The connection's Debug would print the client's URL, credentials included.
         f.debug_struct("RedisStore")
-            .field("prefix", &self.prefix)
+            .field("namespace", &self.namespace)
             .field("lease_ms", &self.lease_ms)
             .field("ttl_ms", &self.ttl_ms)
             .field("timeout", &self.timeout)
@@ -106,7 +107,7 @@ impl fmt::Debug for RedisStore {
 impl DedupStore for RedisStore {
     async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
         let mut connection = self.connection.clone();
-        let mut invocation = self.scripts.claim.key(self.key(key));
+        let mut invocation = self.scripts.claim.key(self.keys.dedup(key));
         invocation.arg(self.lease_ms).arg(self.ttl_ms);
         let reply: Vec<i64> = self
             .bounded("claim", invocation.invoke_async(&mut connection))
@@ -116,7 +117,7 @@ impl DedupStore for RedisStore {
 
     async fn complete(&self, key: &str, fence: u64) -> Result<Completion, StoreError> {
         let mut connection = self.connection.clone();
-        let mut invocation = self.scripts.complete.key(self.key(key));
+        let mut invocation = self.scripts.complete.key(self.keys.dedup(key));
         invocation.arg(fence).arg(self.ttl_ms);
         let reply: Vec<i64> = self
             .bounded("complete", invocation.invoke_async(&mut connection))
@@ -126,7 +127,7 @@ impl DedupStore for RedisStore {
 
     async fn release(&self, key: &str, fence: u64, how: Release) -> Result<bool, StoreError> {
         let mut connection = self.connection.clone();
-        let mut invocation = self.scripts.release.key(self.key(key));
+        let mut invocation = self.scripts.release.key(self.keys.dedup(key));
         invocation.arg(fence).arg(release_arg(how)).arg(self.ttl_ms);
         let reply: i64 = self
             .bounded("release", invocation.invoke_async(&mut connection))
@@ -144,6 +145,48 @@ impl DedupStore for RedisStore {
         } else {
             Err(StoreError::Protocol(format!("PING replied {reply:?}")))
         }
+    }
+}
+
+impl ParkingStore for RedisStore {
+    async fn load_chain(&self, chain: &ChainId) -> Result<Option<Bytes>, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(self.keys.chain(chain));
+        let value: Option<Vec<u8>> = self
+            .bounded("load_chain", get.query_async(&mut connection))
+            .await?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn swap_chain(
+        &self,
+        chain: &ChainId,
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+        parked: bool,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.scripts.swap_chain.key(self.keys.chain(chain));
+        invocation
+            .key(self.keys.parked(&chain.group))
+            .arg(u8::from(old.is_some()))
+            .arg(old.unwrap_or_default())
+            .arg(u8::from(new.is_some()))
+            .arg(new.unwrap_or_default())
+            .arg(u8::from(parked));
+        let reply: i64 = self
+            .bounded("swap_chain", invocation.invoke_async(&mut connection))
+            .await?;
+        decode_swap_chain(reply)
+    }
+
+    async fn parked_chains(&self, group: &str) -> Result<u64, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut scard = redis::cmd("SCARD");
+        scard.arg(self.keys.parked(group));
+        self.bounded("parked_chains", scard.query_async(&mut connection))
+            .await
     }
 }
 

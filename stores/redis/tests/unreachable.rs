@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use outrigger_core::{DedupStore, Release, StoreError};
+use outrigger_core::{ChainId, DedupStore, ParkingStore, Release, StoreError};
 use outrigger_redis::{RedisStore, RedisStoreConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -31,6 +31,10 @@ async fn closed_port() -> u16 {
 }
 
 async fn assert_every_call_unavailable(store: &RedisStore) {
+    let chain = ChainId {
+        group: "g".to_owned(),
+        key: b"k".to_vec().into(),
+    };
     for _ in 0..3 {
         let started = Instant::now();
         let results = [
@@ -38,6 +42,9 @@ async fn assert_every_call_unavailable(store: &RedisStore) {
             store.complete("k", 1).await.err(),
             store.release("k", 1, Release::Retry).await.err(),
             store.ping().await.err(),
+            store.load_chain(&chain).await.err(),
+            store.swap_chain(&chain, None, Some(b"v"), true).await.err(),
+            store.parked_chains("g").await.err(),
         ];
         for result in results {
             assert!(
@@ -45,7 +52,7 @@ async fn assert_every_call_unavailable(store: &RedisStore) {
                 "{result:?}"
             );
         }
-        assert!(started.elapsed() < 4 * (TIMEOUT + SLACK), "calls hung");
+        assert!(started.elapsed() < 7 * (TIMEOUT + SLACK), "calls hung");
     }
 }
 

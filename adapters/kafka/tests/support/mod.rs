@@ -259,6 +259,42 @@ impl Kafka {
         .await
         .unwrap()
     }
+
+    /// Every record of one partition of `topic`, from the start to its end now, without a
+    /// group.
+    pub async fn read_all(&self, topic: &str, partition: i32) -> Vec<OwnedMessage> {
+        let consumer: BaseConsumer = self
+            .client()
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", "100")
+            .create()
+            .unwrap();
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&list).unwrap();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let start = std::time::Instant::now();
+            loop {
+                assert!(
+                    start.elapsed() < DEADLINE,
+                    "the end of {topic}/{partition} did not come"
+                );
+                match consumer.poll(Duration::from_millis(100)) {
+                    Some(Ok(m)) => out.push(m.detach()),
+                    Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return out,
+                    Some(Err(e)) => panic!("reading {topic}/{partition}: {e}"),
+                    None => {}
+                }
+            }
+        })
+        .await
+        .unwrap()
+    }
 }
 
 /// The headers of a record as (name, value) pairs, in order.

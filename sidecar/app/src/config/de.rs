@@ -30,6 +30,16 @@ pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
     d.deserialize_any(V)
 }
 
+/// A list of human durations: `["1s", "10s", "1m"]`.
+pub(crate) fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    struct One(#[serde(deserialize_with = "duration")] Duration);
+    Ok(Vec::<One>::deserialize(d)?
+        .into_iter()
+        .map(|o| o.0)
+        .collect())
+}
+
 /// A size with a unit (`4KiB`, `64MiB`, `1MB`) or a plain number of bytes.
 pub(crate) fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
     struct V;

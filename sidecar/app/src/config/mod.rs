@@ -43,7 +43,7 @@ pub use errors::{ConfigError, ConfigErrors};
 pub use load::{load_file, load_str};
 pub use operate::{AdminConfig, LogConfig, LogFormat, ShutdownConfig};
 pub use ordering::OrderingConfig;
-pub use retry::{RetryConfig, RetryMode};
+pub use retry::{ParkedAfterDeadLetter, RetryConfig, RetryMode};
 pub use source::{AmqpConfig, KafkaConfig, MemoryConfig, SourceConfig, StartFrom};
 
 /// One sidecar's whole policy. Every section but `[source]` may be left out.

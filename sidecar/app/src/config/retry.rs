@@ -12,10 +12,21 @@ use super::de;
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// `in_place`: wait and retry while what must keep its order behind the message waits too
-    /// (see `[ordering]`). `queue`: park the message in a delay queue and move on (not
-    /// available yet, for any source).
+    /// (see `[ordering]`). `queue` (kafka): write the message to a retry topic and move on;
+    /// later messages with its key are parked behind it, so per-key order still holds.
     #[serde(default)]
     pub mode: RetryMode,
+    /// `queue` mode: the delay of each retry topic (`<topic>.retry.1`, `.retry.2`, ...). The
+    /// n-th failure waits in the n-th tier (the last one from then on), or in the first tier
+    /// at least as long as the app's `Retry-After`. `backoff`, `initial`, `max`, `multiplier`
+    /// and `jitter` apply to `in_place` mode and to throttling.
+    #[serde(default = "default_tiers", deserialize_with = "de::durations")]
+    pub tiers: Vec<Duration>,
+    /// `queue` mode: what happens to the messages parked behind one that is dead-lettered:
+    /// `continue` (the next one runs) or `dead_letter` (they follow it to the dead-letter
+    /// topic, with a reason naming it).
+    #[serde(default)]
+    pub parked_after_dead_letter: ParkedAfterDeadLetter,
     /// Attempts in total, the first delivery included; then the message is dead-lettered.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
@@ -70,9 +81,28 @@ pub enum RetryMode {
     /// The default, because reordering is the surprise users notice first.
     #[default]
     InPlace,
-    /// Park the message in a delay queue and go on; per-key order still holds. Not available
-    /// yet for any source (coming for kafka).
+    /// Write the message to a retry topic and go on; per-key order still holds (kafka).
     Queue,
+}
+
+/// What the messages parked behind a dead-lettered one do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParkedAfterDeadLetter {
+    /// The next one runs: each event stands on its own. The default.
+    #[default]
+    Continue,
+    /// They follow it to the dead-letter topic: for events that make no sense without it.
+    DeadLetter,
+}
+
+/// A glitch, a restart, a short outage: three tiers cover what a retry can fix.
+fn default_tiers() -> Vec<Duration> {
+    vec![
+        Duration::from_secs(1),
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+    ]
 }
 
 /// Enough to ride out a restart of the app or a brief dependency outage.
@@ -114,6 +144,8 @@ impl Default for RetryConfig {
     fn default() -> Self {
         Self {
             mode: RetryMode::default(),
+            tiers: default_tiers(),
+            parked_after_dead_letter: ParkedAfterDeadLetter::default(),
             max_attempts: default_max_attempts(),
             max_age: default_max_age(),
             backoff: default_backoff(),

@@ -16,6 +16,8 @@ const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
 /// Kafka's limit on the length of a topic name.
 const MAX_TOPIC_CHARS: usize = 249;
+/// Retry tiers, one topic each per source topic: more would mostly be topics to manage.
+const MAX_TIERS: usize = 10;
 
 /// librdkafka settings the sidecar sets itself, and what to do instead. The Kafka adapter
 /// refuses the same ones when it connects; refused here, they are found by `outrigger check`.
@@ -263,10 +265,35 @@ fn dedup(c: &Config, v: &mut Issues) {
 fn retry(c: &Config, v: &mut Issues) {
     let r = &c.retry;
     if r.mode == RetryMode::Queue {
-        v.at(
-            &["retry.mode"],
-            "queue mode is not available yet, for any source; use \"in_place\"",
-        );
+        if !matches!(c.source, SourceConfig::Kafka(_)) {
+            v.at(
+                &["retry.mode"],
+                format!(
+                    "queue mode needs retry topics, built for kafka sources only; use \"in_place\" with a {} source",
+                    c.source.kind()
+                ),
+            );
+        }
+        if !c.dedup.enabled {
+            v.at(
+                &["retry.mode", "dedup.enabled"],
+                "queue mode keeps the keys parked behind a retry in the dedup store: enable [dedup]",
+            );
+        }
+        if r.tiers.is_empty() {
+            v.at(&["retry.tiers"], "queue mode needs at least one delay tier");
+        } else if r.tiers.len() > MAX_TIERS {
+            v.at(
+                &["retry.tiers"],
+                format!("at most {MAX_TIERS} tiers (one retry topic each)"),
+            );
+        }
+        if r.tiers.iter().any(Duration::is_zero) {
+            v.at(
+                &["retry.tiers"],
+                "every tier's delay must be longer than 0s",
+            );
+        }
     }
     if r.max_attempts == 0 {
         v.at(

@@ -139,7 +139,7 @@ async fn list(
     let selection = request.selection()?;
     let _one_at_a_time = api.lock.lock().await;
     let scope = Scope {
-        include_handled: request.all,
+        include_handled: request.all || selection.filter.wants_handled(),
     };
     let selected = select_and_finish(queue, &selection, scope)
         .await

@@ -61,7 +61,7 @@ pub enum DlqCommand {
     },
     /// Publish dead letters again to the queue or topic they failed on (or `--to`), with
     /// their original payload, key and headers and a resubmission mark; each leaves the
-    /// dead-letter queue once the broker confirmed its copy.
+    /// dead-letter queue (on Kafka: is marked resubmitted) once the broker confirmed its copy.
     Resubmit {
         /// Records by id; with filters, only those that also match.
         ids: Vec<String>,
@@ -126,7 +126,9 @@ pub struct FilterArgs {
     /// decode.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
-    /// The app's last HTTP status: 400, 4xx, or none (it never answered).
+    /// The app's last HTTP status: 400, 4xx, or none (it never answered). Or where the
+    /// record stands: pending, handled, resubmitted, purged (Kafka keeps handled records and
+    /// lists them with these or --all).
     #[arg(long, value_name = "STATUS")]
     pub status: Option<StatusFilter>,
     /// Idempotency key; `order-*` matches a prefix.

@@ -44,6 +44,7 @@ pub async fn run(args: DlqArgs, config: Config) -> ExitCode {
                 filter: filter.into(),
                 limit,
             };
+            let all = all || selection.filter.wants_handled();
             list(&queue, &selection, json, all).await
         }
         DlqCommand::Show { id, json, .. } => show(&queue, id, json).await,

@@ -1,4 +1,5 @@
-//! Which dead letters an operator means: time range, reason, HTTP status, key and source.
+//! Which dead letters an operator means: time range, reason, HTTP status (or handling
+//! status), key and source.
 //!
 //! The same filters serve `outrigger dlq` (as flags) and the admin API (as query parameters
 //! and JSON fields), parsed by the same functions so both say the same thing about a bad
@@ -8,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use outrigger_core::DeadLetterRecord;
+use outrigger_core::{DeadLetterRecord, HandledAction};
 
 /// What a dead letter must match; every field set must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -19,7 +20,7 @@ pub struct Filter {
     pub until: Option<SystemTime>,
     /// Case-insensitive text of the reason, or the failure class (`4xx`, `timeout`, ...).
     pub reason: Option<String>,
-    /// The app's last HTTP status.
+    /// The app's last HTTP status, or whether the record was handled.
     pub status: Option<StatusFilter>,
     /// The idempotency key.
     pub key: Option<KeyPattern>,
@@ -38,9 +39,7 @@ impl Filter {
                 record.context.class.to_lowercase() == text
                     || record.context.reason.to_lowercase().contains(&text)
             })
-            && self
-                .status
-                .is_none_or(|s| s.matches(record.context.last_status))
+            && self.status.is_none_or(|s| s.matches(record))
             && self
                 .key
                 .as_ref()
@@ -51,6 +50,12 @@ impl Filter {
                     .as_ref()
                     .is_some_and(|o| o.source_name() == source)
             })
+    }
+
+    /// Whether the filter asks for records already handled, which a pass over an append-only
+    /// queue (Kafka) hides unless told to include them.
+    pub fn wants_handled(&self) -> bool {
+        matches!(self.status, Some(StatusFilter::Handled(_)))
     }
 
     /// True when no filter is set: everything matches.
@@ -107,7 +112,7 @@ pub fn rate_period(rate: f64) -> Duration {
     Duration::from_secs_f64(1.0 / rate)
 }
 
-/// The app's last HTTP status, as `--status` takes it.
+/// What `--status` takes: the app's last HTTP status, or where the record stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StatusFilter {
     /// Exactly this status (`400`).
@@ -116,14 +121,23 @@ pub enum StatusFilter {
     Class(u16),
     /// No status: the app never answered (timeouts, connection failures, decode errors).
     None,
+    /// Not resubmitted or purged yet (`pending`).
+    Pending,
+    /// Already resubmitted or purged (`handled`), or one of the two (`resubmitted`,
+    /// `purged`). Only append-only queues (Kafka) keep such records.
+    Handled(Option<HandledAction>),
 }
 
 impl StatusFilter {
-    fn matches(self, status: Option<u16>) -> bool {
-        match (self, status) {
+    fn matches(self, record: &DeadLetterRecord) -> bool {
+        let handled = record.handled.as_ref().map(|h| h.action);
+        match (self, record.context.last_status) {
             (StatusFilter::Exact(want), Some(s)) => s == want,
             (StatusFilter::Class(hundred), Some(s)) => s / 100 == hundred,
             (StatusFilter::None, None) => true,
+            (StatusFilter::Pending, _) => handled.is_none(),
+            (StatusFilter::Handled(None), _) => handled.is_some(),
+            (StatusFilter::Handled(Some(want)), _) => handled == Some(want),
             _ => false,
         }
     }
@@ -134,9 +148,19 @@ impl FromStr for StatusFilter {
 
     fn from_str(text: &str) -> Result<Self, String> {
         let lower = text.trim().to_ascii_lowercase();
-        let bad = || format!("{text:?} is not a status: give 400, 4xx or none");
-        if lower == "none" {
-            return Ok(StatusFilter::None);
+        let bad = || {
+            format!(
+                "{text:?} is not a status: give 400, 4xx or none (the app's answer), or \
+                 pending, handled, resubmitted or purged"
+            )
+        };
+        match lower.as_str() {
+            "none" => return Ok(StatusFilter::None),
+            "pending" => return Ok(StatusFilter::Pending),
+            "handled" => return Ok(StatusFilter::Handled(None)),
+            "resubmitted" => return Ok(StatusFilter::Handled(Some(HandledAction::Resubmitted))),
+            "purged" => return Ok(StatusFilter::Handled(Some(HandledAction::Purged))),
+            _ => {}
         }
         if let Some(hundred) = lower.strip_suffix("xx") {
             return match hundred.parse::<u16>() {
@@ -157,6 +181,10 @@ impl fmt::Display for StatusFilter {
             StatusFilter::Exact(s) => write!(f, "{s}"),
             StatusFilter::Class(h) => write!(f, "{h}xx"),
             StatusFilter::None => f.write_str("none"),
+            StatusFilter::Pending => f.write_str("pending"),
+            StatusFilter::Handled(None) => f.write_str("handled"),
+            StatusFilter::Handled(Some(HandledAction::Resubmitted)) => f.write_str("resubmitted"),
+            StatusFilter::Handled(Some(HandledAction::Purged)) => f.write_str("purged"),
         }
     }
 }
@@ -270,6 +298,7 @@ mod tests {
             ..Default::default()
         };
         assert!(f(status("422")) && f(status("4xx")) && !f(status("5xx")) && !f(status("none")));
+        assert!(f(status("pending")) && !f(status("handled")) && !f(status("purged")));
         let key = |k: &str| Filter {
             key: Some(k.parse().unwrap()),
             ..Default::default()
@@ -280,6 +309,35 @@ mod tests {
             ..Default::default()
         };
         assert!(f(source("orders")) && !f(source("orders.dlq")));
+    }
+
+    #[test]
+    fn handled_records_match_by_how_they_were_handled() {
+        let mut r = record("order-7", Some(422), 1_000);
+        r.handled = Some(outrigger_core::Handled {
+            action: HandledAction::Resubmitted,
+            at: UNIX_EPOCH,
+            by: "ops".into(),
+        });
+        let status = |s: &str| Filter {
+            status: Some(s.parse().unwrap()),
+            ..Default::default()
+        };
+        // (status, matches this record, makes a pass include handled records)
+        for (s, matches, wants_handled) in [
+            ("handled", true, true),
+            ("resubmitted", true, true),
+            ("Purged", false, true),
+            ("pending", false, false),
+            ("422", true, false),
+        ] {
+            assert_eq!(status(s).matches(&r), matches, "{s}");
+            assert_eq!(status(s).wants_handled(), wants_handled, "{s}");
+        }
+        assert_eq!(
+            status("resubmitted").status.unwrap().to_string(),
+            "resubmitted"
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ use outrigger_amqp::{AmqpConfig as AmqpAdapterConfig, AmqpDeadLetters, AmqpPass}
 use outrigger_core::{
     DeadLetterPass, DeadLetterQueue, DeadLetterRecord, Resubmission, Scope, SourceError,
 };
+use outrigger_kafka::{KafkaConfig as KafkaAdapterConfig, KafkaDeadLetters, KafkaPass};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +39,8 @@ use filter::Filter;
 pub enum DeadLetters {
     /// A RabbitMQ dead-letter queue.
     Amqp(AmqpDeadLetters),
+    /// The dead-letter topics of a Kafka source.
+    Kafka(KafkaDeadLetters),
 }
 
 impl DeadLetters {
@@ -52,11 +55,21 @@ impl DeadLetters {
                     .map(DeadLetters::Amqp)
                     .map_err(|e| e.to_string())
             }
-            SourceConfig::Kafka(_) => Err(
-                "dead-letter tooling for [source.kafka] is not in this build yet; \
-                 read the dead-letter topic with Kafka's own tools meanwhile"
-                    .to_owned(),
-            ),
+            SourceConfig::Kafka(kafka) => {
+                // What a pass needs: where the brokers and the dead-letter topics are, and
+                // the user's client settings (security). The consumer's own limits do not
+                // matter to it.
+                let mut settings = KafkaAdapterConfig::new(
+                    kafka.bootstrap_servers.clone(),
+                    kafka.topics.iter().cloned(),
+                    kafka.group_id.clone(),
+                );
+                settings.properties = kafka.properties.clone();
+                settings.dead_letter_topic = config.dead_letter.destination.clone();
+                KafkaDeadLetters::new(settings)
+                    .map(DeadLetters::Kafka)
+                    .map_err(|e| e.to_string())
+            }
             SourceConfig::Memory(_) => Err(
                 "the memory source only exists inside `outrigger demo`; it keeps no dead letters to work on"
                     .to_owned(),
@@ -69,6 +82,7 @@ impl DeadLetters {
     pub fn source(&self) -> &str {
         match self {
             DeadLetters::Amqp(q) => q.source(),
+            DeadLetters::Kafka(q) => q.source(),
         }
     }
 }
@@ -79,27 +93,33 @@ impl DeadLetterQueue for DeadLetters {
     fn name(&self) -> &str {
         match self {
             DeadLetters::Amqp(q) => q.name(),
+            DeadLetters::Kafka(q) => q.name(),
         }
     }
 
     async fn open(&self, scope: Scope) -> Result<Pass, SourceError> {
         match self {
-            DeadLetters::Amqp(q) => q.open(scope).await.map(Pass::Amqp),
+            DeadLetters::Amqp(q) => q.open(scope).await.map(|p| Pass::Amqp(Box::new(p))),
+            DeadLetters::Kafka(q) => q.open(scope).await.map(|p| Pass::Kafka(Box::new(p))),
         }
     }
 }
 
-/// A pass over one of [`DeadLetters`].
+/// A pass over one of [`DeadLetters`]. Boxed: each holds a connection's worth of state, and
+/// they differ in size by hundreds of bytes.
 #[derive(Debug)]
 pub enum Pass {
     /// Over a RabbitMQ queue.
-    Amqp(AmqpPass),
+    Amqp(Box<AmqpPass>),
+    /// Over Kafka dead-letter topics.
+    Kafka(Box<KafkaPass>),
 }
 
 impl DeadLetterPass for Pass {
     async fn next(&mut self) -> Result<Option<DeadLetterRecord>, SourceError> {
         match self {
             Pass::Amqp(p) => p.next().await,
+            Pass::Kafka(p) => p.next().await,
         }
     }
 
@@ -110,18 +130,21 @@ impl DeadLetterPass for Pass {
     ) -> Result<(), SourceError> {
         match self {
             Pass::Amqp(p) => p.resubmit(record, how).await,
+            Pass::Kafka(p) => p.resubmit(record, how).await,
         }
     }
 
     async fn purge(&mut self, record: &DeadLetterRecord, by: &str) -> Result<(), SourceError> {
         match self {
             Pass::Amqp(p) => p.purge(record, by).await,
+            Pass::Kafka(p) => p.purge(record, by).await,
         }
     }
 
     async fn finish(self) -> Result<(), SourceError> {
         match self {
-            Pass::Amqp(p) => p.finish().await,
+            Pass::Amqp(p) => (*p).finish().await,
+            Pass::Kafka(p) => (*p).finish().await,
         }
     }
 }

@@ -15,15 +15,19 @@ use serde_json::{json, Map, Value};
 const REASON_WIDTH: usize = 60;
 const KEY_WIDTH: usize = 32;
 
-/// The table of `dlq list`, a header line and one line per record.
+/// The table of `dlq list`, a header line and one line per record. A `HANDLED` column says
+/// how each record was handled when any was (Kafka's `list --all`).
 pub fn table(records: &[DeadLetterRecord]) -> String {
-    let header = [
-        "ID", "TIME", "SOURCE", "KEY", "STATUS", "ATTEMPTS", "REASON",
-    ];
-    let rows: Vec<[String; 7]> = records
+    let handled = records.iter().any(|r| r.handled.is_some());
+    let mut header = vec!["ID", "TIME", "SOURCE", "KEY", "STATUS", "ATTEMPTS"];
+    if handled {
+        header.push("HANDLED");
+    }
+    header.push("REASON");
+    let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
-            [
+            let mut row = vec![
                 r.id.clone(),
                 seconds(r.time()),
                 r.origin.as_ref().map_or("-".into(), ToString::to_string),
@@ -33,11 +37,19 @@ pub fn table(records: &[DeadLetterRecord]) -> String {
                 ),
                 r.context.last_status.map_or("-".into(), |s| s.to_string()),
                 r.context.attempts.to_string(),
-                clip(&one_line(r.context.reason.as_bytes()), REASON_WIDTH),
-            ]
+            ];
+            if handled {
+                row.push(
+                    r.handled
+                        .as_ref()
+                        .map_or("-".into(), |h| action(h.action).into()),
+                );
+            }
+            row.push(clip(&one_line(r.context.reason.as_bytes()), REASON_WIDTH));
+            row
         })
         .collect();
-    let mut widths = header.map(|h| h.chars().count());
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -46,7 +58,7 @@ pub fn table(records: &[DeadLetterRecord]) -> String {
     let mut out = String::new();
     let mut line = |cells: &[&str]| {
         let last = cells.len() - 1;
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        for (i, (cell, w)) in cells.iter().zip(widths.iter().copied()).enumerate() {
             if i == last {
                 out.push_str(cell);
             } else {
@@ -57,7 +69,7 @@ pub fn table(records: &[DeadLetterRecord]) -> String {
     };
     line(&header);
     for row in &rows {
-        line(&row.each_ref().map(String::as_str));
+        line(&row.iter().map(String::as_str).collect::<Vec<_>>());
     }
     out
 }
@@ -79,10 +91,7 @@ pub fn summary(r: &DeadLetterRecord) -> Value {
         "position": r.message.coordinates.to_string(),
         "payload_bytes": r.message.payload.len(),
         "handled": r.handled.as_ref().map(|h| json!({
-            "action": match h.action {
-                HandledAction::Resubmitted => "resubmitted",
-                HandledAction::Purged => "purged",
-            },
+            "action": action(h.action),
             "at": millis(h.at),
             "by": h.by,
         })),
@@ -153,7 +162,12 @@ pub fn show(r: &DeadLetterRecord) -> String {
     if let Some(h) = &r.handled {
         field(
             "handled",
-            format!("{:?} by {} at {}", h.action, h.by, millis(h.at)),
+            format!(
+                "{} by {} at {}",
+                action(h.action),
+                one_line(h.by.as_bytes()),
+                millis(h.at)
+            ),
         );
     }
     if !r.context.response_excerpt.is_empty() {
@@ -190,6 +204,14 @@ pub fn show(r: &DeadLetterRecord) -> String {
     }
     out.push('\n');
     out
+}
+
+/// How a record was handled, as a word.
+fn action(action: HandledAction) -> &'static str {
+    match action {
+        HandledAction::Resubmitted => "resubmitted",
+        HandledAction::Purged => "purged",
+    }
 }
 
 fn is_json(payload: &[u8]) -> bool {
@@ -369,6 +391,23 @@ mod tests {
         assert_eq!(one_line(b"a\nb\x1b"), r"a\nb\u{1b}");
         assert_eq!(block("a\nb\x07"), "a\nb\\u{7}");
         assert_eq!(clip("abcdef", 4), "abc…");
+    }
+
+    #[test]
+    fn handled_records_get_a_column_of_their_own() {
+        assert!(!table(&[record(b"{}")]).contains("HANDLED"));
+        let mut purged = record(b"{}");
+        purged.handled = Some(outrigger_core::Handled {
+            action: HandledAction::Purged,
+            at: std::time::UNIX_EPOCH,
+            by: "ops".into(),
+        });
+        let t = table(&[record(b"{}"), purged.clone()]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].contains("ATTEMPTS  HANDLED  REASON"), "{t}");
+        assert!(lines[1].contains(" -  "), "{t}");
+        assert!(lines[2].contains(" purged  "), "{t}");
+        assert_eq!(summary(&purged)["handled"]["action"], "purged");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! ([`worker`]), and on shutdown stops the source, returns what never started, lets in-flight
 //! messages finish within the grace period, then releases the rest back to the broker.
 
+mod parking;
 mod throttle;
 mod worker;
 
@@ -14,7 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use outrigger_core::{
-    Acker, Coordinates, DedupStore, Delivery, Message, Settlement, Source, SourceError,
+    Acker, Coordinates, DedupStore, Delivery, Message, ParkingStore, Settlement, Source,
+    SourceError,
 };
 use outrigger_policies::{Classifier, KeyTemplate, Lane, Lanes, OrderingMode, RetryPolicy};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -25,6 +27,7 @@ use tracing::{info, warn};
 use crate::delivery::HttpDelivery;
 use crate::metrics::SourceMetrics;
 
+pub use parking::{partition_group, RetryQueue};
 pub use throttle::ThrottleGate;
 
 /// What to do when the dedup store cannot be reached.
@@ -56,6 +59,9 @@ pub struct Pipeline<D> {
     pub classifier: Classifier,
     /// Attempt budget and backoff.
     pub retry: RetryPolicy,
+    /// Retry mode `queue`: retry queues instead of waiting in place (needs dedup: parked-key
+    /// chains live in its store). `None`: retry in place.
+    pub retry_queue: Option<RetryQueue>,
     /// Messages taken and not yet settled (running or waiting in a lane); also the prefetch.
     pub max_in_flight: usize,
     /// Which messages keep their order.
@@ -82,7 +88,7 @@ pub async fn run<S, D>(
 ) -> Result<(), SourceError>
 where
     S: Source,
-    D: DedupStore,
+    D: DedupStore + ParkingStore,
 {
     let permits = Arc::new(Semaphore::new(pipeline.max_in_flight.max(1)));
     // Cancelled once the grace period is over: workers then release their claims and requeue.

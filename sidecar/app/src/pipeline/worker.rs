@@ -1,18 +1,19 @@
 //! One message's journey: claim, deliver, classify, and settle exactly once.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use outrigger_core::{
-    Acker, Action, Claim, Completion, DeadLetter, DedupStore, Delivery, Message, Release, Reply,
-    Settlement,
+    Acker, Action, Claim, Completion, DeadLetter, DedupStore, Delivery, Message, ParkingStore,
+    Release, Reply, Settlement, Trail,
 };
-use outrigger_policies::{Exhausted, RetryDecision};
+use outrigger_policies::{Arrival, Exhausted, Finish, RetryDecision, Turn};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn, Instrument};
 
+use super::parking::{self, Link, Role, Step};
 use super::{Pipeline, StoreFailureMode};
 use crate::delivery::Attempt;
 
@@ -22,7 +23,16 @@ mod outcome {
     pub const DUPLICATE: &str = "duplicate";
     pub const DROPPED: &str = "dropped";
     pub const DEAD_LETTERED: &str = "dead_lettered";
+    /// Written to a retry queue after a failure (retry mode `queue`).
+    pub const RETRY_QUEUED: &str = "retry_queued";
+    /// Written to a retry queue to wait behind its key's parked head.
+    pub const PARKED: &str = "parked";
+    /// A retry copy that was read again after its message was settled.
+    pub const STALE: &str = "stale";
 }
+
+/// The failure class of dead letters a chain caused (followers, interrupted writes).
+const PARKED_CLASS: &str = "parked";
 
 /// Backoff bounds for waiting on the dedup store or the dead-letter destination.
 const WAIT_MIN: Duration = Duration::from_millis(50);
@@ -37,6 +47,8 @@ enum Fate {
     Ack(&'static str),
     /// Publish to the dead-letter destination, then ack.
     DeadLetter(DeadLetter),
+    /// Write to a retry queue, then ack (retry mode `queue`).
+    Retry(Trail),
     /// Hand back to the broker unsettled (shutdown past its grace period).
     Requeue,
 }
@@ -57,7 +69,7 @@ pub(super) async fn process<A, D>(
     _lane: super::LaneDone,
 ) where
     A: Acker,
-    D: DedupStore,
+    D: DedupStore + ParkingStore,
 {
     let Delivery { message, acker } = delivery;
     let metrics = &pipeline.metrics;
@@ -72,8 +84,7 @@ pub(super) async fn process<A, D>(
             message: &message,
             abort: &abort,
         };
-        let fate = job.decide().await;
-        job.settle(acker, fate).await;
+        job.run(acker).await;
     }
     .instrument(span)
     .await;
@@ -87,13 +98,175 @@ struct Job<'a, D> {
     abort: &'a CancellationToken,
 }
 
-impl<D: DedupStore> Job<'_, D> {
+impl<D: DedupStore + ParkingStore> Job<'_, D> {
+    /// Finds the message's fate and settles it, keeping its key's chain in step (retry mode
+    /// `queue`): what must be recorded before the broker settles happens before, the rest
+    /// after, so a crash in between never loses a message or strands a chain.
+    async fn run<A: Acker>(&self, acker: A) {
+        let mut link = self
+            .p
+            .retry_queue
+            .as_ref()
+            .and_then(|_| Link::of(self.message))
+            .filter(|_| self.p.ordering != outrigger_policies::OrderingMode::None);
+        let fate = match self.enter(link.as_mut()).await {
+            Some(fate) => fate,
+            None => self.decide().await,
+        };
+        let (before, after) = match &link {
+            Some(link) => self.chain_steps(link.role, &fate),
+            None => (None, None),
+        };
+        if let (Some(link), Some(step)) = (&link, &before) {
+            if !self.chain(link, step).await {
+                // Shutdown interrupted a store outage: the broker delivers it again.
+                self.settle(acker, Fate::Requeue).await;
+                return;
+            }
+        }
+        if self.settle(acker, fate).await {
+            if let (Some(link), Some(step)) = (&link, &after) {
+                self.chain(link, step).await;
+            }
+        }
+    }
+
+    /// Retry mode `queue`: what the message's chain says before it may run. `None`: run it.
+    async fn enter(&self, link: Option<&mut Link>) -> Option<Fate> {
+        let link = link?;
+        let store = &self.p.dedup.as_ref()?.store;
+        let metrics = &self.p.metrics;
+        let now = SystemTime::now();
+        match &self.message.trail {
+            None => {
+                let arrival = parking::update(&**store, &link.id, self.abort, metrics, |c| {
+                    c.arrive(&link.entry)
+                })
+                .await;
+                let Some(arrival) = arrival else {
+                    return Some(Fate::Requeue);
+                };
+                match arrival {
+                    Arrival::Free => None,
+                    Arrival::Park { tier, hop } => {
+                        link.role = Role::Parked;
+                        Some(Fate::Retry(Trail {
+                            origin: self.message.coordinates.clone(),
+                            hop,
+                            attempts: 0,
+                            tier: tier.unwrap_or(0),
+                            first_seen: now,
+                            first_failure: None,
+                            due: None,
+                        }))
+                    }
+                }
+            }
+            Some(trail) => {
+                let turn = parking::update(&**store, &link.id, self.abort, metrics, |c| {
+                    c.turn(&link.entry, trail.hop)
+                })
+                .await;
+                let Some(turn) = turn else {
+                    return Some(Fate::Requeue);
+                };
+                match turn {
+                    Turn::Run => {
+                        link.role = Role::Head;
+                        None
+                    }
+                    Turn::Stale => Some(Fate::Ack(outcome::STALE)),
+                    Turn::Wait { tier } => {
+                        link.role = Role::Parked;
+                        Some(Fate::Retry(Trail {
+                            tier: tier.unwrap_or(trail.tier),
+                            due: None,
+                            ..trail.clone()
+                        }))
+                    }
+                    Turn::Follow { head } => {
+                        link.role = Role::Doomed;
+                        let reason = format!(
+                            "parked behind {head}, which was dead-lettered (retry.parked_after_dead_letter = \"dead_letter\")"
+                        );
+                        Some(Fate::DeadLetter(self.chain_dead_letter(trail, reason)))
+                    }
+                    Turn::Redo { reason } => {
+                        link.role = Role::Doomed;
+                        Some(Fate::DeadLetter(self.chain_dead_letter(trail, reason)))
+                    }
+                }
+            }
+        }
+    }
+
+    /// The chain steps around a settlement: one before (recorded first), one after.
+    fn chain_steps(&self, role: Role, fate: &Fate) -> (Option<Step>, Option<Step>) {
+        let follow = self
+            .p
+            .retry_queue
+            .as_ref()
+            .is_some_and(|q| q.dead_letter_parked);
+        match (role, fate) {
+            (Role::Head, Fate::Ack(_)) => (Some(Step::Finish(Finish::Done)), None),
+            (Role::Head | Role::Doomed, Fate::DeadLetter(dl)) => (
+                Some(Step::Finish(Finish::DeadLettered {
+                    reason: dl.reason.clone(),
+                    follow: follow && role == Role::Head,
+                })),
+                Some(Step::Cleared),
+            ),
+            // A new chain exists before its head's copy can be read ...
+            (Role::Free, Fate::Retry(t)) => (
+                Some(Step::Failed {
+                    tier: t.tier,
+                    hop: t.hop,
+                }),
+                None,
+            ),
+            // ... and a head moves on only once its new copy is written.
+            (Role::Head, Fate::Retry(t)) => (
+                None,
+                Some(Step::Failed {
+                    tier: t.tier,
+                    hop: t.hop,
+                }),
+            ),
+            _ => (None, None),
+        }
+    }
+
+    async fn chain(&self, link: &Link, step: &Step) -> bool {
+        let Some(dedup) = &self.p.dedup else {
+            return true;
+        };
+        parking::apply(&*dedup.store, link, step, self.abort, &self.p.metrics).await
+    }
+
+    /// The dead letter of a message its chain sends to the dead-letter queue.
+    fn chain_dead_letter(&self, trail: &Trail, reason: String) -> DeadLetter {
+        let now = SystemTime::now();
+        DeadLetter {
+            reason,
+            class: PARKED_CLASS.to_owned(),
+            last_status: None,
+            attempts: trail.attempts,
+            first_failure: trail.first_failure.unwrap_or(now),
+            last_failure: now,
+            key: self.p.key.extract(self.message).ok(),
+            response_excerpt: Bytes::new(),
+        }
+    }
+
     /// Runs attempts until the message has a fate.
     async fn decide(&self) -> Fate {
         let key = self.p.key.extract(self.message).map_err(|e| e.to_string());
-        let first_seen = Instant::now();
-        let mut first_failure = None;
-        let mut local_attempts = 0u32;
+        let trail = self.message.trail.as_ref();
+        // Age counts from the first time the sidecar took the message, retry queues included.
+        let first_seen = trail.map_or_else(SystemTime::now, |t| t.first_seen);
+        let age = || first_seen.elapsed().unwrap_or_default();
+        let mut first_failure = trail.and_then(|t| t.first_failure);
+        let mut local_attempts = trail.map_or(0, |t| t.attempts);
         let mut throttles = 0u32;
         loop {
             let held = match &key {
@@ -177,12 +350,7 @@ impl<D: DedupStore> Job<'_, D> {
                         .retry_after
                         .unwrap_or_else(|| self.p.retry.backoff.delay(throttles, &mut rand::rng()));
                     // Throttling spends no attempt, but the age limit still bounds it.
-                    if self
-                        .p
-                        .retry
-                        .max_age
-                        .is_some_and(|max| first_seen.elapsed() + delay > max)
-                    {
+                    if self.p.retry.max_age.is_some_and(|max| age() + delay > max) {
                         let now = SystemTime::now();
                         let reason = format!(
                             "still throttled when the retry age limit ran out: {}",
@@ -203,17 +371,26 @@ impl<D: DedupStore> Job<'_, D> {
                 Action::Retry => {
                     let now = SystemTime::now();
                     let first = *first_failure.get_or_insert(now);
-                    let decision = self.p.retry.decide(
-                        attempt,
-                        first_seen.elapsed(),
-                        verdict.retry_after,
-                        &mut rand::rng(),
-                    );
+                    let decision =
+                        self.p
+                            .retry
+                            .decide(attempt, age(), verdict.retry_after, &mut rand::rng());
                     match decision {
                         RetryDecision::RetryAfter(delay) => {
                             self.p.metrics.retried.inc();
                             if let Some(k) = key {
                                 self.release(k, held, Release::Retry).await;
+                            }
+                            if let Some(queue) = &self.p.retry_queue {
+                                return Fate::Retry(Trail {
+                                    origin: self.message.coordinates.clone(),
+                                    hop: trail.map_or(0, |t| t.hop) + 1,
+                                    attempts: attempt,
+                                    tier: queue.tier_for(attempt, verdict.retry_after),
+                                    first_seen,
+                                    first_failure: Some(first),
+                                    due: None,
+                                });
                             }
                             tokio::select! {
                                 _ = self.abort.cancelled() => return Fate::Requeue,
@@ -352,9 +529,9 @@ impl<D: DedupStore> Job<'_, D> {
         }
     }
 
-    /// Settles at the broker. A dead letter is retried until the broker confirms it: the
-    /// original is never acked before that.
-    async fn settle<A: Acker>(&self, acker: A, fate: Fate) {
+    /// Settles at the broker; true once it did. A dead letter or retry copy is written again
+    /// until the broker confirms it: the original is never acked before that.
+    async fn settle<A: Acker>(&self, acker: A, fate: Fate) -> bool {
         let metrics = &self.p.metrics;
         let (label, class, settlement) = match fate {
             Fate::Ack(label) => (Some(label), None, Settlement::Ack),
@@ -366,6 +543,14 @@ impl<D: DedupStore> Job<'_, D> {
                     Settlement::DeadLetter(dl),
                 )
             }
+            Fate::Retry(trail) => {
+                let label = if trail.attempts == 0 || trail.first_failure.is_none() {
+                    outcome::PARKED
+                } else {
+                    outcome::RETRY_QUEUED
+                };
+                (Some(label), None, Settlement::Retry(trail))
+            }
             Fate::Requeue => (None, None, Settlement::Requeue),
         };
         let mut acker = acker;
@@ -376,21 +561,25 @@ impl<D: DedupStore> Job<'_, D> {
                 Ok(()) => break,
                 Err(unsettled) => {
                     let unsettled = *unsettled;
-                    if !matches!(unsettled.settlement, Settlement::DeadLetter(_)) {
-                        // The broker redelivers what we could not settle; dedup skips it then.
-                        warn!(error = %unsettled.error, "Could not settle the message; the broker will redeliver it.");
-                        return;
-                    }
+                    let what = match &unsettled.settlement {
+                        Settlement::DeadLetter(_) => "Dead-letter publish",
+                        Settlement::Retry(_) => "Retry-queue write",
+                        _ => {
+                            // The broker redelivers what we could not settle; dedup skips it then.
+                            warn!(error = %unsettled.error, "Could not settle the message; the broker will redeliver it.");
+                            return false;
+                        }
+                    };
                     metrics.dlq_failures.inc();
-                    error!(error = %unsettled.error, source = %self.message.coordinates, "Dead-letter publish failed; the message stays unacked and will be retried.");
+                    error!(error = %unsettled.error, source = %self.message.coordinates, "{what} failed; the message stays unacked and will be retried.");
                     if self.abort.is_cancelled() {
                         let _ = unsettled.acker.settle(Settlement::Requeue).await;
-                        return;
+                        return false;
                     }
                     tokio::select! {
                         _ = self.abort.cancelled() => {
                             let _ = unsettled.acker.settle(Settlement::Requeue).await;
-                            return;
+                            return false;
                         }
                         _ = tokio::time::sleep(wait) => {}
                     }
@@ -413,5 +602,6 @@ impl<D: DedupStore> Job<'_, D> {
         if let Some(label) = label {
             metrics.settled(label);
         }
+        label.is_some()
     }
 }

@@ -68,33 +68,40 @@ pub async fn pttl(namespace: &str, key: &str) -> i64 {
         .expect("PTTL")
 }
 
-/// Deletes every record of `namespace`.
+/// Deletes every record, chain and parked set of `namespace`.
 pub async fn cleanup(namespace: &str) {
     let mut connection = raw().await;
-    // SCAN rather than KEYS: the test Redis may be shared, and KEYS blocks it.
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("outrigger:dedup:{namespace}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut connection)
-            .await
-            .expect("SCAN");
-        if !keys.is_empty() {
-            let _: i64 = redis::cmd("DEL")
-                .arg(keys)
+    for kind in ["dedup", "chain", "parked"] {
+        // SCAN rather than KEYS: the test Redis may be shared, and KEYS blocks it.
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("outrigger:{kind}:{namespace}:*"))
+                .arg("COUNT")
+                .arg(1000)
                 .query_async(&mut connection)
                 .await
-                .expect("DEL");
+                .expect("SCAN");
+            if !keys.is_empty() {
+                let _: i64 = redis::cmd("DEL")
+                    .arg(keys)
+                    .query_async(&mut connection)
+                    .await
+                    .expect("DEL");
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
     }
+}
+
+/// Runs one Redis command on a connection of its own, outside the store.
+pub async fn query<T: redis::FromRedisValue>(command: &redis::Cmd) -> T {
+    command.query_async(&mut raw().await).await.expect("query")
 }
 
 /// Polls `check` until it yields a value or `deadline` passes.

@@ -1,5 +1,7 @@
 //! What an invalid policy reports: every error, with its position, key path and value.
 
+use std::time::Duration;
+
 use super::{load, places, rejected, KAFKA_MINIMAL, MINIMAL};
 use crate::config::*;
 
@@ -174,10 +176,7 @@ level = \"verbose\"
     );
     let message = |path: &str| &errors.iter().find(|e| e.path == path).unwrap().message;
     assert!(message("delivery.timeout").contains("a lease shorter than the delivery timeout"));
-    assert_eq!(
-        message("retry.mode"),
-        "queue mode is not available yet, for any source; use \"in_place\""
-    );
+    assert!(message("retry.mode").contains("built for kafka sources only"));
     assert!(message("retry.initial").contains("retry.initial (1m) must not exceed retry.max (10s)"));
     assert!(message("admin.listen").contains("token"));
 }
@@ -531,4 +530,46 @@ fn a_file_that_cannot_be_read_is_one_error() {
     assert!(errors[0]
         .to_string()
         .starts_with("/nonexistent/policy.toml: cannot read the policy"));
+}
+
+#[test]
+fn queue_mode_takes_tiers_on_kafka_and_says_what_it_needs_elsewhere() {
+    let text = format!(
+        "{KAFKA_MINIMAL}[retry]\nmode = \"queue\"\ntiers = [\"500ms\", \"5s\"]\nparked_after_dead_letter = \"dead_letter\"\n"
+    );
+    let c = load(&text).unwrap();
+    assert_eq!(
+        c.retry.tiers,
+        [Duration::from_millis(500), Duration::from_secs(5)]
+    );
+    assert_eq!(
+        c.retry.parked_after_dead_letter,
+        ParkedAfterDeadLetter::DeadLetter
+    );
+
+    let errors = rejected(&format!(
+        "{KAFKA_MINIMAL}[retry]\nmode = \"queue\"\ntiers = []\n[dedup]\nenabled = false\n"
+    ));
+    let messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("at least one delay tier")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("enable [dedup]")),
+        "{messages:?}"
+    );
+
+    let errors = rejected(&format!(
+        "{KAFKA_MINIMAL}[retry]\nmode = \"queue\"\ntiers = [\"1s\", \"soon\"]\n"
+    ));
+    assert_eq!(places(&errors)[0].2, "retry.tiers[1]", "{errors:#?}");
+
+    let errors = rejected(&format!("{MINIMAL}[retry]\nmode = \"queue\"\n"));
+    assert!(
+        errors[0].message.contains("kafka sources only"),
+        "{errors:#?}"
+    );
 }

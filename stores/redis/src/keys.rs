@@ -1,0 +1,118 @@
+//! Where records and chains live in Redis.
+//!
+//! - `outrigger:dedup:<namespace>:<key>`: a dedup record (a hash, with a TTL).
+//! - `outrigger:chain:<namespace>:<group>:<ordering key>`: a chain's value (a string, no TTL:
+//!   it holds parked messages until the chain empties).
+//! - `outrigger:parked:<namespace>:<group>`: the set of the group's chain keys whose value holds
+//!   parked messages.
+//!
+//! Prefixes have no braces: braces would make a Redis Cluster hash tag and pile every key of a
+//! namespace onto one slot. (A swap writes a chain and its group's set in one script, so on a
+//! Cluster those two would need a shared hash tag; the store speaks to a standalone Redis.)
+
+use std::fmt::Write as _;
+
+use outrigger_core::ChainId;
+
+/// The key prefixes of one namespace.
+pub(crate) struct Keys {
+    dedup: String,
+    chain: String,
+    parked: String,
+}
+
+impl Keys {
+    /// The prefixes for `namespace`, which has no `:`, so no namespace spells another's keys.
+    pub(crate) fn new(namespace: &str) -> Self {
+        Keys {
+            dedup: format!("outrigger:dedup:{namespace}:"),
+            chain: format!("outrigger:chain:{namespace}:"),
+            parked: format!("outrigger:parked:{namespace}:"),
+        }
+    }
+
+    /// The dedup record of `key`, stored verbatim.
+    pub(crate) fn dedup(&self, key: &str) -> String {
+        format!("{}{key}", self.dedup)
+    }
+
+    /// The value of `chain`: the group verbatim, then the ordering key escaped. The escaped key
+    /// has no `:`, so the last `:` ends the group and no (group, key) pair spells another's key,
+    /// even with a `:` in the group.
+    pub(crate) fn chain(&self, chain: &ChainId) -> String {
+        let mut key = format!("{}{}:", self.chain, chain.group);
+        escape_into(&mut key, &chain.key);
+        key
+    }
+
+    /// The set of `group`'s parked chains.
+    pub(crate) fn parked(&self, group: &str) -> String {
+        format!("{}{group}", self.parked)
+    }
+}
+
+/// Appends `bytes` readably: printable ASCII as is, except `%` and `:`, which are escaped like
+/// every other byte as `%XX`.
+fn escape_into(out: &mut String, bytes: &[u8]) {
+    for &byte in bytes {
+        if byte.is_ascii_graphic() && byte != b'%' && byte != b':' {
+            out.push(char::from(byte));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(group: &str, key: &[u8]) -> ChainId {
+        ChainId {
+            group: group.to_owned(),
+            key: key.to_vec().into(),
+        }
+    }
+
+    #[test]
+    fn readable_keys_stay_readable() {
+        let keys = Keys::new("orders");
+        assert_eq!(
+            keys.chain(&chain("payments/3", b"customer-42")),
+            "outrigger:chain:orders:payments/3:customer-42"
+        );
+        assert_eq!(
+            keys.parked("payments/3"),
+            "outrigger:parked:orders:payments/3"
+        );
+        assert_eq!(keys.dedup("{a}:b"), "outrigger:dedup:orders:{a}:b");
+    }
+
+    #[test]
+    fn other_bytes_are_escaped() {
+        let keys = Keys::new("ns");
+        assert_eq!(
+            keys.chain(&chain("g", b"a:b%c d\xff\x00")),
+            "outrigger:chain:ns:g:a%3Ab%25c%20d%FF%00"
+        );
+        assert_eq!(keys.chain(&chain("g", b"")), "outrigger:chain:ns:g:");
+    }
+
+    #[test]
+    fn no_two_chains_share_a_key() {
+        let keys = Keys::new("ns");
+        let chains = [
+            chain("a:b", b"c"),
+            chain("a", b"b:c"),
+            chain("a", b"%3A"),
+            chain("a", b":"),
+            chain("a", b""),
+            chain("a:", b""),
+        ];
+        let mut spelled: Vec<_> = chains.iter().map(|c| keys.chain(c)).collect();
+        spelled.sort();
+        spelled.dedup();
+        assert_eq!(spelled.len(), chains.len(), "{spelled:?}");
+    }
+}
