@@ -11,17 +11,6 @@ use support::{unique, wait_until, Policy, Proxy, Rabbit, Reply, Sidecar, TestApp
 const SETTLED: &str = "outrigger_messages_settled_total";
 const LIMIT: Duration = Duration::from_secs(90);
 
-/// Stops the sidecar with SIGTERM and checks it exits 0.
-fn stop(mut sidecar: Sidecar) {
-    sidecar.sigterm();
-    let status = sidecar.wait_exit(Duration::from_secs(30));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "sidecar exits 0 on SIGTERM: {status:?}\n{}",
-        sidecar.logs()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_are_acked_and_each_key_is_handled_once() {
     let rabbit = Rabbit::connect().await;
@@ -59,7 +48,7 @@ async fn duplicates_are_acked_and_each_key_is_handled_once() {
         duplicates as f64
     );
     assert_eq!(app.count(), keys.len(), "duplicates never reached the app");
-    stop(sidecar);
+    sidecar.stop();
     assert_eq!(rabbit.depth(&queue).await, 0, "the queue ends empty");
     rabbit.delete(&queue).await;
     rabbit.delete(&format!("{queue}.dlq")).await;
@@ -129,7 +118,7 @@ async fn transient_failures_are_retried_with_backoff() {
         assert_eq!(attempts, [1], "{key} succeeded at once");
     }
     assert_eq!(sidecar.metric("outrigger_retries_total", ""), 10.0);
-    stop(sidecar);
+    sidecar.stop();
     rabbit.delete(&queue).await;
     rabbit.delete(&format!("{queue}.dlq")).await;
 }
@@ -167,7 +156,7 @@ async fn poison_messages_land_in_the_dlq_byte_for_byte_with_their_reason() {
         rabbit.depth(&dlq).await == 3 && app.successes().len() == 7
     })
     .await;
-    stop(sidecar);
+    sidecar.stop();
 
     let dead = rabbit.drain(&dlq).await;
     assert_eq!(dead.len(), 3, "only the poison messages are dead-lettered");
@@ -259,7 +248,7 @@ async fn redis_outage_pauses_delivery_and_resumes_without_duplicates() {
         "every delivery held a claim"
     );
     assert_eq!(sidecar.metric(SETTLED, r#"outcome="duplicate""#), 20.0);
-    stop(sidecar);
+    sidecar.stop();
     assert_eq!(rabbit.depth(&queue).await, 0);
     rabbit.delete(&queue).await;
     rabbit.delete(&format!("{queue}.dlq")).await;
@@ -292,7 +281,7 @@ async fn sigkill_mid_stream_loses_nothing_and_a_restart_resumes() {
         app.successes().len() == 400
     })
     .await;
-    stop(second);
+    second.stop();
     assert_eq!(rabbit.depth(&queue).await, 0, "nothing left behind");
 
     // The one window no consumer can close alone: the app answered, the sidecar died before
@@ -313,18 +302,12 @@ async fn sigterm_finishes_in_flight_work_and_leaves_the_rest_queued() {
     let policy = Policy::amqp(&queue, &app.url(), &unique("ns"))
         .set("backpressure.max_in_flight", 4)
         .set("shutdown.grace_period", "10s");
-    let mut sidecar = Sidecar::start(policy);
+    let sidecar = Sidecar::start(policy);
     for i in 0..40 {
         rabbit.publish_keyed(&queue, &format!("k-{i}"), b"{}").await;
     }
     wait_until("deliveries in flight", LIMIT, || async { app.count() >= 1 }).await;
-    sidecar.sigterm();
-    let status = sidecar.wait_exit(Duration::from_secs(20));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "exit 0: {status:?}\n{}",
-        sidecar.logs()
-    );
+    sidecar.stop_within(Duration::from_secs(20));
 
     let delivered = app.successes();
     assert!(delivered.values().all(|&n| n == 1));
@@ -352,7 +335,7 @@ async fn past_the_grace_period_in_flight_messages_go_back_to_the_queue() {
         .set("dedup.lease", "90s")
         .set("backpressure.max_in_flight", 3)
         .set("shutdown.grace_period", "500ms");
-    let mut sidecar = Sidecar::start(policy);
+    let sidecar = Sidecar::start(policy);
     for i in 0..10 {
         rabbit.publish_keyed(&queue, &format!("k-{i}"), b"{}").await;
     }
@@ -360,13 +343,7 @@ async fn past_the_grace_period_in_flight_messages_go_back_to_the_queue() {
         sidecar.metric("outrigger_in_flight_messages", "") >= 3.0
     })
     .await;
-    sidecar.sigterm();
-    let status = sidecar.wait_exit(Duration::from_secs(15));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "exit 0: {status:?}\n{}",
-        sidecar.logs()
-    );
+    sidecar.stop_within(Duration::from_secs(15));
     assert_eq!(
         rabbit.depth(&queue).await,
         10,
@@ -429,7 +406,7 @@ async fn the_app_gets_cloudevents_attributes_trace_context_and_allowed_headers()
         None,
         "headers off the allow-list stay behind"
     );
-    stop(sidecar);
+    sidecar.stop();
     rabbit.delete(&queue).await;
     rabbit.delete(&format!("{queue}.dlq")).await;
 }
@@ -458,7 +435,7 @@ async fn deliver_mode_keeps_messages_flowing_without_dedup_while_redis_is_down()
         app.hits().iter().all(|h| h.fence.is_none()),
         "no claim was held: these went out undeduplicated, as configured"
     );
-    stop(sidecar);
+    sidecar.stop();
     assert_eq!(rabbit.depth(&queue).await, 0);
     rabbit.delete(&queue).await;
     rabbit.delete(&format!("{queue}.dlq")).await;

@@ -3,27 +3,20 @@
 
 mod support;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
-use support::{app_until_fixed, unique, wait_until, Dlq, Policy, Rabbit, Reply, Sidecar, TestApp};
+use support::{
+    app_until_fixed, ids, kill_a_resubmit_halfway, lines_starting, resubmit_100_paced, set, unique,
+    wait_resubmitted_once, wait_until, Dlq, Policy, Rabbit, Reply, Sidecar, TestApp,
+};
 
 const LIMIT: Duration = Duration::from_secs(90);
 const SETTLED: &str = "outrigger_messages_settled_total";
-
-fn stop(mut sidecar: Sidecar) {
-    sidecar.sigterm();
-    let status = sidecar.wait_exit(Duration::from_secs(30));
-    assert!(status.is_some_and(|s| s.success()), "{}", sidecar.logs());
-}
-
-fn set(keys: impl IntoIterator<Item = String>) -> BTreeSet<String> {
-    keys.into_iter().collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resubmit_by_reason_delivers_each_once_and_a_second_run_nothing() {
@@ -73,21 +66,7 @@ async fn resubmit_by_reason_delivers_each_once_and_a_second_run_nothing() {
         "tester",
     ]);
     assert!(out.contains("Resubmitted 50 of 50"), "{out}");
-    wait_until("50 resubmitted keys delivered", LIMIT, || async {
-        app.successes()
-            .keys()
-            .filter(|k| k.starts_with("poison"))
-            .count()
-            == 50
-    })
-    .await;
-    let after: Vec<_> = app.hits().into_iter().skip(before).collect();
-    assert_eq!(after.len(), 50, "each resubmitted key reached the app once");
-    assert!(
-        after.iter().all(|h| h.attempt == 1 && h.status == 200),
-        "attempts start over at 1: {:?}",
-        after.iter().map(|h| h.attempt).collect::<Vec<_>>()
-    );
+    wait_resubmitted_once(&app, before, "poison", 50, LIMIT).await;
     assert_eq!(rabbit.depth(&dlq).await, 5, "only the others stay");
 
     let again = cli.ok(&["resubmit", "--reason", "gave up after 2 attempts"]);
@@ -99,7 +78,7 @@ async fn resubmit_by_reason_delivers_each_once_and_a_second_run_nothing() {
     assert!(rest
         .iter()
         .all(|r| r["status"] == 422 && r["class"] == "4xx"));
-    stop(sidecar);
+    sidecar.stop();
     assert_eq!(app.count(), before + 50, "nothing was delivered twice");
     rabbit.delete(&queue).await;
     rabbit.delete(&dlq).await;
@@ -125,25 +104,14 @@ async fn dry_run_changes_nothing_and_rate_paces_a_faithful_copy() {
         rabbit.depth(&dlq).await == 100
     })
     .await;
-    stop(sidecar);
+    sidecar.stop();
     let cli = Dlq::new(&policy);
-    let ids = |records: Vec<Value>| -> Vec<String> {
-        records
-            .iter()
-            .map(|r| r["id"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    let listed = ids(cli.list(&[]));
+    let listed = ids(&cli.list(&[]));
     assert_eq!(listed.len(), 100);
     assert_eq!(set(listed.clone()).len(), 100, "ids are unique");
 
     let dry = cli.ok(&["resubmit", "--dry-run", "--to", &replay]);
-    assert_eq!(
-        dry.lines()
-            .filter(|l| l.starts_with("would resubmit"))
-            .count(),
-        100
-    );
+    assert_eq!(lines_starting(&dry, "would resubmit"), 100);
     assert!(
         dry.contains(&format!("to {replay} as resubmission #1")),
         "{dry}"
@@ -151,21 +119,12 @@ async fn dry_run_changes_nothing_and_rate_paces_a_faithful_copy() {
     assert_eq!(rabbit.depth(&dlq).await, 100, "the dry run took nothing");
     assert_eq!(rabbit.depth(&replay).await, 0, "the dry run sent nothing");
     assert_eq!(
-        ids(cli.list(&[])),
+        ids(&cli.list(&[])),
         listed,
         "ids and order are stable across passes"
     );
 
-    let started = Instant::now();
-    let out = cli.ok(&[
-        "resubmit", "--to", &replay, "--rate", "20", "--by", "tester",
-    ]);
-    let took = started.elapsed();
-    assert!(out.contains("Resubmitted 100 of 100"), "{out}");
-    assert!(
-        took >= Duration::from_millis(4500),
-        "100 at 20/s took only {took:?}"
-    );
+    resubmit_100_paced(&cli, &replay);
     assert_eq!(rabbit.depth(&dlq).await, 0);
     let copies = rabbit.drain(&replay).await;
     assert_eq!(copies.len(), 100);
@@ -215,14 +174,7 @@ async fn a_resubmit_killed_halfway_and_rerun_delivers_every_record_once() {
     .await;
     fixed.store(true, Ordering::SeqCst);
 
-    let mut first = cli.spawn(&["resubmit", "--rate", "20"]);
-    wait_until("about half delivered", LIMIT, || async {
-        app.successes().len() >= 40
-    })
-    .await;
-    first.kill().unwrap(); // SIGKILL: no cleanup, no goodbye to the broker
-    let _ = first.wait();
-    assert!(app.successes().len() < 100, "killed before the end");
+    kill_a_resubmit_halfway(&cli, &app, LIMIT).await;
 
     // The broker hands the killed run's records back once it sees the connection gone;
     // an operator reruns until nothing is left, as would we.
@@ -244,11 +196,9 @@ async fn a_resubmit_killed_halfway_and_rerun_delivers_every_record_once() {
             && sidecar.metric(SETTLED, r#"outcome="delivered""#) >= 100.0
     })
     .await;
-    let successes = app.successes();
-    let twice: HashMap<_, _> = successes.iter().filter(|(_, &n)| n != 1).collect();
-    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
-    assert_eq!(successes.len(), 100);
-    stop(sidecar);
+    app.assert_each_key_once();
+    assert_eq!(app.successes().len(), 100);
+    sidecar.stop();
     assert_eq!(rabbit.depth(&dlq).await, 0, "none left");
     rabbit.delete(&queue).await;
     rabbit.delete(&dlq).await;
@@ -287,7 +237,7 @@ async fn a_key_delivered_meanwhile_is_not_delivered_again() {
     .await;
     assert_eq!(app.successes().get("order-1"), Some(&1));
     assert_eq!(rabbit.depth(&dlq).await, 0);
-    stop(sidecar);
+    sidecar.stop();
     rabbit.delete(&queue).await;
     rabbit.delete(&dlq).await;
 }

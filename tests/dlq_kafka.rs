@@ -5,18 +5,18 @@
 
 mod support;
 
-#[path = "../adapters/kafka/tests/support/mod.rs"]
-mod kafka;
-
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use kafka::tansu::Tansu;
 use rdkafka::message::Message as _;
-use rdkafka::producer::FutureRecord;
 use serde_json::Value;
-use support::{app_until_fixed, unique, wait_until, Dlq, Policy, Reply, Sidecar, TestApp};
+use support::kafka::{self, tansu::Tansu};
+use support::{
+    app_refusing_a_and_b, app_until_fixed, ids, keys, kill_a_resubmit_halfway, lines_starting,
+    resubmit_100_paced, set, unique, wait_resubmitted_once, wait_until, Dlq, Policy, Reply,
+    Sidecar, TestApp,
+};
 
 const LIMIT: Duration = Duration::from_secs(120);
 const SETTLED: &str = "outrigger_messages_settled_total";
@@ -39,13 +39,7 @@ impl Setup {
         let dlq = format!("{topic}.dlq");
         tansu.kafka.create_topic(&topic, PARTITIONS).await;
         tansu.kafka.create_topic(&dlq, PARTITIONS).await;
-        let policy = Policy::kafka(
-            &tansu.kafka.bootstrap,
-            &topic,
-            &unique("g"),
-            &app.url(),
-            &unique("ns"),
-        );
+        let policy = kafka::policy(&tansu.kafka, &topic, app);
         Self {
             tansu,
             topic,
@@ -54,29 +48,34 @@ impl Setup {
         }
     }
 
-    /// Produces `(key, payload)` records; the payload's `id` is the dedup key.
-    async fn produce(&self, records: &[(String, Vec<u8>)]) {
-        let producer = self.tansu.kafka.producer();
-        let sends = records.iter().map(|(key, payload)| {
-            producer.send(
-                FutureRecord::to(&self.topic)
-                    .key(key.as_bytes())
-                    .payload(payload),
-                kafka::DEADLINE,
-            )
-        });
-        for result in futures_util::future::join_all(sends).await {
-            result.unwrap_or_else(|(e, _)| panic!("produce: {e}"));
-        }
+    /// The sidecar on the policy, and `outrigger dlq` with the same policy.
+    fn start(&self) -> (Sidecar, Dlq) {
+        (Sidecar::start(self.policy.clone()), Dlq::new(&self.policy))
+    }
+
+    /// Produces `{"id":"<key>"}` under each key `<prefix>-0` to `<prefix>-<n - 1>`: the
+    /// payload's `id` is the dedup key.
+    async fn produce(&self, prefix: &str, n: usize) {
+        let records: Vec<(String, String)> = (0..n)
+            .map(|i| {
+                let key = format!("{prefix}-{i}");
+                (key.clone(), format!(r#"{{"id":"{key}"}}"#))
+            })
+            .collect();
+        kafka::produce_keyed(&self.tansu.kafka, &self.topic, &records).await;
+    }
+
+    /// Waits until `n` records were dead-lettered.
+    async fn wait_dead_letters(&self, n: usize) {
+        wait_until(&format!("{n} dead letters"), LIMIT, || async {
+            self.count(&self.dlq).await == n
+        })
+        .await;
     }
 
     /// Records ever written to `topic`, over its partitions.
     async fn count(&self, topic: &str) -> usize {
-        let mut n = 0;
-        for p in 0..PARTITIONS {
-            n += self.tansu.kafka.read_all(topic, p).await.len();
-        }
-        n
+        self.tansu.kafka.read_topic(topic, PARTITIONS).await.len()
     }
 
     /// Whether the marker topic exists.
@@ -84,37 +83,6 @@ impl Setup {
         let markers = format!("{}.handled", self.dlq);
         self.tansu.kafka.partitions(&markers).await.is_some()
     }
-}
-
-/// `(key, {"id": key})` for each key.
-fn records(keys: impl IntoIterator<Item = String>) -> Vec<(String, Vec<u8>)> {
-    keys.into_iter()
-        .map(|k| {
-            let payload = format!(r#"{{"id":"{k}"}}"#).into_bytes();
-            (k, payload)
-        })
-        .collect()
-}
-
-fn stop(mut sidecar: Sidecar) {
-    sidecar.sigterm();
-    let status = sidecar.wait_exit(Duration::from_secs(30));
-    assert!(status.is_some_and(|s| s.success()), "{}", sidecar.logs());
-}
-
-fn set(keys: impl IntoIterator<Item = String>) -> BTreeSet<String> {
-    keys.into_iter().collect()
-}
-
-fn keys(prefix: &str, n: usize) -> BTreeSet<String> {
-    set((0..n).map(|i| format!("{prefix}-{i}")))
-}
-
-fn ids(records: &[Value]) -> Vec<String> {
-    records
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,18 +96,10 @@ async fn resubmit_by_reason_delivers_each_once_and_a_second_run_nothing() {
     })
     .await;
     let kafka = Setup::new("dlq-fix", &app).await;
-    let sidecar = Sidecar::start(kafka.policy.clone());
-    let cli = Dlq::new(&kafka.policy);
-    kafka
-        .produce(&records((0..50).map(|i| format!("poison-{i}"))))
-        .await;
-    kafka
-        .produce(&records((0..5).map(|i| format!("other-{i}"))))
-        .await;
-    wait_until("55 dead letters", LIMIT, || async {
-        kafka.count(&kafka.dlq).await == 55
-    })
-    .await;
+    let (sidecar, cli) = kafka.start();
+    kafka.produce("poison", 50).await;
+    kafka.produce("other", 5).await;
+    kafka.wait_dead_letters(55).await;
     let poison = keys("poison", 50);
     assert_eq!(cli.keys(&["--reason", "HTTP 400"]), poison);
     assert_eq!(cli.keys(&["--reason", "HTTP 422"]), keys("other", 5));
@@ -149,21 +109,7 @@ async fn resubmit_by_reason_delivers_each_once_and_a_second_run_nothing() {
     let before = app.count();
     let out = cli.ok(&["resubmit", "--reason", "HTTP 400", "--by", "tester"]);
     assert!(out.contains("Resubmitted 50 of 50"), "{out}");
-    wait_until("50 resubmitted keys delivered", LIMIT, || async {
-        app.successes()
-            .keys()
-            .filter(|k| k.starts_with("poison"))
-            .count()
-            == 50
-    })
-    .await;
-    let after: Vec<_> = app.hits().into_iter().skip(before).collect();
-    assert_eq!(after.len(), 50, "each resubmitted key reached the app once");
-    assert!(
-        after.iter().all(|h| h.attempt == 1 && h.status == 200),
-        "attempts start over at 1: {:?}",
-        after.iter().map(|h| h.attempt).collect::<Vec<_>>()
-    );
+    wait_resubmitted_once(&app, before, "poison", 50, LIMIT).await;
     assert_eq!(kafka.count(&kafka.topic).await, 55 + 50, "one copy each");
 
     let again = cli.ok(&["resubmit", "--reason", "HTTP 400", "--by", "tester"]);
@@ -202,7 +148,7 @@ async fn resubmit_by_reason_delivers_each_once_and_a_second_run_nothing() {
     let (_, body) = sidecar.get("/dlq").unwrap();
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["count"], 5);
 
-    stop(sidecar);
+    sidecar.stop();
     assert_eq!(app.count(), before + 50, "nothing was delivered twice");
 }
 
@@ -212,16 +158,10 @@ async fn dry_run_changes_nothing_and_rate_paces_a_faithful_copy() {
     let kafka = Setup::new("dlq-rate", &app).await;
     let replay = format!("{}.replay", kafka.topic);
     kafka.tansu.kafka.create_topic(&replay, PARTITIONS).await;
-    let sidecar = Sidecar::start(kafka.policy.clone());
-    kafka
-        .produce(&records((0..100).map(|i| format!("k-{i}"))))
-        .await;
-    wait_until("100 dead letters", LIMIT, || async {
-        kafka.count(&kafka.dlq).await == 100
-    })
-    .await;
-    stop(sidecar);
-    let cli = Dlq::new(&kafka.policy);
+    let (sidecar, cli) = kafka.start();
+    kafka.produce("k", 100).await;
+    kafka.wait_dead_letters(100).await;
+    sidecar.stop();
     let listed = ids(&cli.list(&[]));
     assert_eq!(listed.len(), 100);
     assert_eq!(set(listed.clone()).len(), 100, "ids are unique");
@@ -233,48 +173,25 @@ async fn dry_run_changes_nothing_and_rate_paces_a_faithful_copy() {
     );
 
     let dry = cli.ok(&["resubmit", "--dry-run", "--to", &replay]);
-    assert_eq!(
-        dry.lines()
-            .filter(|l| l.starts_with("would resubmit"))
-            .count(),
-        100
-    );
+    assert_eq!(lines_starting(&dry, "would resubmit"), 100);
     assert!(
         dry.contains(&format!("to {replay} as resubmission #1")),
         "{dry}"
     );
     let purge = cli.ok(&["purge", "--dry-run", "--key", "k-1*"]);
-    assert_eq!(
-        purge
-            .lines()
-            .filter(|l| l.starts_with("would purge"))
-            .count(),
-        11
-    );
+    assert_eq!(lines_starting(&purge, "would purge"), 11);
     assert_eq!(kafka.count(&replay).await, 0, "the dry runs sent nothing");
     assert!(!kafka.has_markers().await, "the dry runs marked nothing");
     assert_eq!(ids(&cli.list(&[])), listed, "ids and order are stable");
 
-    let started = Instant::now();
-    let out = cli.ok(&[
-        "resubmit", "--to", &replay, "--rate", "20", "--by", "tester",
-    ]);
-    let took = started.elapsed();
-    assert!(out.contains("Resubmitted 100 of 100"), "{out}");
-    assert!(
-        took >= Duration::from_millis(4500),
-        "100 at 20/s took only {took:?}"
-    );
+    resubmit_100_paced(&cli, &replay);
     assert!(cli.list(&[]).is_empty());
     assert_eq!(
         kafka.count(&kafka.topic).await,
         100,
         "none went to the source"
     );
-    let mut copies = Vec::new();
-    for p in 0..PARTITIONS {
-        copies.extend(kafka.tansu.kafka.read_all(&replay, p).await);
-    }
+    let copies = kafka.tansu.kafka.read_topic(&replay, PARTITIONS).await;
     assert_eq!(copies.len(), 100);
     let mut seen = BTreeSet::new();
     for m in &copies {
@@ -304,26 +221,12 @@ async fn dry_run_changes_nothing_and_rate_paces_a_faithful_copy() {
 async fn a_resubmit_killed_halfway_and_rerun_delivers_every_record_once() {
     let (app, fixed) = app_until_fixed(|_| Some(Reply::status(400))).await;
     let kafka = Setup::new("dlq-kill", &app).await;
-    let sidecar = Sidecar::start(kafka.policy.clone());
-    let cli = Dlq::new(&kafka.policy);
-    kafka
-        .produce(&records((0..100).map(|i| format!("k-{i}"))))
-        .await;
-    wait_until("100 dead letters", LIMIT, || async {
-        kafka.count(&kafka.dlq).await == 100
-    })
-    .await;
+    let (sidecar, cli) = kafka.start();
+    kafka.produce("k", 100).await;
+    kafka.wait_dead_letters(100).await;
     fixed.store(true, Ordering::SeqCst);
 
-    let mut first = cli.spawn(&["resubmit", "--rate", "20"]);
-    wait_until("about half delivered", LIMIT, || async {
-        app.successes().len() >= 40
-    })
-    .await;
-    first.kill().unwrap(); // SIGKILL: no cleanup, no goodbye to the broker
-    let _ = first.wait();
-    let at_kill = app.successes().len();
-    assert!(at_kill < 100, "killed before the end");
+    kill_a_resubmit_halfway(&cli, &app, LIMIT).await;
     let left = cli.list(&[]).len();
     assert!(
         (1..=100 - 39).contains(&left),
@@ -344,49 +247,29 @@ async fn a_resubmit_killed_halfway_and_rerun_delivers_every_record_once() {
         sidecar.metric(SETTLED, "") >= (100 + 100) as f64
     })
     .await;
-    let successes = app.successes();
-    let twice: HashMap<_, _> = successes.iter().filter(|(_, &n)| n != 1).collect();
-    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    app.assert_each_key_once();
     assert!(cli.list(&[]).is_empty(), "none left");
     assert_eq!(cli.list(&["--all"]).len(), 100);
     let again = cli.ok(&["resubmit"]);
     assert!(again.contains("Resubmitted 0 of 0"), "{again}");
-    stop(sidecar);
+    sidecar.stop();
     assert_eq!(app.successes().len(), 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_select_exactly_the_expected_records() {
-    let app = TestApp::start(|key, _| {
-        if key.starts_with('a') {
-            Reply::status(400).body("amount must be positive")
-        } else {
-            Reply::status(422).body("unknown product")
-        }
-    })
-    .await;
+    let app = app_refusing_a_and_b().await;
     let kafka = Setup::new("dlq-filter", &app).await;
-    let sidecar = Sidecar::start(kafka.policy.clone());
-    let cli = Dlq::new(&kafka.policy);
-    kafka
-        .produce(&records((0..5).map(|i| format!("a-{i}"))))
-        .await;
-    wait_until("the first five dead letters", LIMIT, || async {
-        kafka.count(&kafka.dlq).await == 5
-    })
-    .await;
+    let (sidecar, cli) = kafka.start();
+    kafka.produce("a", 5).await;
+    kafka.wait_dead_letters(5).await;
     // Every `a` record failed before `between`, every `b` one after.
     tokio::time::sleep(Duration::from_millis(30)).await;
     let between = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     tokio::time::sleep(Duration::from_millis(30)).await;
-    kafka
-        .produce(&records((0..5).map(|i| format!("b-{i}"))))
-        .await;
-    wait_until("ten dead letters", LIMIT, || async {
-        kafka.count(&kafka.dlq).await == 10
-    })
-    .await;
-    stop(sidecar);
+    kafka.produce("b", 5).await;
+    kafka.wait_dead_letters(10).await;
+    sidecar.stop();
 
     let (a, b) = (keys("a", 5), keys("b", 5));
     let all: BTreeSet<String> = a.union(&b).cloned().collect();
@@ -436,4 +319,59 @@ async fn filters_select_exactly_the_expected_records() {
     let again = cli.ok(&["purge", "--key", "b-*", "--yes"]);
     assert!(again.contains("Purged 0 of 0"), "{again}");
     assert_eq!(kafka.count(&kafka.topic).await, 10, "purge sends nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_keeps_the_originals_dedup_key_so_a_second_copy_is_a_duplicate() {
+    // Dedup on the record's position (the default key): a copy sits elsewhere, so without the
+    // original's key in its mark it would be a new key to dedup.
+    let (app, fixed) = app_until_fixed(|_| Some(Reply::status(400))).await;
+    let mut kafka = Setup::new("dlq-key", &app).await;
+    kafka.policy = kafka.policy.clone().set("dedup.key", "{message_id}");
+    let (sidecar, cli) = kafka.start();
+    kafka.produce("p", 3).await;
+    kafka.wait_dead_letters(3).await;
+    let listed = cli.list(&[]);
+    let originals: BTreeSet<String> =
+        set(listed.iter().map(|r| r["key"].as_str().unwrap().to_owned()));
+    assert!(
+        originals
+            .iter()
+            .all(|k| k.starts_with(&format!("{}/", kafka.topic))),
+        "{originals:?}"
+    );
+
+    fixed.store(true, Ordering::SeqCst);
+    let out = cli.ok(&["resubmit", "--reason", "HTTP 400"]);
+    assert!(out.contains("Resubmitted 3 of 3"), "{out}");
+    wait_until("the three copies delivered", LIMIT, || async {
+        app.successes().len() == 3
+    })
+    .await;
+    assert_eq!(
+        set(app.successes().keys().cloned()),
+        originals,
+        "each copy was delivered under its original's key"
+    );
+
+    // Lose the markers (a tombstone per id lists the records again) and resubmit once more:
+    // the second copies are duplicates of keys already delivered.
+    let producer = kafka.tansu.kafka.producer();
+    let markers = format!("{}.handled", kafka.dlq);
+    for record in &listed {
+        let id = record["id"].as_str().unwrap();
+        kafka
+            .tansu
+            .kafka
+            .produce(&producer, &markers, 0, Some(id.as_bytes()), None, &[])
+            .await;
+    }
+    let again = cli.ok(&["resubmit", "--reason", "HTTP 400"]);
+    assert!(again.contains("Resubmitted 3 of 3"), "{again}");
+    wait_until("the second copies skipped as duplicates", LIMIT, || async {
+        sidecar.metric("outrigger_duplicates_skipped_total", "") >= 3.0
+    })
+    .await;
+    app.assert_each_key_once();
+    sidecar.stop();
 }

@@ -3,37 +3,15 @@
 
 mod support;
 
-#[path = "../adapters/kafka/tests/support/mod.rs"]
-mod kafka;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use kafka::tansu::Tansu;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::FutureRecord;
+use support::kafka::{self, tansu::Tansu};
 use support::{unique, wait_until, Policy, Reply, Sidecar, TestApp};
 
 const LIMIT: Duration = Duration::from_secs(120);
 const SETTLED: &str = "outrigger_messages_settled_total";
-
-/// Produces `(key, json payload)` records, letting the partitioner place them by key.
-async fn produce(broker: &kafka::Kafka, topic: &str, records: &[(String, String)]) {
-    let producer = broker.producer();
-    for chunk in records.chunks(500) {
-        let sends = chunk.iter().map(|(key, payload)| {
-            producer.send(
-                FutureRecord::to(topic)
-                    .key(key.as_bytes())
-                    .payload(payload.as_bytes()),
-                kafka::DEADLINE,
-            )
-        });
-        for result in futures_util::future::join_all(sends).await {
-            result.unwrap_or_else(|(e, _)| panic!("produce: {e}"));
-        }
-    }
-}
 
 /// `count` records over `keys` keys: payload `{"id":"m-<n>","key":"k<n % keys>","seq":n}`.
 fn keyed(count: usize, keys: usize) -> Vec<(String, String)> {
@@ -56,34 +34,18 @@ fn seq_of(body: &[u8]) -> (String, u64) {
     )
 }
 
-fn stop(mut sidecar: Sidecar) {
-    sidecar.sigterm();
-    let status = sidecar.wait_exit(Duration::from_secs(30));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "sidecar exits 0 on SIGTERM: {status:?}\n{}",
-        sidecar.logs()
-    );
-}
-
 /// Runs 20,000 keyed records through one sidecar in `mode`; returns the time to settle them all
 /// and checks each key's records reached the app in order.
 async fn run_ordered(tansu: &Tansu, mode: &str, records: &[(String, String)]) -> Duration {
     let topic = unique("ordered");
     tansu.kafka.create_topic(&topic, 4).await;
     tansu.kafka.create_topic(&format!("{topic}.dlq"), 1).await;
-    produce(&tansu.kafka, &topic, records).await;
+    kafka::produce_keyed(&tansu.kafka, &topic, records).await;
     let app = TestApp::start(|_, _| Reply::status(200).after(Duration::from_millis(2))).await;
-    let policy = Policy::kafka(
-        &tansu.kafka.bootstrap,
-        &topic,
-        &unique("g"),
-        &app.url(),
-        &unique("ns"),
-    )
-    .set("ordering.mode", mode)
-    .set("backpressure.max_in_flight", 32)
-    .set("backpressure.max_in_flight_per_partition", 32);
+    let policy = kafka::policy(&tansu.kafka, &topic, &app)
+        .set("ordering.mode", mode)
+        .set("backpressure.max_in_flight", 32)
+        .set("backpressure.max_in_flight_per_partition", 32);
     let started = Instant::now();
     let sidecar = Sidecar::start(policy);
     wait_until("every record settled", LIMIT, || async {
@@ -91,7 +53,7 @@ async fn run_ordered(tansu: &Tansu, mode: &str, records: &[(String, String)]) ->
     })
     .await;
     let took = started.elapsed();
-    stop(sidecar);
+    sidecar.stop();
 
     let mut last: HashMap<String, u64> = HashMap::new();
     for hit in app.hits() {
@@ -149,18 +111,12 @@ async fn a_poison_key_retries_and_dead_letters_while_other_keys_flow() {
         r#"{"id":"m-0","key":"poison","seq":0}"#.to_owned(),
     )];
     records.extend(keyed(300, 30).into_iter().skip(1));
-    produce(&tansu.kafka, &topic, &records).await;
-    let policy = Policy::kafka(
-        &tansu.kafka.bootstrap,
-        &topic,
-        &unique("g"),
-        &app.url(),
-        &unique("ns"),
-    )
-    .set("ordering.mode", "key")
-    .set("retry.max_attempts", 6)
-    .set("retry.initial", "300ms")
-    .set("retry.max", "300ms");
+    kafka::produce_keyed(&tansu.kafka, &topic, &records).await;
+    let policy = kafka::policy(&tansu.kafka, &topic, &app)
+        .set("ordering.mode", "key")
+        .set("retry.max_attempts", 6)
+        .set("retry.initial", "300ms")
+        .set("retry.max", "300ms");
     let sidecar = Sidecar::start(policy);
     wait_until("every other key delivered", LIMIT, || async {
         app.successes().len() == 299
@@ -192,7 +148,7 @@ async fn a_poison_key_retries_and_dead_letters_while_other_keys_flow() {
     assert!(text("outrigger-dlq-reason")
         .unwrap()
         .contains("gave up after 6 attempts"));
-    stop(sidecar);
+    sidecar.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,7 +160,7 @@ async fn the_commit_waits_for_a_slow_message_then_jumps_to_the_end() {
     tansu.kafka.create_topic(&format!("{topic}.dlq"), 1).await;
     // Record 10 of 50 is slow; key mode lets the 40 after it finish first.
     let records = keyed(50, 50);
-    produce(&tansu.kafka, &topic, &records).await;
+    kafka::produce_keyed(&tansu.kafka, &topic, &records).await;
     let app = TestApp::start(|key, _| {
         if key == "m-10" {
             Reply::status(200).after(Duration::from_secs(4))
@@ -241,7 +197,7 @@ async fn the_commit_waits_for_a_slow_message_then_jumps_to_the_end() {
         .kafka
         .wait_committed(&group, &topic, &[Some(50)])
         .await;
-    stop(sidecar);
+    sidecar.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,20 +215,14 @@ async fn a_stalled_app_pauses_the_partitions_and_bounds_what_is_buffered() {
             )
         })
         .collect();
-    produce(&tansu.kafka, &topic, &records).await;
+    kafka::produce_keyed(&tansu.kafka, &topic, &records).await;
     let app = TestApp::start(|_, _| Reply::status(200).after(Duration::from_secs(600))).await;
-    let policy = Policy::kafka(
-        &tansu.kafka.bootstrap,
-        &topic,
-        &unique("g"),
-        &app.url(),
-        &unique("ns"),
-    )
-    .set("ordering.mode", "none")
-    .set("delivery.timeout", "900s")
-    .set("dedup.lease", "1000s")
-    .set("backpressure.max_in_flight", 8)
-    .set("backpressure.max_in_flight_per_partition", 4);
+    let policy = kafka::policy(&tansu.kafka, &topic, &app)
+        .set("ordering.mode", "none")
+        .set("delivery.timeout", "900s")
+        .set("dedup.lease", "1000s")
+        .set("backpressure.max_in_flight", 8)
+        .set("backpressure.max_in_flight_per_partition", 4);
     let sidecar = Sidecar::start(policy);
     wait_until("both partitions paused", LIMIT, || async {
         sidecar.metric("outrigger_partition_paused", "") >= 2.0
@@ -308,7 +258,7 @@ async fn two_sidecars_split_a_group_and_the_survivor_takes_over_after_a_sigkill(
     mock.create_topic(&topic, 4, 1).unwrap();
     mock.create_topic(&format!("{topic}.dlq"), 1, 1).unwrap();
     let records = keyed(2_000, 100);
-    produce(&broker, &topic, &records).await;
+    kafka::produce_keyed(&broker, &topic, &records).await;
     let app = TestApp::start(|_, _| Reply::status(200).after(Duration::from_millis(5))).await;
     let max_in_flight = 16;
     let policy = Policy::kafka(&broker.bootstrap, &topic, &group, &app.url(), &unique("ns"))
@@ -330,7 +280,7 @@ async fn two_sidecars_split_a_group_and_the_survivor_takes_over_after_a_sigkill(
         app.successes().len() == records.len()
     })
     .await;
-    stop(second);
+    second.stop();
 
     // As on RabbitMQ: only records in flight in the killed member can reach the app twice,
     // each time under a higher fence.
@@ -355,7 +305,7 @@ async fn parked_key_topic(tansu: &Tansu, name: &str) -> (String, Vec<(String, St
             )
         })
         .collect();
-    produce(&tansu.kafka, &topic, &records).await;
+    kafka::produce_keyed(&tansu.kafka, &topic, &records).await;
     (topic, records)
 }
 
@@ -364,6 +314,26 @@ fn queue_policy(tansu: &Tansu, topic: &str, group: &str, app: &TestApp, ns: &str
         .set("ordering.mode", "key")
         .set("retry.mode", "queue")
         .set("retry.tiers", toml_edit::Array::from_iter(["1s", "2s"]))
+}
+
+/// An app where `m-0` fails twice, then succeeds, and everything else succeeds at once.
+async fn app_failing_m0_twice() -> TestApp {
+    TestApp::start(|key, nth| {
+        if key == "m-0" && nth <= 2 {
+            Reply::status(500)
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await
+}
+
+/// Waits until the app accepted every one of `records`.
+async fn wait_all_delivered(app: &TestApp, records: &[(String, String)]) {
+    wait_until("every record delivered", LIMIT, || async {
+        app.successes().len() == records.len()
+    })
+    .await;
 }
 
 /// The successful deliveries of key `K`, in the order the app got them.
@@ -380,24 +350,13 @@ async fn queue_mode_parks_a_failing_keys_later_messages_while_the_partition_flow
     let tansu = Tansu::start().await;
     let (topic, records) = parked_key_topic(&tansu, "queue").await;
     let group = unique("g");
-    // m-0 fails twice, then succeeds.
-    let app = TestApp::start(|key, nth| {
-        if key == "m-0" && nth <= 2 {
-            Reply::status(500)
-        } else {
-            Reply::status(200)
-        }
-    })
-    .await;
+    let app = app_failing_m0_twice().await;
     let sidecar = Sidecar::start(queue_policy(&tansu, &topic, &group, &app, &unique("ns")));
     wait_until("key K parked", LIMIT, || async {
         sidecar.metric("outrigger_parked_keys", "") >= 1.0
     })
     .await;
-    wait_until("every record delivered", LIMIT, || async {
-        app.successes().len() == records.len()
-    })
-    .await;
+    wait_all_delivered(&app, &records).await;
 
     // K's records reached the app in offset order, the parked ones only after m-0 succeeded.
     assert_eq!(k_successes(&app), ["m-0", "m-10", "m-20", "m-30", "m-40"]);
@@ -446,7 +405,7 @@ async fn queue_mode_parks_a_failing_keys_later_messages_while_the_partition_flow
         sidecar.metric("outrigger_parked_keys", "") == 0.0
     })
     .await;
-    stop(sidecar);
+    sidecar.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,14 +413,7 @@ async fn parked_keys_survive_a_sigkill_and_keep_their_order() {
     let tansu = Tansu::start().await;
     let (topic, records) = parked_key_topic(&tansu, "queue-kill").await;
     let (group, ns) = (unique("g"), unique("ns"));
-    let app = TestApp::start(|key, nth| {
-        if key == "m-0" && nth <= 2 {
-            Reply::status(500)
-        } else {
-            Reply::status(200)
-        }
-    })
-    .await;
+    let app = app_failing_m0_twice().await;
     let policy = queue_policy(&tansu, &topic, &group, &app, &ns)
         .set("retry.tiers", toml_edit::Array::from_iter(["3s"]))
         // The restarted member waits for the killed one's session to end before it gets the
@@ -479,12 +431,9 @@ async fn parked_keys_survive_a_sigkill_and_keep_their_order() {
         "killed while m-0 was still waiting"
     );
     let second = Sidecar::start(policy);
-    wait_until("every record delivered", LIMIT, || async {
-        app.successes().len() == records.len()
-    })
-    .await;
+    wait_all_delivered(&app, &records).await;
     assert_eq!(k_successes(&app), ["m-0", "m-10", "m-20", "m-30", "m-40"]);
-    stop(second);
+    second.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,5 +492,5 @@ async fn parked_records_follow_a_dead_lettered_head_when_the_policy_says_so() {
             "{reason}"
         );
     }
-    stop(sidecar);
+    sidecar.stop();
 }

@@ -146,7 +146,7 @@ async fn the_api_refuses_requests_without_the_token_and_works_with_it() {
         Some(3.0),
         "by class: {metrics}"
     );
-    stop(sidecar);
+    sidecar.stop();
     rabbit.delete(&queue).await;
     rabbit.delete(&dlq).await;
 }

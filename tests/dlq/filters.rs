@@ -2,10 +2,7 @@
 //! values; `purge` and its confirmation.
 
 use super::*;
-
-fn keys(prefix: &str) -> BTreeSet<String> {
-    set((0..5).map(|i| format!("{prefix}-{i}")))
-}
+use support::{app_refusing_a_and_b, keys};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_select_exactly_the_expected_records() {
@@ -13,14 +10,7 @@ async fn filters_select_exactly_the_expected_records() {
     let queue = unique("dlq-filter");
     let dlq = format!("{queue}.dlq");
     rabbit.declare(&queue).await;
-    let app = TestApp::start(|key, _| {
-        if key.starts_with('a') {
-            Reply::status(400).body("amount must be positive")
-        } else {
-            Reply::status(422).body("unknown product")
-        }
-    })
-    .await;
+    let app = app_refusing_a_and_b().await;
     let policy = Policy::amqp(&queue, &app.url(), &unique("ns"));
     let sidecar = Sidecar::start(policy.clone());
     let cli = Dlq::new(&policy);
@@ -48,24 +38,24 @@ async fn filters_select_exactly_the_expected_records() {
         rabbit.depth(&dlq).await == 10
     })
     .await;
-    stop(sidecar);
+    sidecar.stop();
 
-    let all = keys("a")
-        .union(&keys("b"))
+    let all = keys("a", 5)
+        .union(&keys("b", 5))
         .cloned()
         .collect::<BTreeSet<_>>();
     assert_eq!(cli.keys(&[]), all);
-    assert_eq!(cli.keys(&["--since", &between]), keys("b"));
-    assert_eq!(cli.keys(&["--until", &between]), keys("a"));
+    assert_eq!(cli.keys(&["--since", &between]), keys("b", 5));
+    assert_eq!(cli.keys(&["--until", &between]), keys("a", 5));
     assert_eq!(cli.keys(&["--since", "1h"]), all);
     assert_eq!(cli.keys(&["--until", "1h"]), BTreeSet::new());
-    assert_eq!(cli.keys(&["--reason", "HTTP 400"]), keys("a"));
-    assert_eq!(cli.keys(&["--reason", "http 422"]), keys("b"));
+    assert_eq!(cli.keys(&["--reason", "HTTP 400"]), keys("a", 5));
+    assert_eq!(cli.keys(&["--reason", "http 422"]), keys("b", 5));
     assert_eq!(cli.keys(&["--status", "4xx"]), all);
-    assert_eq!(cli.keys(&["--status", "422"]), keys("b"));
+    assert_eq!(cli.keys(&["--status", "422"]), keys("b", 5));
     assert_eq!(cli.keys(&["--status", "none"]), BTreeSet::new());
     assert_eq!(cli.keys(&["--key", "a-3"]), set(["a-3".to_owned()]));
-    assert_eq!(cli.keys(&["--key", "b-*"]), keys("b"));
+    assert_eq!(cli.keys(&["--key", "b-*"]), keys("b", 5));
     assert_eq!(cli.keys(&["--source", &queue]), all);
     assert_eq!(cli.keys(&["--source", "elsewhere"]), BTreeSet::new());
     assert_eq!(
@@ -145,14 +135,11 @@ async fn filters_select_exactly_the_expected_records() {
     );
     assert!(String::from_utf8_lossy(&unconfirmed.stderr).contains("--yes"));
     let dry = cli.ok(&["purge", "--key", "b-*", "--dry-run"]);
-    assert_eq!(
-        dry.lines().filter(|l| l.starts_with("would purge")).count(),
-        5
-    );
+    assert_eq!(lines_starting(&dry, "would purge"), 5);
     assert_eq!(rabbit.depth(&dlq).await, 10, "neither changed anything");
     let purged = cli.ok(&["purge", "--key", "b-*", "--yes"]);
     assert!(purged.contains("Purged 5 of 5"), "{purged}");
-    assert_eq!(cli.keys(&[]), keys("a"));
+    assert_eq!(cli.keys(&[]), keys("a", 5));
     assert_eq!(rabbit.depth(&dlq).await, 5);
     rabbit.delete(&queue).await;
     rabbit.delete(&dlq).await;

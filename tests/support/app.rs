@@ -156,6 +156,13 @@ impl TestApp {
         }
     }
 
+    /// Checks that the app accepted no key more than once.
+    pub fn assert_each_key_once(&self) {
+        let successes = self.successes();
+        let twice: HashMap<_, _> = successes.iter().filter(|(_, &n)| n != 1).collect();
+        assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    }
+
     /// Number of requests so far.
     pub fn count(&self) -> usize {
         self.inner.hits.lock().len()

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{Policy, Reply, TestApp};
+use super::{wait_until, Policy, Reply, TestApp};
 
 /// `outrigger dlq` with a policy file of its own.
 pub struct Dlq {
@@ -93,4 +94,96 @@ pub async fn app_until_fixed(fail: fn(&str) -> Option<Reply>) -> (TestApp, Arc<A
     })
     .await;
     (app, fixed)
+}
+
+/// An app that refuses keys starting with `a` with 400 "amount must be positive" and every
+/// other key with 422 "unknown product": two reasons and two statuses for filters to tell apart.
+pub async fn app_refusing_a_and_b() -> TestApp {
+    TestApp::start(|key, _| {
+        if key.starts_with('a') {
+            Reply::status(400).body("amount must be positive")
+        } else {
+            Reply::status(422).body("unknown product")
+        }
+    })
+    .await
+}
+
+/// The keys as a set.
+pub fn set(keys: impl IntoIterator<Item = String>) -> BTreeSet<String> {
+    keys.into_iter().collect()
+}
+
+/// `<prefix>-0` to `<prefix>-<n - 1>`.
+pub fn keys(prefix: &str, n: usize) -> BTreeSet<String> {
+    set((0..n).map(|i| format!("{prefix}-{i}")))
+}
+
+/// The ids of listed records, in order.
+pub fn ids(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// How many lines of a command's output start with `prefix` (`would purge`, ...).
+pub fn lines_starting(out: &str, prefix: &str) -> usize {
+    out.lines().filter(|l| l.starts_with(prefix)).count()
+}
+
+/// Waits until the app accepted `n` keys starting with `prefix`, then checks that the requests
+/// after the first `before` are exactly those: each key once, as a first attempt.
+pub async fn wait_resubmitted_once(
+    app: &TestApp,
+    before: usize,
+    prefix: &str,
+    n: usize,
+    limit: Duration,
+) {
+    wait_until(
+        &format!("{n} resubmitted keys delivered"),
+        limit,
+        || async {
+            app.successes()
+                .keys()
+                .filter(|k| k.starts_with(prefix))
+                .count()
+                == n
+        },
+    )
+    .await;
+    let after: Vec<_> = app.hits().into_iter().skip(before).collect();
+    assert_eq!(after.len(), n, "each resubmitted key reached the app once");
+    assert!(
+        after.iter().all(|h| h.attempt == 1 && h.status == 200),
+        "attempts start over at 1: {:?}",
+        after.iter().map(|h| h.attempt).collect::<Vec<_>>()
+    );
+}
+
+/// Resubmits the 100 pending records to `to` at 20 a second, by `tester`, and checks that all
+/// went and that the rate held them back.
+pub fn resubmit_100_paced(cli: &Dlq, to: &str) {
+    let started = Instant::now();
+    let out = cli.ok(&["resubmit", "--to", to, "--rate", "20", "--by", "tester"]);
+    let took = started.elapsed();
+    assert!(out.contains("Resubmitted 100 of 100"), "{out}");
+    assert!(
+        took >= Duration::from_millis(4500),
+        "100 at 20/s took only {took:?}"
+    );
+}
+
+/// Starts `resubmit --rate 20` of 100 records and SIGKILLs it once the app accepted 40 of
+/// them, before the end.
+pub async fn kill_a_resubmit_halfway(cli: &Dlq, app: &TestApp, limit: Duration) {
+    let mut first = cli.spawn(&["resubmit", "--rate", "20"]);
+    wait_until("about half delivered", limit, || async {
+        app.successes().len() >= 40
+    })
+    .await;
+    first.kill().unwrap(); // SIGKILL: no cleanup, no goodbye to the broker
+    let _ = first.wait();
+    assert!(app.successes().len() < 100, "killed before the end");
 }

@@ -1,6 +1,6 @@
-//! Shared harness for the integration tests: a recording test app, RabbitMQ helpers, the
-//! sidecar as a child process, `outrigger dlq` as an operator runs it, a cuttable TCP proxy for
-//! fault injection, and condition waits.
+//! Shared harness for the integration tests: a recording test app, RabbitMQ and Kafka helpers,
+//! the sidecar as a child process, `outrigger dlq` as an operator runs it, a cuttable TCP proxy
+//! for fault injection, and condition waits.
 //!
 //! Everything binds `127.0.0.1:0` or uses uniquely named queues and Redis namespaces, so tests
 //! can run in parallel against the one RabbitMQ and Redis of the machine.
@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod dlq;
+pub mod kafka;
 pub mod policy;
 pub mod proxy;
 pub mod rabbit;
@@ -18,7 +19,10 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use app::{Hit, Reply, TestApp};
-pub use dlq::{app_until_fixed, Dlq};
+pub use dlq::{
+    app_refusing_a_and_b, app_until_fixed, ids, keys, kill_a_resubmit_halfway, lines_starting,
+    resubmit_100_paced, set, wait_resubmitted_once, Dlq,
+};
 pub use policy::Policy;
 pub use proxy::Proxy;
 pub use rabbit::Rabbit;

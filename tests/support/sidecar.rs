@@ -67,6 +67,22 @@ impl Sidecar {
         signal(self.child.id(), libc::SIGTERM);
     }
 
+    /// Stops with SIGTERM and checks that it exits 0 within 30 s.
+    pub fn stop(self) {
+        self.stop_within(Duration::from_secs(30));
+    }
+
+    /// Stops with SIGTERM and checks that it exits 0 within `limit`.
+    pub fn stop_within(mut self, limit: Duration) {
+        self.sigterm();
+        let status = self.wait_exit(limit);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "sidecar exits 0 on SIGTERM: {status:?}\n{}",
+            self.logs()
+        );
+    }
+
     /// Kills with SIGKILL and reaps.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

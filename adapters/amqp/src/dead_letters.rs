@@ -21,8 +21,9 @@
 //!   and past its `delivery-limit` drops the record. The sidecar declares a classic queue;
 //!   give a quorum one no delivery limit.
 //! - AMQP has one routing key per publish: the copy goes through the default exchange,
-//!   routed by the target queue's name, so a dedup key built from `{key}` does not survive a
-//!   resubmission. Key on a header or the payload.
+//!   routed by the target queue's name. The original's idempotency key travels in the mark
+//!   (`outrigger-resubmitted-key`), so dedup still knows the copy when its key came from the
+//!   routing key.
 
 use std::collections::HashMap;
 

@@ -34,9 +34,8 @@
 //! - The copy goes back to the partition it failed on when it returns to its origin topic, so
 //!   it queues behind what that partition holds now. With `--to`, the producer's partitioner
 //!   places it by key.
-//! - Dedup recognises the copy by its idempotency key. The default key, the broker message id
-//!   `<topic>/<partition>@<offset>`, is a new one for the copy: key dedup on a header, the
-//!   payload or the record key for resubmissions to be deduplicated.
+//! - Dedup recognises the copy by the idempotency key of the original, which the mark carries
+//!   (`outrigger-resubmitted-key`): the copy's own position would make a new one.
 //! - Two operators resubmitting the same records at the same time may both publish them;
 //!   dedup delivers each once.
 //!

@@ -108,12 +108,44 @@ fn queue(kafka: &Kafka, topic: &str) -> KafkaDeadLetters {
     KafkaDeadLetters::new(kafka.config(&[topic], "unused")).unwrap()
 }
 
+/// A tansu of the test's own, a source topic `<name>` of `partitions` partitions whose first
+/// `count` records the source dead-lettered, and the queue over its dead-letter topic.
+struct Setup {
+    tansu: Tansu,
+    topic: String,
+    dlq: String,
+    produced: Vec<Produced>,
+    queue: KafkaDeadLetters,
+}
+
+impl Setup {
+    async fn new(name: &str, partitions: i32, count: usize) -> Self {
+        let tansu = Tansu::start().await;
+        let topic = unique(name);
+        tansu.kafka.create_topic(&topic, partitions).await;
+        let produced = dead_lettered(&tansu.kafka, &topic, partitions, count).await;
+        let queue = queue(&tansu.kafka, &topic);
+        Self {
+            dlq: format!("{topic}.dlq"),
+            tansu,
+            topic,
+            produced,
+            queue,
+        }
+    }
+}
+
 /// Every record a pass hands out, then finishes it.
 async fn list(queue: &KafkaDeadLetters, include_handled: bool) -> Vec<DeadLetterRecord> {
     let mut pass = queue.open(Scope { include_handled }).await.unwrap();
     let records = drain(&mut pass).await;
     pass.finish().await.unwrap();
     records
+}
+
+/// The ids of the records a pass hands out, pending ones only.
+async fn pending_ids(queue: &KafkaDeadLetters) -> Vec<String> {
+    list(queue, false).await.into_iter().map(|r| r.id).collect()
 }
 
 async fn drain(pass: &mut KafkaPass) -> Vec<DeadLetterRecord> {
@@ -148,13 +180,14 @@ async fn ends(kafka: &Kafka, topic: &str, partitions: i32) -> Vec<i64> {
 
 #[tokio::test]
 async fn a_pass_hands_out_every_dead_letter_with_its_context_in_a_stable_order() {
-    let tansu = Tansu::start().await;
+    let Setup {
+        tansu,
+        topic,
+        dlq,
+        produced,
+        queue,
+    } = Setup::new("dlq-list", 2, 6).await;
     let kafka = &tansu.kafka;
-    let topic = unique("dlq-list");
-    let dlq = format!("{topic}.dlq");
-    kafka.create_topic(&topic, 2).await;
-    let produced = dead_lettered(kafka, &topic, 2, 6).await;
-    let queue = queue(kafka, &topic);
     assert_eq!(queue.name(), dlq);
 
     let records = list(&queue, false).await;
@@ -239,13 +272,14 @@ async fn a_pass_hands_out_every_dead_letter_with_its_context_in_a_stable_order()
 
 #[tokio::test]
 async fn resubmit_publishes_a_faithful_copy_and_a_marked_record_is_never_sent_again() {
-    let tansu = Tansu::start().await;
+    let Setup {
+        tansu,
+        topic,
+        dlq,
+        produced,
+        queue,
+    } = Setup::new("dlq-resubmit", 2, 4).await;
     let kafka = &tansu.kafka;
-    let topic = unique("dlq-resubmit");
-    let dlq = format!("{topic}.dlq");
-    kafka.create_topic(&topic, 2).await;
-    let produced = dead_lettered(kafka, &topic, 2, 4).await;
-    let queue = queue(kafka, &topic);
     let before = ends(kafka, &topic, 2).await;
     assert_eq!(before, [2, 2]);
 
@@ -330,24 +364,23 @@ async fn resubmit_publishes_a_faithful_copy_and_a_marked_record_is_never_sent_ag
 
 #[tokio::test]
 async fn purge_marks_the_record_and_later_passes_hide_it() {
-    let tansu = Tansu::start().await;
+    let Setup {
+        tansu,
+        topic,
+        queue,
+        ..
+    } = Setup::new("dlq-purge", 1, 3).await;
     let kafka = &tansu.kafka;
-    let topic = unique("dlq-purge");
-    kafka.create_topic(&topic, 1).await;
-    dead_lettered(kafka, &topic, 1, 3).await;
-    let queue = queue(kafka, &topic);
 
     let mut pass = queue.open(Scope::default()).await.unwrap();
     let records = drain(&mut pass).await;
     pass.purge(&records[1], "ops@host").await.unwrap();
     pass.finish().await.unwrap();
 
-    let left: Vec<String> = list(&queue, false)
-        .await
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
-    assert_eq!(left, [records[0].id.clone(), records[2].id.clone()]);
+    assert_eq!(
+        pending_ids(&queue).await,
+        [records[0].id.clone(), records[2].id.clone()]
+    );
     let all = list(&queue, true).await;
     let purged = all.iter().find(|r| r.id == records[1].id).unwrap();
     let handled = purged.handled.as_ref().unwrap();
@@ -364,14 +397,15 @@ async fn purge_marks_the_record_and_later_passes_hide_it() {
 
 #[tokio::test]
 async fn a_record_left_resubmitting_by_a_dead_run_is_listed_and_sent_again() {
-    let tansu = Tansu::start().await;
+    let Setup {
+        tansu,
+        topic,
+        dlq,
+        queue,
+        ..
+    } = Setup::new("dlq-rerun", 1, 2).await;
     let kafka = &tansu.kafka;
-    let topic = unique("dlq-rerun");
-    let dlq = format!("{topic}.dlq");
     let markers = format!("{dlq}.handled");
-    kafka.create_topic(&topic, 1).await;
-    dead_lettered(kafka, &topic, 1, 2).await;
-    let queue = queue(kafka, &topic);
     let records = list(&queue, false).await;
 
     // What a run killed after publishing a copy and before confirming it leaves behind.
@@ -399,12 +433,7 @@ async fn a_record_left_resubmitting_by_a_dead_run_is_listed_and_sent_again() {
         .unwrap();
     pass.finish().await.unwrap();
 
-    let left: Vec<String> = list(&queue, false)
-        .await
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
-    assert_eq!(left, [records[1].id.clone()]);
+    assert_eq!(pending_ids(&queue).await, [records[1].id.clone()]);
     // The two markers of this run follow the dead run's.
     let written: Vec<String> = kafka
         .read_all(&markers, 0)
@@ -432,15 +461,16 @@ async fn a_record_left_resubmitting_by_a_dead_run_is_listed_and_sent_again() {
 
 #[tokio::test]
 async fn resubmit_goes_to_another_topic_when_told_and_refuses_bad_targets() {
-    let tansu = Tansu::start().await;
+    let Setup {
+        tansu,
+        topic,
+        dlq,
+        produced,
+        queue,
+    } = Setup::new("dlq-to", 1, 2).await;
     let kafka = &tansu.kafka;
-    let topic = unique("dlq-to");
-    let dlq = format!("{topic}.dlq");
     let replay = format!("{topic}.replay");
-    kafka.create_topic(&topic, 1).await;
     kafka.create_topic(&replay, 3).await;
-    let produced = dead_lettered(kafka, &topic, 1, 2).await;
-    let queue = queue(kafka, &topic);
 
     let mut pass = queue.open(Scope::default()).await.unwrap();
     let records = drain(&mut pass).await;
@@ -460,10 +490,7 @@ async fn resubmit_goes_to_another_topic_when_told_and_refuses_bad_targets() {
         .unwrap();
     pass.finish().await.unwrap();
 
-    let mut copies = Vec::new();
-    for p in 0..3 {
-        copies.extend(kafka.read_all(&replay, p).await);
-    }
+    let copies = kafka.read_topic(&replay, 3).await;
     assert_eq!(copies.len(), 1);
     let original = &produced[index(&records[0])];
     assert_eq!(copies[0].payload(), original.value.as_deref());
@@ -477,13 +504,10 @@ async fn resubmit_goes_to_another_topic_when_told_and_refuses_bad_targets() {
 
 #[tokio::test]
 async fn a_pass_ends_where_it_caught_up_and_keeps_records_without_context() {
-    let tansu = Tansu::start().await;
+    let Setup {
+        tansu, dlq, queue, ..
+    } = Setup::new("dlq-end", 1, 2).await;
     let kafka = &tansu.kafka;
-    let topic = unique("dlq-end");
-    let dlq = format!("{topic}.dlq");
-    kafka.create_topic(&topic, 1).await;
-    dead_lettered(kafka, &topic, 1, 2).await;
-    let queue = queue(kafka, &topic);
 
     let mut pass = queue.open(Scope::default()).await.unwrap();
     assert_eq!(drain(&mut pass).await.len(), 2);

@@ -41,6 +41,17 @@ pub mod resubmit_headers {
     pub const AT: &str = "outrigger-resubmitted-at";
     /// How many times this message was resubmitted, this time included.
     pub const COUNT: &str = "outrigger-resubmit-count";
+    /// The idempotency key the original was deduplicated under. The copy is deduplicated under
+    /// it again, whatever the key template makes of the copy: a template on the broker's
+    /// message id or position would otherwise give the copy a key of its own.
+    pub const KEY: &str = "outrigger-resubmitted-key";
+
+    /// Whether a header is part of a mark, which a new mark replaces.
+    pub fn is_mark(name: &str) -> bool {
+        [BY, AT, COUNT, KEY]
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(name))
+    }
 }
 
 /// One record of a dead-letter queue.
@@ -156,16 +167,21 @@ impl Resubmission {
             .unwrap_or(fallback)
     }
 
-    /// The mark the copy of `record` carries, as text headers.
-    pub fn mark(&self, record: &DeadLetterRecord) -> [(&'static str, String); 3] {
-        [
+    /// The mark the copy of `record` carries, as text headers: who, when, how many times, and
+    /// the idempotency key of the original when it had one.
+    pub fn mark(&self, record: &DeadLetterRecord) -> Vec<(&'static str, String)> {
+        let mut mark = vec![
             (resubmit_headers::BY, self.by.clone()),
             (resubmit_headers::AT, dead_letter::rfc3339(self.at)),
             (
                 resubmit_headers::COUNT,
                 record.resubmissions.saturating_add(1).to_string(),
             ),
-        ]
+        ];
+        if let Some(key) = record.key() {
+            mark.push((resubmit_headers::KEY, key.to_owned()));
+        }
+        mark
     }
 }
 
@@ -327,6 +343,8 @@ mod tests {
         };
         let mark = how.mark(&r);
         assert_eq!(mark[2], (resubmit_headers::COUNT, "3".to_owned()));
+        assert_eq!(mark[3], (resubmit_headers::KEY, "order-1".to_owned()));
+        assert!(mark.iter().all(|(name, _)| resubmit_headers::is_mark(name)));
         assert_eq!(mark[1].1, "1970-01-01T00:00:00.000Z");
         assert_eq!(how.target(&r, "fallback"), "orders");
         let elsewhere = Resubmission {

@@ -52,7 +52,7 @@ pub(crate) fn copy(
         .headers
         .iter()
         .enumerate()
-        .filter(|(_, h)| !is_mark(&h.name))
+        .filter(|(_, h)| !resubmit_headers::is_mark(&h.name))
         .map(|(i, h)| {
             let value = (!nulls.headers.contains(&i)).then(|| h.value.clone());
             (h.name.clone(), value)
@@ -67,17 +67,6 @@ pub(crate) fn copy(
         value: (!nulls.value).then(|| message.payload.clone()),
         headers,
     }
-}
-
-/// Whether a header is part of a resubmission mark, which the new mark replaces.
-fn is_mark(name: &str) -> bool {
-    [
-        resubmit_headers::BY,
-        resubmit_headers::AT,
-        resubmit_headers::COUNT,
-    ]
-    .iter()
-    .any(|m| m.eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]

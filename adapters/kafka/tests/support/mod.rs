@@ -14,6 +14,7 @@ use outrigger_kafka::{KafkaAcker, KafkaConfig, KafkaSource, PartitionStats};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -230,47 +231,43 @@ impl Kafka {
 
     /// Reads `count` records from one partition of `topic` from the start, without a group.
     pub async fn read(&self, topic: &str, partition: i32, count: usize) -> Vec<OwnedMessage> {
-        let consumer: BaseConsumer = self
-            .client()
-            .set("group.id", unique("reader"))
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut list = TopicPartitionList::new();
-        list.add_partition_offset(topic, partition, Offset::Beginning)
-            .unwrap();
-        consumer.assign(&list).unwrap();
-        let topic = topic.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            let start = std::time::Instant::now();
-            while out.len() < count {
-                assert!(
-                    start.elapsed() < DEADLINE,
-                    "only {} of {count} records arrived in {topic}",
-                    out.len()
-                );
-                if let Some(result) = consumer.poll(Duration::from_millis(100)) {
-                    out.push(result.expect("reading").detach());
-                }
-            }
-            out
-        })
-        .await
-        .unwrap()
+        self.read_from_start(topic, partition, Until::Count(count))
+            .await
     }
 
     /// Every record of one partition of `topic`, from the start to its end now, without a
     /// group.
     pub async fn read_all(&self, topic: &str, partition: i32) -> Vec<OwnedMessage> {
-        let consumer: BaseConsumer = self
-            .client()
+        self.read_from_start(topic, partition, Until::End).await
+    }
+
+    /// Every record of every partition of `topic` (partitions `0..partitions`), each from its
+    /// start to its end now, partition by partition.
+    pub async fn read_topic(&self, topic: &str, partitions: i32) -> Vec<OwnedMessage> {
+        let mut out = Vec::new();
+        for p in 0..partitions {
+            out.extend(self.read_all(topic, p).await);
+        }
+        out
+    }
+
+    /// Reads one partition of `topic` from its start with a consumer of no group, until `until`.
+    async fn read_from_start(
+        &self,
+        topic: &str,
+        partition: i32,
+        until: Until,
+    ) -> Vec<OwnedMessage> {
+        let mut config = self.client();
+        config
             .set("group.id", unique("reader"))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("fetch.wait.max.ms", "100")
-            .create()
-            .unwrap();
+            .set("enable.auto.commit", "false");
+        if until == Until::End {
+            config
+                .set("enable.partition.eof", "true")
+                .set("fetch.wait.max.ms", "100");
+        }
+        let consumer: BaseConsumer = config.create().unwrap();
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(topic, partition, Offset::Beginning)
             .unwrap();
@@ -280,13 +277,17 @@ impl Kafka {
             let mut out = Vec::new();
             let start = std::time::Instant::now();
             loop {
-                assert!(
-                    start.elapsed() < DEADLINE,
-                    "the end of {topic}/{partition} did not come"
-                );
+                let late = match until {
+                    Until::Count(count) if out.len() >= count => return out,
+                    Until::Count(count) => {
+                        format!("only {} of {count} records arrived in {topic}", out.len())
+                    }
+                    Until::End => format!("the end of {topic}/{partition} did not come"),
+                };
+                assert!(start.elapsed() < DEADLINE, "{late}");
                 match consumer.poll(Duration::from_millis(100)) {
                     Some(Ok(m)) => out.push(m.detach()),
-                    Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return out,
+                    Some(Err(KafkaError::PartitionEOF(_))) if until == Until::End => return out,
                     Some(Err(e)) => panic!("reading {topic}/{partition}: {e}"),
                     None => {}
                 }
@@ -295,6 +296,15 @@ impl Kafka {
         .await
         .unwrap()
     }
+}
+
+/// How far [`Kafka::read_from_start`] reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// This many records, waiting for them to arrive.
+    Count(usize),
+    /// The partition's end as it is when the reader gets there.
+    End,
 }
 
 /// The headers of a record as (name, value) pairs, in order.

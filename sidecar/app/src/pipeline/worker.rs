@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use outrigger_core::dead_letters::resubmit_headers;
 use outrigger_core::{
     Acker, Action, Claim, Completion, DeadLetter, DedupStore, Delivery, Message, ParkingStore,
     Release, Reply, Settlement, Trail,
 };
-use outrigger_policies::{Arrival, Exhausted, Finish, RetryDecision, Turn};
+use outrigger_policies::{Arrival, Exhausted, Finish, KeyError, RetryDecision, Turn};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn, Instrument};
@@ -253,14 +254,23 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
             attempts: trail.attempts,
             first_failure: trail.first_failure.unwrap_or(now),
             last_failure: now,
-            key: self.p.key.extract(self.message).ok(),
+            key: self.dedup_key().ok(),
             response_excerpt: Bytes::new(),
+        }
+    }
+
+    /// The idempotency key: the original's for a resubmitted dead letter (see
+    /// `resubmit_headers::KEY`), else what the policy's template makes of the message.
+    fn dedup_key(&self) -> Result<String, KeyError> {
+        match self.message.header_str(resubmit_headers::KEY) {
+            Some(key) if !key.is_empty() => Ok(key.to_owned()),
+            _ => self.p.key.extract(self.message),
         }
     }
 
     /// Runs attempts until the message has a fate.
     async fn decide(&self) -> Fate {
-        let key = self.p.key.extract(self.message).map_err(|e| e.to_string());
+        let key = self.dedup_key().map_err(|e| e.to_string());
         let trail = self.message.trail.as_ref();
         // Age counts from the first time the sidecar took the message, retry queues included.
         let first_seen = trail.map_or_else(SystemTime::now, |t| t.first_seen);
