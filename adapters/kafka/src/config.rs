@@ -189,6 +189,15 @@ impl KafkaConfig {
                 "topic {topic:?} would dead-letter into a source topic"
             ));
         }
+        if let Some((source, retry)) = self
+            .retry_topics()
+            .into_iter()
+            .find(|(_, retry)| self.topics.contains(retry))
+        {
+            problems.push(format!(
+                "topic {source:?} would retry into a source topic ({retry:?})"
+            ));
+        }
         for (name, value) in [
             ("max_in_flight", self.max_in_flight as u64),
             (
@@ -353,6 +362,26 @@ mod tests {
             ..config()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn retry_topics_are_named_per_tier_and_may_not_be_source_topics() {
+        let c = KafkaConfig {
+            topics: vec!["orders".into(), "orders.retry.2".into()],
+            retry_tiers: vec![Duration::from_secs(1), Duration::from_secs(10)],
+            ..config()
+        };
+        assert_eq!(
+            c.retry_topics()[..2],
+            [
+                ("orders".to_owned(), "orders.retry.1".to_owned()),
+                ("orders".to_owned(), "orders.retry.2".to_owned())
+            ]
+        );
+        let Err(SourceError::Rejected(text)) = c.validate() else {
+            panic!("a retry topic that is a source topic was accepted");
+        };
+        assert!(text.contains("would retry into a source topic"), "{text}");
     }
 
     #[test]
