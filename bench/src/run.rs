@@ -1,222 +1,219 @@
-//! The phases: raw baseline then sidecar, each a throughput backlog followed by a paced stream.
+//! The phases every broker goes through: the raw consumer, then the sidecar under each policy;
+//! each a throughput backlog followed by a paced stream for latency.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
 use tokio::time::Instant;
 
-use crate::broker::{Batch, Broker};
 use crate::payload::Clock;
-use crate::raw::RawConsumer;
 use crate::record::{Recorder, Summary};
-use crate::report::{Report, Side};
+use crate::report::{Report, Side, SidecarResult};
 use crate::sidecar::{self, PolicySpec, Sidecar, SETTLED};
 use crate::stub::Stub;
-use crate::{cpu, store, Args};
+use crate::{amqp, cpu, kafka, store, Args};
 
 /// How long the sidecar may take to drain after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(40);
 /// How long acks may trail the last arrival at the stub app.
 const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 
-/// What the sidecar side measured.
-struct SidecarRun {
-    side: Side,
-    peak_rss: u64,
-    startup_ms: f64,
-    stub_cpu_us: f64,
+/// What every broker's runs share: the arguments, the sidecar binary, the stub app and its
+/// clock, and a tag that makes this run's queue, topic and namespace names unique.
+pub struct Bench<'a> {
+    /// The command line.
+    pub args: &'a Args,
+    /// The release `outrigger` binary.
+    pub binary: PathBuf,
+    /// The app every consumer delivers to.
+    pub stub: Stub,
+    /// The time base of publishers and stub app.
+    pub clock: Clock,
+    /// Eight hex digits, new each run.
+    pub tag: String,
 }
 
-/// Names unique to this run.
-struct Names {
-    raw_queue: String,
-    sidecar_queue: String,
-    namespace: String,
+/// The sizes of one broker's runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// Messages in each throughput backlog.
+    pub messages: usize,
+    /// Messages in each paced latency run.
+    pub paced_messages: usize,
+    /// Publish rate of the paced runs, messages per second.
+    pub rate: f64,
+    /// The broker's process, when the bench started it: its CPU is measured too.
+    pub broker_pid: Option<u32>,
 }
 
-/// Runs both sides and cleans up the queues and dedup records, whatever happened.
-pub async fn run(args: &Args) -> anyhow::Result<Report> {
-    let binary = sidecar::binary()?;
+/// Runs the brokers `--broker` selects, in turn; each cleans up after itself.
+pub async fn run(args: &Args) -> anyhow::Result<Vec<Report>> {
     let clock = Clock::start();
-    let stub = Stub::start(clock).await?;
-    let broker = Broker::connect(&args.amqp_url).await?;
-    let tag = format!("{:08x}", rand::random::<u32>());
-    let names = Names {
-        raw_queue: format!("outrigger-bench-{tag}-raw"),
-        sidecar_queue: format!("outrigger-bench-{tag}-sidecar"),
-        namespace: format!("outrigger-bench-{tag}"),
+    let bench = Bench {
+        args,
+        binary: sidecar::binary()?,
+        stub: Stub::start(clock).await?,
+        clock,
+        tag: format!("{:08x}", rand::random::<u32>()),
     };
+    let mut reports = Vec::new();
+    if args.broker.amqp() {
+        reports.push(amqp::run(&bench).await?);
+    }
+    if args.broker.kafka() {
+        reports.push(kafka::run(&bench).await?);
+    }
+    Ok(reports)
+}
 
-    let result = async {
-        let raw = run_raw(args, &broker, &stub, &names.raw_queue, clock).await?;
-        let run = run_sidecar(args, &binary, &broker, &stub, &names, clock).await?;
-        Ok::<_, anyhow::Error>(Report {
-            messages: args.messages,
-            size: args.size,
-            prefetch: args.prefetch,
-            paced_messages: args.paced_messages,
-            rate: args.rate,
-            raw,
-            sidecar: run.side,
-            sidecar_peak_rss: run.peak_rss,
-            sidecar_startup_ms: run.startup_ms,
-            stub_cpu_us: run.stub_cpu_us,
+impl Bench<'_> {
+    /// The plan of a broker whose default backlog is `default_messages`.
+    pub fn plan(&self, default_messages: usize, broker_pid: Option<u32>) -> Plan {
+        Plan {
+            messages: self.args.messages.unwrap_or(default_messages),
+            paced_messages: self.args.paced_messages,
+            rate: self.args.rate,
+            broker_pid,
+        }
+    }
+
+    /// Measures a raw consumer over a backlog already published: `start` starts it,
+    /// `settled` counts what it has acked or committed, `publish_paced` sends the latency run.
+    /// Returns the consumer, still running, for the caller to stop.
+    pub async fn measure_raw<C>(
+        &self,
+        plan: Plan,
+        start: impl Future<Output = anyhow::Result<C>>,
+        settled: impl Fn(&C) -> usize,
+        publish_paced: impl Future<Output = anyhow::Result<()>>,
+    ) -> anyhow::Result<(Side, C)> {
+        eprintln!("raw: consuming the backlog");
+        let recorder = self.stub.begin(plan.messages);
+        let cpu_before = cpu::used(None);
+        let broker_cpu = BrokerCpu::start(plan);
+        let consumer = start.await?;
+        let throughput = wait_arrivals(&recorder, backlog_limit(plan.messages), || Ok(())).await?;
+        let cpu_us = cpu::per_message(cpu::used(None) - cpu_before, plan.messages);
+        let broker_cpu_us = broker_cpu.per_message();
+        wait_until("raw: acks", || {
+            std::future::ready(settled(&consumer) >= plan.messages)
         })
-    }
-    .await;
+        .await?;
 
-    eprintln!("cleaning up queues and dedup records");
-    broker.delete(&names.raw_queue).await;
-    broker.delete(&names.sidecar_queue).await;
-    broker.delete(&format!("{}.dlq", names.sidecar_queue)).await;
-    broker.close().await;
-    if let Err(error) = store::purge_namespace(&args.redis_url, &names.namespace).await {
         eprintln!(
-            "warning: dedup records under {} remain: {error:#}",
-            names.namespace
+            "raw: {} messages at {:.0} msg/s",
+            plan.paced_messages, plan.rate
         );
-    }
-    result
-}
-
-async fn run_raw(
-    args: &Args,
-    broker: &Broker,
-    stub: &Stub,
-    queue: &str,
-    clock: Clock,
-) -> anyhow::Result<Side> {
-    broker.declare(queue).await?;
-    publish_backlog(args, broker, queue, clock).await?;
-
-    eprintln!("raw: consuming the backlog");
-    let recorder = stub.begin(args.messages);
-    let cpu_before = cpu::used(None);
-    let consumer = RawConsumer::start(&args.amqp_url, queue, args.prefetch, &stub.url()).await?;
-    let throughput = wait_arrivals(&recorder, backlog_limit(args.messages), || Ok(())).await?;
-    let cpu_us = cpu::per_message(cpu::used(None) - cpu_before, args.messages);
-    wait_until("raw: acks", || {
-        std::future::ready(consumer.acked() >= args.messages)
-    })
-    .await?;
-
-    eprintln!(
-        "raw: {} messages at {:.0} msg/s",
-        args.paced_messages, args.rate
-    );
-    let recorder = stub.begin(args.paced_messages);
-    broker
-        .publish_paced(&paced_batch(args, queue), args.rate, clock)
+        let recorder = self.stub.begin(plan.paced_messages);
+        publish_paced.await?;
+        let paced = wait_arrivals(&recorder, SETTLE_LIMIT, || Ok(())).await?;
+        let total = plan.messages + plan.paced_messages;
+        wait_until("raw: acks", || {
+            std::future::ready(settled(&consumer) >= total)
+        })
         .await?;
-    let paced = wait_arrivals(&recorder, SETTLE_LIMIT, || Ok(())).await?;
-    let total = args.messages + args.paced_messages;
-    wait_until("raw: acks", || {
-        std::future::ready(consumer.acked() >= total)
-    })
-    .await?;
-    consumer.stop().await;
-    Ok(Side {
-        throughput,
-        paced,
-        cpu_us,
-    })
-}
-
-async fn run_sidecar(
-    args: &Args,
-    binary: &std::path::Path,
-    broker: &Broker,
-    stub: &Stub,
-    names: &Names,
-    clock: Clock,
-) -> anyhow::Result<SidecarRun> {
-    let queue = names.sidecar_queue.as_str();
-    broker.declare(queue).await?;
-    publish_backlog(args, broker, queue, clock).await?;
-
-    eprintln!("sidecar: consuming the backlog");
-    let recorder = stub.begin(args.messages);
-    let app_url = stub.url();
-    let spec = PolicySpec {
-        amqp_url: &args.amqp_url,
-        queue,
-        app_url: &app_url,
-        redis_url: &args.redis_url,
-        namespace: &names.namespace,
-        prefetch: args.prefetch,
-        admin: sidecar::free_port()?,
-    };
-    let spawned = clock.now_ns();
-    let stub_cpu_before = cpu::used(None);
-    let mut sidecar = Sidecar::start(binary, &spec)?;
-    let pid = sidecar.pid();
-    let throughput = wait_arrivals(&recorder, backlog_limit(args.messages), || {
-        sidecar.check_alive()
-    })
-    .await?;
-    let cpu_us = cpu::per_message(cpu::used(pid), args.messages);
-    let stub_cpu_us = cpu::per_message(cpu::used(None) - stub_cpu_before, args.messages);
-    let startup_ms = throughput.first_ns.saturating_sub(spawned) as f64 / 1e6;
-    let settled = args.messages as f64;
-    let running = &sidecar;
-    wait_until("sidecar: acks", || async move {
-        running.metric(SETTLED).await >= settled
-    })
-    .await?;
-
-    eprintln!(
-        "sidecar: {} messages at {:.0} msg/s",
-        args.paced_messages, args.rate
-    );
-    let recorder = stub.begin(args.paced_messages);
-    broker
-        .publish_paced(&paced_batch(args, queue), args.rate, clock)
-        .await?;
-    let paced = wait_arrivals(&recorder, SETTLE_LIMIT, || sidecar.check_alive()).await?;
-    let settled = (args.messages + args.paced_messages) as f64;
-    let running = &sidecar;
-    wait_until("sidecar: acks", || async move {
-        running.metric(SETTLED).await >= settled
-    })
-    .await?;
-    let peak_rss = sidecar.peak_rss()?;
-    sidecar.stop(STOP_GRACE).await?;
-    Ok(SidecarRun {
-        side: Side {
+        let side = Side {
             throughput,
             paced,
             cpu_us,
-        },
-        peak_rss,
-        startup_ms,
-        stub_cpu_us,
-    })
-}
-
-async fn publish_backlog(
-    args: &Args,
-    broker: &Broker,
-    queue: &str,
-    clock: Clock,
-) -> anyhow::Result<()> {
-    eprintln!("publishing {} messages to {queue}", args.messages);
-    let batch = Batch {
-        queue,
-        id_prefix: format!("{queue}-backlog"),
-        messages: args.messages,
-        size: args.size as usize,
-    };
-    broker.publish_backlog(&batch, clock).await
-}
-
-fn paced_batch<'a>(args: &Args, queue: &'a str) -> Batch<'a> {
-    Batch {
-        queue,
-        id_prefix: format!("{queue}-paced"),
-        messages: args.paced_messages,
-        size: args.size as usize,
+            broker_cpu_us,
+        };
+        Ok((side, consumer))
     }
+
+    /// Measures the sidecar, run with `spec`, over a backlog already published; the column
+    /// `label` of the report. `publish_paced` sends the latency run.
+    pub async fn measure_sidecar(
+        &self,
+        plan: Plan,
+        label: &'static str,
+        spec: &PolicySpec<'_>,
+        publish_paced: impl Future<Output = anyhow::Result<()>>,
+    ) -> anyhow::Result<SidecarResult> {
+        eprintln!("{label}: consuming the backlog");
+        let recorder = self.stub.begin(plan.messages);
+        let spawned = self.clock.now_ns();
+        let stub_cpu_before = cpu::used(None);
+        let broker_cpu = BrokerCpu::start(plan);
+        let mut sidecar = Sidecar::start(&self.binary, spec)?;
+        let pid = sidecar.pid();
+        let throughput = wait_arrivals(&recorder, backlog_limit(plan.messages), || {
+            sidecar.check_alive()
+        })
+        .await?;
+        let cpu_us = cpu::per_message(cpu::used(pid), plan.messages);
+        let stub_cpu_us = cpu::per_message(cpu::used(None) - stub_cpu_before, plan.messages);
+        let broker_cpu_us = broker_cpu.per_message();
+        let startup_ms = throughput.first_ns.saturating_sub(spawned) as f64 / 1e6;
+        wait_settled(&sidecar, label, plan.messages).await?;
+
+        eprintln!(
+            "{label}: {} messages at {:.0} msg/s",
+            plan.paced_messages, plan.rate
+        );
+        let recorder = self.stub.begin(plan.paced_messages);
+        publish_paced.await?;
+        let paced = wait_arrivals(&recorder, SETTLE_LIMIT, || sidecar.check_alive()).await?;
+        wait_settled(&sidecar, label, plan.messages + plan.paced_messages).await?;
+        let peak_rss = sidecar.peak_rss()?;
+        sidecar.stop(STOP_GRACE).await?;
+        Ok(SidecarResult {
+            label,
+            side: Side {
+                throughput,
+                paced,
+                cpu_us,
+                broker_cpu_us,
+            },
+            peak_rss,
+            startup_ms,
+            stub_cpu_us,
+        })
+    }
+
+    /// Deletes the dedup records of `namespace`; what remains is only worth a warning.
+    pub async fn purge(&self, namespace: &str) {
+        if let Err(error) = store::purge_namespace(&self.args.redis_url, namespace).await {
+            eprintln!("warning: dedup records under {namespace} remain: {error:#}");
+        }
+    }
+}
+
+/// The broker's CPU over a throughput run, when the bench runs the broker.
+struct BrokerCpu {
+    pid: Option<u32>,
+    before: Duration,
+    messages: usize,
+}
+
+impl BrokerCpu {
+    fn start(plan: Plan) -> Self {
+        Self {
+            pid: plan.broker_pid,
+            before: plan
+                .broker_pid
+                .map(|pid| cpu::used(Some(pid)))
+                .unwrap_or_default(),
+            messages: plan.messages,
+        }
+    }
+
+    /// Microseconds per message since `start`.
+    fn per_message(&self) -> Option<f64> {
+        let used = cpu::used(Some(self.pid?)).saturating_sub(self.before);
+        Some(cpu::per_message(used, self.messages))
+    }
+}
+
+/// Waits until the sidecar counts `messages` settled.
+async fn wait_settled(sidecar: &Sidecar, label: &str, messages: usize) -> anyhow::Result<()> {
+    let settled = messages as f64;
+    wait_until(&format!("{label}: acks"), || async move {
+        sidecar.metric(SETTLED).await >= settled
+    })
+    .await
 }
 
 /// Generous: a minute plus 10 ms per message (100 msg/s).

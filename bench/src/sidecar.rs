@@ -15,36 +15,106 @@ pub const SETTLED: &str = "outrigger_messages_settled_total";
 
 /// What the generated policy says.
 pub struct PolicySpec<'a> {
-    /// RabbitMQ URL.
-    pub amqp_url: &'a str,
-    /// The queue consumed.
-    pub queue: &'a str,
+    /// The broker and what is consumed there.
+    pub source: SourceSpec<'a>,
     /// The stub app.
     pub app_url: &'a str,
     /// Redis URL.
     pub redis_url: &'a str,
     /// Dedup namespace, unique per run.
     pub namespace: &'a str,
-    /// `backpressure.max_in_flight`, which is also the prefetch.
+    /// `backpressure.max_in_flight`, which is also the amqp prefetch.
     pub prefetch: u16,
     /// The admin listener.
     pub admin: SocketAddr,
+}
+
+/// The `[source]` table, and for Kafka what depends on it.
+pub enum SourceSpec<'a> {
+    /// `[source.amqp]`: one queue.
+    Amqp {
+        /// RabbitMQ URL.
+        url: &'a str,
+        /// The queue consumed.
+        queue: &'a str,
+    },
+    /// `[source.kafka]`: one topic, in its own consumer group.
+    Kafka {
+        /// `bootstrap_servers`.
+        bootstrap: &'a str,
+        /// The topic consumed.
+        topic: &'a str,
+        /// The consumer group.
+        group: &'a str,
+        /// `ordering.mode`.
+        ordering: Ordering,
+        /// `backpressure.max_in_flight_per_partition`.
+        per_partition: u16,
+        /// `[source.kafka.properties]`.
+        properties: &'a [(String, String)],
+    },
+}
+
+/// The ordering modes benched on Kafka.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ordering {
+    /// One message at a time per partition.
+    Partition,
+    /// One message at a time per record key.
+    Key,
+}
+
+impl Ordering {
+    /// The `ordering.mode` value, also the report's column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ordering::Partition => "partition",
+            Ordering::Key => "key",
+        }
+    }
 }
 
 impl PolicySpec<'_> {
     /// The policy TOML.
     pub fn toml(&self) -> String {
         let s = |v: &str| serde_json::to_string(v).expect("a string serializes");
+        let (source, ordering, per_partition) = match &self.source {
+            SourceSpec::Amqp { url, queue } => (
+                format!("[source.amqp]\nurl = {}\nqueue = {}\n", s(url), s(queue)),
+                String::new(),
+                String::new(),
+            ),
+            SourceSpec::Kafka {
+                bootstrap,
+                topic,
+                group,
+                ordering,
+                per_partition,
+                properties,
+            } => (
+                format!(
+                    "[source.kafka]\nbootstrap_servers = {}\ntopics = [{}]\ngroup_id = {}\n\n\
+                     [source.kafka.properties]\n{}",
+                    s(bootstrap),
+                    s(topic),
+                    s(group),
+                    properties
+                        .iter()
+                        .map(|(key, value)| format!("{} = {}\n", s(key), s(value)))
+                        .collect::<String>()
+                ),
+                format!("[ordering]\nmode = {}\n\n", s(ordering.as_str())),
+                format!("max_in_flight_per_partition = {per_partition}\n"),
+            ),
+        };
         format!(
-            "[source.amqp]\nurl = {}\nqueue = {}\n\n\
+            "{source}\n{ordering}\
              [delivery]\nurl = {}\ntimeout = \"10s\"\n\n\
              [dedup]\nkey = \"{{message_id}}\"\nstore = \"redis\"\n\n\
              [dedup.redis]\nurl = {}\nnamespace = {}\n\n\
-             [backpressure]\nmax_in_flight = {}\n\n\
+             [backpressure]\nmax_in_flight = {}\n{per_partition}\n\
              [admin]\nlisten = {}\n\n\
              [log]\nlevel = \"warn\"\n",
-            s(self.amqp_url),
-            s(self.queue),
             s(self.app_url),
             s(self.redis_url),
             s(self.namespace),
@@ -190,8 +260,10 @@ mod tests {
     #[test]
     fn the_policy_has_the_expected_sections() {
         let spec = PolicySpec {
-            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f",
-            queue: "q",
+            source: SourceSpec::Amqp {
+                url: "amqp://guest:guest@127.0.0.1:5672/%2f",
+                queue: "q",
+            },
             app_url: "http://127.0.0.1:1/",
             redis_url: "redis://127.0.0.1:6379",
             namespace: "ns",
@@ -201,7 +273,34 @@ mod tests {
         let toml = spec.toml();
         assert!(toml.contains("[source.amqp]\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\""));
         assert!(toml.contains("key = \"{message_id}\""));
-        assert!(toml.contains("max_in_flight = 64"));
+        assert!(toml.contains("max_in_flight = 64\n\n"));
         assert!(toml.contains("listen = \"127.0.0.1:9\""));
+        assert!(!toml.contains("[ordering]"));
+    }
+
+    #[test]
+    fn a_kafka_policy_names_its_ordering_and_partition_limit() {
+        let spec = PolicySpec {
+            source: SourceSpec::Kafka {
+                bootstrap: "127.0.0.1:9092",
+                topic: "t",
+                group: "g",
+                ordering: Ordering::Key,
+                per_partition: 16,
+                properties: &[("fetch.wait.max.ms".into(), "10".into())],
+            },
+            app_url: "http://127.0.0.1:1/",
+            redis_url: "redis://127.0.0.1:6379",
+            namespace: "ns",
+            prefetch: 64,
+            admin: "127.0.0.1:9".parse().unwrap(),
+        };
+        let toml = spec.toml();
+        assert!(toml.contains(
+            "[source.kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\ntopics = [\"t\"]\ngroup_id = \"g\"\n"
+        ));
+        assert!(toml.contains("[source.kafka.properties]\n\"fetch.wait.max.ms\" = \"10\"\n"));
+        assert!(toml.contains("[ordering]\nmode = \"key\"\n"));
+        assert!(toml.contains("max_in_flight = 64\nmax_in_flight_per_partition = 16\n"));
     }
 }

@@ -6,18 +6,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use tokio::task::JoinHandle;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+use crate::app::AppClient;
 
 /// A running raw consumer.
 pub struct RawConsumer {
@@ -34,11 +29,7 @@ impl RawConsumer {
         prefetch: u16,
         app: &str,
     ) -> anyhow::Result<Self> {
-        let uri: Uri = app.parse().context("stub app URL")?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
-
+        let client = AppClient::new(app)?;
         let connection = Connection::connect(amqp_url, ConnectionProperties::default())
             .await
             .with_context(|| format!("connecting to RabbitMQ at {amqp_url}"))?;
@@ -59,12 +50,7 @@ impl RawConsumer {
         let counter = acked.clone();
         let task = tokio::spawn(async move {
             while let Some(Ok(delivery)) = consumer.next().await {
-                tokio::spawn(handle(
-                    delivery,
-                    client.clone(),
-                    uri.clone(),
-                    counter.clone(),
-                ));
+                tokio::spawn(handle(delivery, client.clone(), counter.clone()));
             }
         });
         Ok(Self {
@@ -87,20 +73,8 @@ impl RawConsumer {
 }
 
 /// POST, then ack on 2xx or requeue otherwise.
-async fn handle(delivery: Delivery, client: HttpClient, uri: Uri, acked: Arc<AtomicUsize>) {
-    let request = Request::post(uri)
-        .header("content-type", "application/octet-stream")
-        .body(Full::new(Bytes::from(delivery.data)))
-        .expect("a valid request");
-    let ok = match client.request(request).await {
-        Ok(response) => {
-            let status = response.status();
-            let drained = response.into_body().collect().await.is_ok();
-            status.is_success() && drained
-        }
-        Err(_) => false,
-    };
-    if ok {
+async fn handle(delivery: Delivery, client: AppClient, acked: Arc<AtomicUsize>) {
+    if client.post(Bytes::from(delivery.data)).await {
         if delivery.acker.ack(BasicAckOptions::default()).await.is_ok() {
             acked.fetch_add(1, Ordering::AcqRel);
         }
