@@ -315,6 +315,12 @@ async fn resubmit_publishes_a_faithful_copy_and_a_marked_record_is_never_sent_ag
             ),
             (resubmit_headers::COUNT.to_owned(), Some(b"1".to_vec())),
         ]);
+        // The idempotency key the original was deduplicated under travels with the mark.
+        let key = by_index[&i].key().expect("the dead letter names its key");
+        expected.push((
+            resubmit_headers::KEY.to_owned(),
+            Some(key.as_bytes().to_vec()),
+        ));
         assert_eq!(
             headers_of(copy),
             expected,
