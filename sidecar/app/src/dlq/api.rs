@@ -32,7 +32,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::filter::{self, Filter};
-use super::{apply, render, select, Action, DeadLetters, Selection};
+use super::{apply, open_and_select, render, select_and_finish, Action, DeadLetters, Selection};
 use crate::admin::AdminState;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -220,17 +220,9 @@ async fn act(
     }
     let _one_at_a_time = api.lock.lock().await;
     let nothing_done = || json!({ done_field: 0 });
-    let mut pass = queue
-        .open(Scope::default())
+    let (mut pass, selected) = open_and_select(queue, &selection)
         .await
         .map_err(|e| ApiError::broker(&e, nothing_done()))?;
-    let selected = match select(&mut pass, &selection).await {
-        Ok(selected) => selected,
-        Err(e) => {
-            let _ = pass.finish().await;
-            return Err(ApiError::broker(&e, nothing_done()));
-        }
-    };
     let ids: Vec<&str> = selected.records.iter().map(|r| r.id.as_str()).collect();
     let mut body = json!({
         "queue": queue.name(),
@@ -270,18 +262,6 @@ async fn act(
         (None, Err(e)) => Err(ApiError::broker(&e, body)),
         (None, Ok(())) => Ok(Json(body).into_response()),
     }
-}
-
-async fn select_and_finish(
-    queue: &DeadLetters,
-    selection: &Selection,
-    scope: Scope,
-) -> Result<super::Selected, SourceError> {
-    let mut pass = queue.open(scope).await?;
-    let selected = select(&mut pass, selection).await;
-    let finished = pass.finish().await;
-    let selected = selected?;
-    finished.map(|()| selected)
 }
 
 fn queue(state: &AdminState) -> Result<(&DlqApi, &DeadLetters), ApiError> {

@@ -13,7 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::{DlqArgs, DlqCommand};
 use super::progress::Progress;
-use super::{apply, operator, render, select, Action, Applied, DeadLetters, Pass, Selection};
+use super::{
+    apply, open_and_select, operator, render, select_and_finish, Action, Applied, DeadLetters,
+    Pass, Selected, Selection,
+};
 use crate::config::Config;
 
 /// EX_USAGE.
@@ -100,7 +103,14 @@ async fn list(
     json: bool,
     all: bool,
 ) -> Result<ExitCode, SourceError> {
-    let selected = select_and_finish(queue, selection, all).await?;
+    let selected = select_and_finish(
+        queue,
+        selection,
+        Scope {
+            include_handled: all,
+        },
+    )
+    .await?;
     let mut out = std::io::stdout().lock();
     // A closed pipe (`| head`) is the reader's choice, not an error.
     let _ = if json {
@@ -127,7 +137,14 @@ async fn show(queue: &DeadLetters, id: String, json: bool) -> Result<ExitCode, S
         ids: vec![id.clone()],
         ..Selection::default()
     };
-    let selected = select_and_finish(queue, &selection, true).await?;
+    let selected = select_and_finish(
+        queue,
+        &selection,
+        Scope {
+            include_handled: true,
+        },
+    )
+    .await?;
     let Some(record) = selected.records.first() else {
         eprintln!("No dead letter with id {id} in {}.", queue.name());
         return Ok(ExitCode::FAILURE);
@@ -148,20 +165,14 @@ async fn resubmit(
     dry_run: bool,
     rate: Option<f64>,
 ) -> Result<ExitCode, SourceError> {
-    let mut pass = queue.open(Scope::default()).await?;
-    let selected = match select(&mut pass, selection).await {
-        Ok(selected) => selected,
-        Err(e) => return finish_after(pass, Err(e)).await,
-    };
-    report_missing(&selected.missing, queue);
+    let (mut pass, selected) = open_selected(queue, selection).await?;
     let records = selected.records;
     if dry_run {
         for r in &records {
             println!(
                 "would resubmit {} (key {}) to {} as resubmission #{}",
                 r.id,
-                r.key()
-                    .map_or("-".into(), |k| render::one_line(k.as_bytes())),
+                render::key(r),
                 how.target(r, queue.source()),
                 r.resubmissions + 1
             );
@@ -204,19 +215,11 @@ async fn purge(
     yes: bool,
     dry_run: bool,
 ) -> Result<ExitCode, SourceError> {
-    let mut pass = queue.open(Scope::default()).await?;
-    let selected = match select(&mut pass, selection).await {
-        Ok(selected) => selected,
-        Err(e) => return finish_after(pass, Err(e)).await,
-    };
-    report_missing(&selected.missing, queue);
+    let (mut pass, selected) = open_selected(queue, selection).await?;
     let records = selected.records;
     if dry_run {
         for r in &records {
-            let key = r
-                .key()
-                .map_or("-".into(), |k| render::one_line(k.as_bytes()));
-            println!("would purge {} (key {key})", r.id);
+            println!("would purge {} (key {})", r.id, render::key(r));
         }
         pass.finish().await?;
         eprintln!(
@@ -263,21 +266,14 @@ async fn purge(
     ))
 }
 
-/// Selects in a pass of its own, finishing it whatever happened.
-async fn select_and_finish(
+/// [`open_and_select`], saying which ids were not found.
+async fn open_selected(
     queue: &DeadLetters,
     selection: &Selection,
-    include_handled: bool,
-) -> Result<super::Selected, SourceError> {
-    let mut pass = queue.open(Scope { include_handled }).await?;
-    let selected = select(&mut pass, selection).await;
-    finish_after(pass, selected).await
-}
-
-async fn finish_after<T>(pass: Pass, result: Result<T, SourceError>) -> Result<T, SourceError> {
-    let finished = pass.finish().await;
-    let value = result?;
-    finished.map(|()| value)
+) -> Result<(Pass, Selected), SourceError> {
+    let (pass, selected) = open_and_select(queue, selection).await?;
+    report_missing(&selected.missing, queue);
+    Ok((pass, selected))
 }
 
 /// Applies `action` with progress on stderr; Ctrl-C or SIGTERM stops it between records.

@@ -198,6 +198,38 @@ pub async fn select<P: DeadLetterPass>(
     Ok(Selected { records, missing })
 }
 
+/// Selects in a pass of its own, finishing it whatever happened: what listing and showing
+/// read.
+pub async fn select_and_finish(
+    queue: &DeadLetters,
+    selection: &Selection,
+    scope: Scope,
+) -> Result<Selected, SourceError> {
+    let mut pass = queue.open(scope).await?;
+    let selected = select(&mut pass, selection).await;
+    finish_after(pass, selected).await
+}
+
+/// Opens a pass and selects what `selection` names, to act on; when the selection fails, the
+/// pass is finished before the error is returned.
+pub async fn open_and_select(
+    queue: &DeadLetters,
+    selection: &Selection,
+) -> Result<(Pass, Selected), SourceError> {
+    let mut pass = queue.open(Scope::default()).await?;
+    match select(&mut pass, selection).await {
+        Ok(selected) => Ok((pass, selected)),
+        Err(e) => finish_after(pass, Err(e)).await,
+    }
+}
+
+/// Finishes the pass, then returns `result`, or the finish's own failure.
+async fn finish_after<T>(pass: Pass, result: Result<T, SourceError>) -> Result<T, SourceError> {
+    let finished = pass.finish().await;
+    let value = result?;
+    finished.map(|()| value)
+}
+
 /// What [`apply`] does to each record.
 #[derive(Clone, Debug)]
 pub enum Action {

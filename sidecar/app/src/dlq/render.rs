@@ -31,10 +31,7 @@ pub fn table(records: &[DeadLetterRecord]) -> String {
                 r.id.clone(),
                 seconds(r.time()),
                 r.origin.as_ref().map_or("-".into(), ToString::to_string),
-                clip(
-                    &r.key().map_or("-".into(), |k| one_line(k.as_bytes())),
-                    KEY_WIDTH,
-                ),
+                clip(&key(r), KEY_WIDTH),
                 r.context.last_status.map_or("-".into(), |s| s.to_string()),
                 r.context.attempts.to_string(),
             ];
@@ -145,10 +142,7 @@ pub fn show(r: &DeadLetterRecord) -> String {
         "source",
         r.origin.as_ref().map_or("-".into(), ToString::to_string),
     );
-    field(
-        "key",
-        r.key().map_or("-".into(), |k| one_line(k.as_bytes())),
-    );
+    field("key", key(r));
     field("reason", one_line(r.context.reason.as_bytes()));
     field("class", r.context.class.clone());
     field(
@@ -274,6 +268,11 @@ fn pretty_json(text: &str) -> String {
         }
     }
     out
+}
+
+/// A record's idempotency key on one line, `-` when it has none.
+pub fn key(r: &DeadLetterRecord) -> String {
+    r.key().map_or("-".into(), |k| one_line(k.as_bytes()))
 }
 
 /// Text on one line: control characters (newlines included) escaped; invalid UTF-8 as `\xNN`.

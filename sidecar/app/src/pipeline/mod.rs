@@ -227,6 +227,41 @@ fn lane_of(mode: OrderingMode, message: &Message) -> Option<Lane> {
     }
 }
 
+/// Backoff bounds while the dedup store is unreachable.
+const WAIT_MIN: Duration = Duration::from_millis(50);
+const WAIT_MAX: Duration = Duration::from_secs(2);
+
+/// Sleeps for `delay` unless shutdown's `abort` comes first; false then.
+async fn sleep_unless(abort: &CancellationToken, delay: Duration) -> bool {
+    tokio::select! {
+        biased;
+        _ = abort.cancelled() => false,
+        _ = tokio::time::sleep(delay) => true,
+    }
+}
+
+/// The doubling wait between tries of a failing call, from [`WAIT_MIN`] up to a cap.
+struct Backoff {
+    wait: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn up_to(max: Duration) -> Self {
+        Self {
+            wait: WAIT_MIN,
+            max,
+        }
+    }
+
+    /// Sleeps the current wait, then doubles it; false when `abort` came first.
+    async fn pause(&mut self, abort: &CancellationToken) -> bool {
+        let slept = sleep_unless(abort, self.wait).await;
+        self.wait = (self.wait * 2).min(self.max);
+        slept
+    }
+}
+
 /// Waits for in-flight work; past the grace period, tells it to release and requeue.
 async fn drain(tasks: &mut JoinSet<()>, grace: Duration, abort: &CancellationToken) {
     if tasks.is_empty() {

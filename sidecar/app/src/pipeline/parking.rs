@@ -12,11 +12,8 @@ use outrigger_policies::{Chain, Finish};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::{Backoff, WAIT_MAX};
 use crate::metrics::SourceMetrics;
-
-/// Backoff bounds while the store is unreachable.
-const WAIT_MIN: Duration = Duration::from_millis(50);
-const WAIT_MAX: Duration = Duration::from_secs(2);
 
 /// Retry mode `queue`: where failing messages wait, and what their parked followers do when
 /// one is dead-lettered.
@@ -130,7 +127,7 @@ pub(super) async fn update<D, R>(
 where
     D: ParkingStore,
 {
-    let mut wait = WAIT_MIN;
+    let mut backoff = Backoff::up_to(WAIT_MAX);
     loop {
         match try_update(store, id, &mut change).await {
             Ok(Some(answer)) => return Some(answer),
@@ -141,11 +138,9 @@ where
                 warn!(%error, chain = %id, "Dedup store unreachable; the parked-key chain waits.");
             }
         }
-        tokio::select! {
-            _ = abort.cancelled() => return None,
-            _ = tokio::time::sleep(wait) => {}
+        if !backoff.pause(abort).await {
+            return None;
         }
-        wait = (wait * 2).min(WAIT_MAX);
     }
 }
 

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn, Instrument};
 
 use super::parking::{self, Link, Role, Step};
-use super::{Pipeline, StoreFailureMode};
+use super::{sleep_unless, Backoff, Pipeline, StoreFailureMode, WAIT_MAX};
 use crate::delivery::Attempt;
 
 /// Outcome labels of `outrigger_messages_settled_total`.
@@ -35,9 +35,8 @@ mod outcome {
 /// The failure class of dead letters a chain caused (followers, interrupted writes).
 const PARKED_CLASS: &str = "parked";
 
-/// Backoff bounds for waiting on the dedup store or the dead-letter destination.
-const WAIT_MIN: Duration = Duration::from_millis(50);
-const WAIT_MAX: Duration = Duration::from_secs(2);
+/// Longest wait between writes of a dead letter or retry copy the broker did not confirm.
+const PUBLISH_WAIT_MAX: Duration = Duration::from_secs(5);
 /// Longest pause between polls of a key another holder is working on: short, because the
 /// holder usually finishes long before its lease runs out.
 const BUSY_POLL_MAX: Duration = Duration::from_millis(250);
@@ -402,9 +401,8 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                                     due: None,
                                 });
                             }
-                            tokio::select! {
-                                _ = self.abort.cancelled() => return Fate::Requeue,
-                                _ = tokio::time::sleep(delay) => {}
+                            if !sleep_unless(self.abort, delay).await {
+                                return Fate::Requeue;
                             }
                         }
                         RetryDecision::Exhausted(why) => {
@@ -459,9 +457,8 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                     w
                 }
             };
-            tokio::select! {
-                _ = self.abort.cancelled() => return None,
-                _ = tokio::time::sleep(pause) => {}
+            if !sleep_unless(self.abort, pause).await {
+                return None;
             }
         }
     }
@@ -472,7 +469,7 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         let Some(dedup) = &self.p.dedup else {
             return true;
         };
-        let mut wait = WAIT_MIN;
+        let mut backoff = Backoff::up_to(WAIT_MAX);
         loop {
             match dedup.store.complete(key, held.fence).await {
                 Ok(Completion::Completed) => return true,
@@ -495,11 +492,9 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                     warn!(error = %e, "Dedup store unreachable; cannot record the delivery yet.");
                 }
             }
-            tokio::select! {
-                _ = self.abort.cancelled() => return false,
-                _ = tokio::time::sleep(wait) => {}
+            if !backoff.pause(self.abort).await {
+                return false;
             }
-            wait = (wait * 2).min(WAIT_MAX);
         }
     }
 
@@ -565,7 +560,7 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         };
         let mut acker = acker;
         let mut settlement = settlement;
-        let mut wait = WAIT_MIN;
+        let mut backoff = Backoff::up_to(PUBLISH_WAIT_MAX);
         loop {
             match acker.settle(settlement).await {
                 Ok(()) => break,
@@ -582,18 +577,10 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                     };
                     metrics.dlq_failures.inc();
                     error!(error = %unsettled.error, source = %self.message.coordinates, "{what} failed; the message stays unacked and will be retried.");
-                    if self.abort.is_cancelled() {
+                    if !backoff.pause(self.abort).await {
                         let _ = unsettled.acker.settle(Settlement::Requeue).await;
                         return false;
                     }
-                    tokio::select! {
-                        _ = self.abort.cancelled() => {
-                            let _ = unsettled.acker.settle(Settlement::Requeue).await;
-                            return false;
-                        }
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                    wait = (wait * 2).min(Duration::from_secs(5));
                     acker = unsettled.acker;
                     settlement = unsettled.settlement;
                 }
