@@ -36,47 +36,58 @@ pub(crate) fn properties(
         insert_text(&mut headers, name, value);
     }
 
-    // BasicProperties has setters but no way to clear a field: build it anew, field by field.
-    let mut copy = BasicProperties::default().with_delivery_mode(PERSISTENT);
-    if let Some(v) = original.content_type() {
-        copy = copy.with_content_type(v.clone());
-    }
-    if let Some(v) = original.content_encoding() {
-        copy = copy.with_content_encoding(v.clone());
-    }
-    if let Some(v) = original.priority() {
-        copy = copy.with_priority(*v);
-    }
-    if let Some(v) = original.correlation_id() {
-        copy = copy.with_correlation_id(v.clone());
-    }
-    if let Some(v) = original.reply_to() {
-        copy = copy.with_reply_to(v.clone());
-    }
+    let mut copy = carry_over(
+        original,
+        BasicProperties::default().with_delivery_mode(PERSISTENT),
+    );
     if let Some(v) = original.expiration() {
         insert_text(&mut headers, ORIGINAL_EXPIRATION, v.to_string());
-    }
-    if let Some(v) = original.message_id() {
-        copy = copy.with_message_id(v.clone());
-    }
-    if let Some(v) = original.timestamp() {
-        copy = copy.with_timestamp(*v);
-    }
-    if let Some(v) = original.kind() {
-        copy = copy.with_type(v.clone());
     }
     match original.user_id() {
         Some(v) if v.as_str() == publisher_user => copy = copy.with_user_id(v.clone()),
         Some(v) => insert_text(&mut headers, ORIGINAL_USER_ID, v.to_string()),
         None => {}
     }
-    if let Some(v) = original.app_id() {
-        copy = copy.with_app_id(v.clone());
-    }
-    if let Some(v) = original.cluster_id() {
-        copy = copy.with_cluster_id(v.clone());
-    }
     copy.with_headers(headers)
+}
+
+/// `into` with every property of `from` that a copy keeps as it is: all of them but the
+/// delivery mode, expiration, user id and headers, which each kind of copy decides on.
+///
+/// BasicProperties has setters but no way to clear a field, so a copy is built anew, field
+/// by field.
+pub(crate) fn carry_over(from: &BasicProperties, mut into: BasicProperties) -> BasicProperties {
+    if let Some(v) = from.content_type() {
+        into = into.with_content_type(v.clone());
+    }
+    if let Some(v) = from.content_encoding() {
+        into = into.with_content_encoding(v.clone());
+    }
+    if let Some(v) = from.priority() {
+        into = into.with_priority(*v);
+    }
+    if let Some(v) = from.correlation_id() {
+        into = into.with_correlation_id(v.clone());
+    }
+    if let Some(v) = from.reply_to() {
+        into = into.with_reply_to(v.clone());
+    }
+    if let Some(v) = from.message_id() {
+        into = into.with_message_id(v.clone());
+    }
+    if let Some(v) = from.timestamp() {
+        into = into.with_timestamp(*v);
+    }
+    if let Some(v) = from.kind() {
+        into = into.with_type(v.clone());
+    }
+    if let Some(v) = from.app_id() {
+        into = into.with_app_id(v.clone());
+    }
+    if let Some(v) = from.cluster_id() {
+        into = into.with_cluster_id(v.clone());
+    }
+    into
 }
 
 #[cfg(test)]

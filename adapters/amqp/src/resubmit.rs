@@ -19,7 +19,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::BasicProperties;
 use outrigger_core::dead_letter::headers::is_context;
 
-use crate::dead_letter::{ORIGINAL_EXPIRATION, ORIGINAL_USER_ID};
+use crate::dead_letter::{carry_over, ORIGINAL_EXPIRATION, ORIGINAL_USER_ID};
 use crate::headers::insert_text;
 
 /// The header a quorum queue counts redeliveries in; the broker's, not the message's.
@@ -48,37 +48,12 @@ pub(crate) fn properties(
         insert_text(&mut headers, name, value);
     }
 
-    // BasicProperties cannot clear a field: build the copy anew, field by field.
-    let mut copy = BasicProperties::default();
-    if let Some(v) = dead.content_type() {
-        copy = copy.with_content_type(v.clone());
-    }
-    if let Some(v) = dead.content_encoding() {
-        copy = copy.with_content_encoding(v.clone());
-    }
+    let mut copy = carry_over(dead, BasicProperties::default());
     if let Some(v) = dead.delivery_mode() {
         copy = copy.with_delivery_mode(*v);
     }
-    if let Some(v) = dead.priority() {
-        copy = copy.with_priority(*v);
-    }
-    if let Some(v) = dead.correlation_id() {
-        copy = copy.with_correlation_id(v.clone());
-    }
-    if let Some(v) = dead.reply_to() {
-        copy = copy.with_reply_to(v.clone());
-    }
     if let Some(v) = expiration.or_else(|| dead.expiration().as_ref().map(|v| v.to_string())) {
         copy = copy.with_expiration(v.into());
-    }
-    if let Some(v) = dead.message_id() {
-        copy = copy.with_message_id(v.clone());
-    }
-    if let Some(v) = dead.timestamp() {
-        copy = copy.with_timestamp(*v);
-    }
-    if let Some(v) = dead.kind() {
-        copy = copy.with_type(v.clone());
     }
     // The sidecar that dead-lettered it may have kept a user-id of its own user, which need
     // not be the user resubmitting.
@@ -86,12 +61,6 @@ pub(crate) fn properties(
         Some(user) if user == publisher_user => copy = copy.with_user_id(user.into()),
         Some(user) => insert_text(&mut headers, ORIGINAL_USER_ID, user),
         None => {}
-    }
-    if let Some(v) = dead.app_id() {
-        copy = copy.with_app_id(v.clone());
-    }
-    if let Some(v) = dead.cluster_id() {
-        copy = copy.with_cluster_id(v.clone());
     }
     copy.with_headers(headers)
 }
