@@ -1,0 +1,202 @@
+//! The chart's PrometheusRule through promtool (`check rules`, and `test rules` with a firing
+//! and a quiet case for every alert), its runbook links, and the metric names the rules and
+//! the Grafana dashboard use.
+
+use std::collections::BTreeSet;
+
+use outrigger_ops_tests::chart::{ci_values, str_of, Render};
+use outrigger_ops_tests::{metrics, repo, tools};
+use yaml_serde::Value;
+
+/// The rule groups, as the chart renders them for release "orders" in "payments".
+fn rendered_spec(render: Render) -> Value {
+    let m = render.monitoring(true).manifests();
+    m.one("PrometheusRule")["spec"].clone()
+}
+
+fn spec() -> Value {
+    rendered_spec(Render::new("1.33.0").values(ci_values("sidecar-kafka-values.yaml")))
+}
+
+fn alerts(spec: &Value) -> Vec<Value> {
+    spec["groups"]
+        .as_sequence()
+        .expect("rule groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().expect("rules").clone())
+        .collect()
+}
+
+fn alert_names(spec: &Value) -> BTreeSet<String> {
+    alerts(spec)
+        .iter()
+        .map(|r| str_of(&r["alert"], "an alert name").to_owned())
+        .collect()
+}
+
+fn unit_tests() -> Value {
+    let path = repo().join("tests/ops/rules/alerts.test.yaml");
+    yaml_serde::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+#[test]
+fn promtool_checks_the_rules_and_runs_their_unit_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        yaml_serde::to_string(&spec).unwrap(),
+    )
+    .unwrap();
+    let checked = tools::success(
+        tools::command("promtool")
+            .args(["check", "rules", "rules.yaml"])
+            .current_dir(dir.path()),
+    );
+    let count = alerts(&spec).len();
+    assert!(
+        checked.contains(&format!("SUCCESS: {count} rules found")),
+        "{checked}"
+    );
+    std::fs::copy(
+        repo().join("tests/ops/rules/alerts.test.yaml"),
+        dir.path().join("alerts.test.yaml"),
+    )
+    .unwrap();
+    let tested = tools::success(
+        tools::command("promtool")
+            .args(["test", "rules", "alerts.test.yaml"])
+            .current_dir(dir.path()),
+    );
+    assert!(tested.contains("SUCCESS"), "{tested}");
+}
+
+#[test]
+fn every_alert_has_a_firing_and_a_quiet_unit_test() {
+    let tests = unit_tests();
+    let mut firing = BTreeSet::new();
+    let mut quiet = BTreeSet::new();
+    for test in tests["tests"].as_sequence().unwrap() {
+        for case in test["alert_rule_test"].as_sequence().unwrap() {
+            let name = str_of(&case["alertname"], "alertname").to_owned();
+            match case["exp_alerts"].as_sequence() {
+                Some(expected) if !expected.is_empty() => firing.insert(name),
+                _ => quiet.insert(name),
+            };
+        }
+    }
+    let names = alert_names(&spec());
+    assert!(names.len() >= 10, "{names:?}");
+    for name in &names {
+        assert!(firing.contains(name), "no unit test where {name} fires");
+        assert!(
+            quiet.contains(name),
+            "no unit test where {name} stays quiet"
+        );
+    }
+    let unknown: Vec<_> = firing
+        .union(&quiet)
+        .filter(|n| !names.contains(*n))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "unit tests for alerts that do not exist: {unknown:?}"
+    );
+}
+
+#[test]
+fn every_alert_says_what_it_means_and_links_its_runbook_section() {
+    let runbook = std::fs::read_to_string(repo().join("docs/runbook.md")).unwrap();
+    let headings: BTreeSet<String> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(|h| h.trim().to_owned())
+        .collect();
+    let base = "https://runbooks.example.com/outrigger";
+    let spec = rendered_spec(
+        Render::new("1.33.0")
+            .values(ci_values("standalone-amqp-values.yaml"))
+            .set(&format!("monitoring.rules.runbookBaseUrl={base}")),
+    );
+    assert_eq!(
+        alert_names(&spec),
+        alert_names(&self::spec()),
+        "both modes ship every alert"
+    );
+    for rule in alerts(&spec) {
+        let name = str_of(&rule["alert"], "alert");
+        let severity = str_of(&rule["labels"]["severity"], "severity");
+        assert!(
+            matches!(severity, "warning" | "critical"),
+            "{name}: {severity}"
+        );
+        for field in ["summary", "description"] {
+            let text = str_of(&rule["annotations"][field], field);
+            assert!(
+                text.len() > 20 && text.ends_with('.'),
+                "{name} {field}: {text:?}"
+            );
+        }
+        let url = str_of(&rule["annotations"]["runbook_url"], "runbook_url");
+        assert_eq!(url, format!("{base}#{}", name.to_lowercase()), "{name}");
+        assert!(
+            headings.contains(name),
+            "docs/runbook.md has no `## {name}` section for the runbook_url to point at"
+        );
+        assert!(
+            str_of(&rule["expr"], "expr").contains("namespace=\"payments\""),
+            "{name} must be scoped to its release's namespace"
+        );
+    }
+}
+
+#[test]
+fn rules_and_dashboard_use_only_metrics_the_sidecar_declares() {
+    let declared = metrics::declared();
+    for rule in alerts(&spec()) {
+        let name = str_of(&rule["alert"], "alert");
+        metrics::assert_known(name, str_of(&rule["expr"], "expr"), &declared);
+    }
+
+    let path = repo().join("charts/outrigger/files/grafana-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("valid JSON");
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap().to_owned();
+            metrics::assert_known(panel["title"].as_str().unwrap(), &expr, &declared);
+            exprs.push(expr);
+        }
+    }
+    let used: BTreeSet<String> = exprs.iter().flat_map(|e| metrics::used_in(e)).collect();
+    for wanted in [
+        "outrigger_messages_settled_total",
+        "outrigger_delivery_duration_seconds",
+        "outrigger_in_flight_messages",
+        "outrigger_consumer_lag_messages",
+        "outrigger_dead_lettered_total",
+        "outrigger_dedup_store_errors_total",
+    ] {
+        assert!(used.contains(wanted), "the dashboard shows no {wanted}");
+    }
+    assert!(
+        exprs
+            .iter()
+            .any(|e| e.contains("sum by (outcome)")
+                && e.contains("outrigger_messages_settled_total")),
+        "throughput by outcome"
+    );
+    assert!(
+        exprs.iter().any(|e| e.contains("histogram_quantile(0.99")
+            && e.contains("outrigger_delivery_duration_seconds_bucket")),
+        "p99 delivery latency"
+    );
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(variables, ["datasource", "namespace", "job", "source"]);
+}
