@@ -6,11 +6,13 @@
 //!   install a missing one (`.ci/install-ops-tools`), never skipping;
 //! - `chart`: rendering the chart (`helm template`) and reading the manifests it gives;
 //! - `metrics`: the metric names `sidecar/app/src/metrics.rs` declares, read from its source;
-//! - `sidecar`: the real `outrigger` binary, the admin endpoints and a stub app;
+//! - `sidecar`: the real `outrigger` binary and a stub app for it to deliver to;
+//! - `http`: a minimal HTTP/1.1 client, and a proxy that swallows answers;
 //! - `rabbit`: declaring, publishing to and counting RabbitMQ queues;
 //! - `wait`: polling a condition until a deadline.
 
 pub mod chart;
+pub mod http;
 pub mod metrics;
 pub mod rabbit;
 pub mod sidecar;
