@@ -19,6 +19,11 @@ struct Db {
 
 impl Db {
     fn create() -> Self {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", 5432)).is_ok(),
+            "the example app's tests need PostgreSQL on 127.0.0.1:5432 with trust auth \
+             (the machine's own; `apt-get install postgresql` elsewhere)"
+        );
         let name = unique("outrigger_example").replace('-', "_");
         Self::admin(&format!("CREATE DATABASE {name}"));
         Self { name }
