@@ -17,6 +17,8 @@
 //! The chain is a value the pipeline reads, changes with these rules and writes back by
 //! compare-and-set (`outrigger_core::ParkingStore`); every store keeps it the same way.
 
+pub mod link;
+
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};

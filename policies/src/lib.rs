@@ -4,6 +4,8 @@
 //! policy and is tested on its own, with property tests for the state machines.
 //!
 //! # Layout
+//! - [`attempt`]: the fate of a message, one attempt at a time: the state machine the
+//!   pipeline executes.
 //! - [`dedup`]: the claim/complete/release protocol as a state machine every store follows.
 //! - [`backoff`]: the delay curve between attempts (constant, linear, exponential; cap, jitter).
 //! - [`retry`]: whether a failed message gets another attempt, and when.
@@ -11,8 +13,10 @@
 //!   `outrigger-action` header, then user rules, then the defaults.
 //! - [`key`]: idempotency-key templates over headers, JSON payload fields and broker ids.
 //! - [`ordering`]: which messages keep their order, and the per-lane queues that enforce it.
-//! - [`chain`]: parked-key chains, which keep per-key order through retry queues.
+//! - [`chain`]: parked-key chains, which keep per-key order through retry queues, and
+//!   ([`chain::link`]) a message's place in one.
 
+pub mod attempt;
 pub mod backoff;
 pub mod chain;
 pub mod classify;
@@ -21,6 +25,7 @@ pub mod key;
 pub mod ordering;
 pub mod retry;
 
+pub use attempt::{AttemptPolicy, Attempts, Done, Next, RetryTiers, Tried};
 pub use backoff::{Backoff, BackoffKind};
 pub use chain::{Arrival, Chain, Finish, Turn};
 pub use classify::{

@@ -6,32 +6,9 @@
 //! back exactly what must wait for it: its partition in `partition` mode, its key in `key` mode.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
 
 use bytes::Bytes;
-use serde::Deserialize;
-
-/// What must keep its order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OrderingMode {
-    /// Strict per partition (or per queue): one message at a time each.
-    Partition,
-    /// Strict per message key, parallel across keys. Messages without a key run freely.
-    Key,
-    /// No order: everything in parallel up to the in-flight limit.
-    None,
-}
-
-impl fmt::Display for OrderingMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            OrderingMode::Partition => "partition",
-            OrderingMode::Key => "key",
-            OrderingMode::None => "none",
-        })
-    }
-}
+pub use outrigger_core::OrderingMode;
 
 /// A lane: the partition or key a message must keep its order within.
 pub type Lane = Bytes;

@@ -37,7 +37,7 @@ use outrigger_core::{
 };
 use tracing::debug;
 
-use crate::config::AmqpConfig;
+use crate::config::AmqpSettings;
 use crate::error::{classify, is_not_found};
 use crate::publisher::Publisher;
 use crate::resubmit::{self, DELIVERY_COUNT};
@@ -47,7 +47,7 @@ use crate::source::to_message;
 /// The dead-letter queue of one RabbitMQ source.
 #[derive(Debug)]
 pub struct AmqpDeadLetters {
-    config: AmqpConfig,
+    config: AmqpSettings,
     names: Names,
 }
 
@@ -55,14 +55,9 @@ impl AmqpDeadLetters {
     /// The dead-letter queue `config.dead_letter_queue`, whose records go back to
     /// `config.queue` unless they name another origin. Checks the names; connects only when a
     /// pass opens.
-    pub fn new(config: AmqpConfig) -> Result<Self, SourceError> {
+    pub fn new(config: AmqpSettings) -> Result<Self, SourceError> {
         let names = Names::parse(&config)?;
         Ok(Self { config, names })
-    }
-
-    /// The source queue: where records go back to when they do not name their origin.
-    pub fn source(&self) -> &str {
-        &self.config.queue
     }
 }
 
@@ -71,6 +66,10 @@ impl DeadLetterQueue for AmqpDeadLetters {
 
     fn name(&self) -> &str {
         &self.config.dead_letter_queue
+    }
+
+    fn source(&self) -> &str {
+        &self.config.queue
     }
 
     async fn open(&self, _scope: Scope) -> Result<AmqpPass, SourceError> {

@@ -23,7 +23,8 @@
 //!   a connection error, and the broker redelivers their messages.
 //!
 //! # Layout
-//! - `config`: [`AmqpConfig`], what to connect to and consume.
+//! - `config`: [`AmqpConfig`] (`[source.amqp]`) and its validation; [`AmqpSettings`], what a
+//!   source runs with. `broker`: [`Amqp`], the broker seam.
 //! - `source`: [`AmqpSource`], the consumer loop, reconnects and stop.
 //! - `acker`: [`AmqpAcker`], settlement of one delivery.
 //! - `session`: one connection's queue checks, channels, consumer and health watcher.
@@ -37,6 +38,7 @@
 
 mod acker;
 mod backoff;
+mod broker;
 mod config;
 mod dead_letter;
 mod dead_letters;
@@ -48,7 +50,8 @@ mod session;
 mod source;
 
 pub use acker::AmqpAcker;
-pub use config::{AmqpConfig, DEFAULT_CONSUMER_TAG, DEFAULT_PREFETCH};
+pub use broker::Amqp;
+pub use config::{AmqpConfig, AmqpSettings, DEFAULT_CONSUMER_TAG, DEFAULT_PREFETCH};
 pub use dead_letter::{ORIGINAL_EXPIRATION, ORIGINAL_USER_ID};
 pub use dead_letters::{AmqpDeadLetters, AmqpPass};
 pub use source::AmqpSource;

@@ -12,7 +12,7 @@ use lapin::{Channel, Connection, ConnectionProperties, Consumer, Event};
 use outrigger_core::{HealthFlag, SourceError};
 use tokio::task::JoinHandle;
 
-use crate::config::AmqpConfig;
+use crate::config::AmqpSettings;
 use crate::error::{classify, is_not_found};
 use crate::publisher::Publisher;
 
@@ -31,7 +31,7 @@ pub(crate) struct Names {
 
 impl Names {
     /// Validates the parts of `config` the broker cannot check for us.
-    pub(crate) fn parse(config: &AmqpConfig) -> Result<Self, SourceError> {
+    pub(crate) fn parse(config: &AmqpSettings) -> Result<Self, SourceError> {
         let short = |what: &str, value: &str| {
             ShortString::try_new(value)
                 .map_err(|e| SourceError::Rejected(format!("{what} {value:?}: {e}")))
@@ -77,7 +77,7 @@ pub(crate) struct Session {
 impl Session {
     /// Connects, checks both queues, and starts consuming with `prefetch` unacked deliveries.
     pub(crate) async fn open(
-        config: &AmqpConfig,
+        config: &AmqpSettings,
         names: &Names,
         health: &HealthFlag,
     ) -> Result<Self, SourceError> {
@@ -155,7 +155,7 @@ pub(crate) async fn connect(uri: &AMQPUri) -> Result<Connection, SourceError> {
 /// throwaway channel, never the consume or publish channel.
 async fn check_queues(
     connection: &Connection,
-    config: &AmqpConfig,
+    config: &AmqpSettings,
     names: &Names,
 ) -> Result<(), SourceError> {
     let passive = QueueDeclareOptions {
@@ -211,7 +211,7 @@ fn missing_or(error: &lapin::Error, role: &str, queue: &ShortString) -> SourceEr
 mod tests {
     use super::*;
 
-    fn rejected(config: AmqpConfig) -> String {
+    fn rejected(config: AmqpSettings) -> String {
         match Names::parse(&config) {
             Err(SourceError::Rejected(text)) => text,
             other => panic!("expected Rejected, got {other:?}"),
@@ -220,30 +220,31 @@ mod tests {
 
     #[test]
     fn accepts_the_defaults() {
-        let names = Names::parse(&AmqpConfig::new("amqp://127.0.0.1:5672/%2f", "orders")).unwrap();
+        let names =
+            Names::parse(&AmqpSettings::new("amqp://127.0.0.1:5672/%2f", "orders")).unwrap();
         assert_eq!(names.dead_letter_queue.as_str(), "orders.dlq");
     }
 
     #[test]
     fn refuses_what_the_broker_would_choke_on() {
-        let base = AmqpConfig::new("amqp://u:secret@127.0.0.1:5672/%2f", "orders");
-        assert!(rejected(AmqpConfig {
+        let base = AmqpSettings::new("amqp://u:secret@127.0.0.1:5672/%2f", "orders");
+        assert!(rejected(AmqpSettings {
             prefetch: 0,
             ..base.clone()
         })
         .contains("prefetch"));
         let long = "q".repeat(256);
-        assert!(rejected(AmqpConfig {
+        assert!(rejected(AmqpSettings {
             queue: long,
             ..base.clone()
         })
         .contains("queue name"));
-        let same = AmqpConfig {
+        let same = AmqpSettings {
             dead_letter_queue: "orders".into(),
             ..base.clone()
         };
         assert!(rejected(same).contains("its own dead-letter queue"));
-        let bad = rejected(AmqpConfig {
+        let bad = rejected(AmqpSettings {
             url: "http://u:secret@host".into(),
             ..base
         });

@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use crate::acker::AmqpAcker;
 use crate::backoff::Backoff;
-use crate::config::AmqpConfig;
+use crate::config::AmqpSettings;
 use crate::headers;
 use crate::session::{Names, Session};
 
@@ -26,7 +26,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// with backoff (100ms doubling to 5s) until it can deliver again. Ackers of the old channel
 /// then fail to settle; the broker redelivers their messages on its own.
 pub struct AmqpSource {
-    config: AmqpConfig,
+    config: AmqpSettings,
     names: Names,
     session: Option<Session>,
     health: HealthFlag,
@@ -37,7 +37,7 @@ pub struct AmqpSource {
 impl AmqpSource {
     /// Connects, checks that the source queue exists (else [`SourceError::Rejected`]), checks or
     /// declares the dead-letter queue, and starts consuming.
-    pub async fn connect(config: AmqpConfig) -> Result<Self, SourceError> {
+    pub async fn connect(config: AmqpSettings) -> Result<Self, SourceError> {
         let names = Names::parse(&config)?;
         let health = HealthFlag::new(false);
         let session = Session::open(&config, &names, &health).await?;

@@ -11,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 use lapin::types::{AMQPValue, ByteArray, FieldTable};
 use lapin::BasicProperties;
-use outrigger_amqp::{AmqpConfig, AmqpSource};
+use outrigger_amqp::{AmqpSettings, AmqpSource};
 use outrigger_core::{Acker, Coordinates, Delivery, Settlement, Source, SourceError, Unsettled};
 
 use support::proxy::Proxy;
@@ -207,7 +207,7 @@ async fn prefetch_bounds_unsettled_deliveries() {
     for body in [&b"1"[..], b"2", b"3"] {
         f.publish(body, BasicProperties::default()).await;
     }
-    let config = AmqpConfig {
+    let config = AmqpSettings {
         prefetch: 2,
         ..f.config()
     };
@@ -254,7 +254,7 @@ async fn stop_ends_the_stream_and_keeps_ackers_usable() {
 async fn missing_queues_are_rejected() {
     let f = Fixture::new("missing").await;
     let missing = unique("missing-source");
-    let config = AmqpConfig {
+    let config = AmqpSettings {
         queue: missing.clone(),
         ..f.config()
     };
@@ -264,7 +264,7 @@ async fn missing_queues_are_rejected() {
     }
 
     let missing_dlq = unique("missing-dlq");
-    let config = AmqpConfig {
+    let config = AmqpSettings {
         dead_letter_queue: missing_dlq.clone(),
         ..f.config()
     };
@@ -274,7 +274,7 @@ async fn missing_queues_are_rejected() {
     }
 
     // Asked to, the source declares the dead-letter queue it does not find.
-    let config = AmqpConfig {
+    let config = AmqpSettings {
         dead_letter_queue: missing_dlq.clone(),
         declare_dead_letter_queue: true,
         ..f.config()
@@ -317,7 +317,7 @@ async fn reconnects_after_the_connection_breaks() {
     let f = Fixture::new("reconnect").await;
     let proxy = Proxy::start(&url()).await;
     f.publish(b"survivor", BasicProperties::default()).await;
-    let config = AmqpConfig {
+    let config = AmqpSettings {
         url: proxy.url(),
         ..f.config()
     };

@@ -7,7 +7,7 @@ mod support;
 
 use lapin::types::{AMQPValue, ByteArray, FieldTable, LongString};
 use lapin::BasicProperties;
-use outrigger_amqp::{AmqpConfig, AmqpDeadLetters, AmqpSource};
+use outrigger_amqp::{AmqpDeadLetters, AmqpSettings, AmqpSource};
 use outrigger_core::{
     Acker, DeadLetterPass, DeadLetterQueue, DeadLetterRecord, Resubmission, Scope, Settlement,
     SourceError,
@@ -122,9 +122,9 @@ async fn identical_records_get_distinct_ids_and_a_dropped_pass_gives_records_bac
     // Two byte-identical messages without any failure context, read as a dead-letter queue.
     f.publish(b"same", BasicProperties::default()).await;
     f.publish(b"same", BasicProperties::default()).await;
-    let config = AmqpConfig {
+    let config = AmqpSettings {
         dead_letter_queue: f.queue.clone(),
-        ..AmqpConfig::new(url(), &f.dead_letter_queue)
+        ..AmqpSettings::new(url(), &f.dead_letter_queue)
     };
     let dlq = AmqpDeadLetters::new(config).unwrap();
     let mut pass = dlq.open(Scope::default()).await.unwrap();

@@ -12,7 +12,7 @@ pub(crate) fn resume_at(limit: u64) -> u64 {
     limit.saturating_mul(RESUME_PERCENT) / 100
 }
 
-/// The three limits of [`KafkaConfig`](crate::KafkaConfig), as the accounting uses them.
+/// The three limits of [`KafkaSettings`](crate::KafkaSettings), as the accounting uses them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Limits {
     /// Records handed out and not settled, over all partitions.

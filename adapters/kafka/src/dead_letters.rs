@@ -57,7 +57,7 @@ use outrigger_core::{
     SourceError,
 };
 
-use crate::config::KafkaConfig;
+use crate::config::KafkaSettings;
 use copy::Nulls;
 use markers::{marker_topic, Action, Marker, Markers};
 use reader::Reader;
@@ -73,7 +73,7 @@ pub fn record_id(topic: &str, partition: i32, offset: i64) -> String {
 /// The dead-letter topics of one Kafka source.
 #[derive(Debug)]
 pub struct KafkaDeadLetters {
-    config: KafkaConfig,
+    config: KafkaSettings,
     /// Each dead-letter topic once, in the order of the source topics.
     topics: Vec<String>,
     /// The topics, comma-separated: what [`DeadLetterQueue::name`] shows.
@@ -83,8 +83,7 @@ pub struct KafkaDeadLetters {
 impl KafkaDeadLetters {
     /// The dead-letter topics of `config`'s source topics (`config.dead_letter_topic`, or
     /// `<topic>.dlq` each). Checks the settings; connects only when a pass opens.
-    pub fn new(config: KafkaConfig) -> Result<Self, SourceError> {
-        config.validate()?;
+    pub fn new(config: KafkaSettings) -> Result<Self, SourceError> {
         let mut topics: Vec<String> = Vec::new();
         for source in &config.topics {
             let topic = config.dead_letter_topic_for(source);
@@ -100,11 +99,6 @@ impl KafkaDeadLetters {
         })
     }
 
-    /// The first source topic: where records go back to when they do not name their origin.
-    pub fn source(&self) -> &str {
-        self.config.topics.first().map_or("", String::as_str)
-    }
-
     /// The dead-letter topics, each once.
     pub fn topics(&self) -> &[String] {
         &self.topics
@@ -116,6 +110,11 @@ impl DeadLetterQueue for KafkaDeadLetters {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The first source topic: where records go back to when they do not name their origin.
+    fn source(&self) -> &str {
+        self.config.topics.first().map_or("", String::as_str)
     }
 
     async fn open(&self, scope: Scope) -> Result<KafkaPass, SourceError> {
@@ -178,7 +177,7 @@ impl DeadLetterQueue for KafkaDeadLetters {
 
 /// One pass over the dead-letter topics of a Kafka source; see the module docs.
 pub struct KafkaPass {
-    config: KafkaConfig,
+    config: KafkaSettings,
     scope: Scope,
     /// One reader per dead-letter topic, read in turn.
     readers: Vec<Reader>,

@@ -35,7 +35,7 @@
 //!   with [`SourceError::Rejected`](outrigger_core::SourceError::Rejected).
 //!
 //! # Layout
-//! - `config`: [`KafkaConfig`], what to consume and the limits; `properties`: the librdkafka
+//! - `config`: [`KafkaSettings`], what to consume and the limits; `properties`: the librdkafka
 //!   settings derived from it.
 //! - `source`: [`KafkaSource`], connect, `recv`, stop.
 //! - `acker`: [`KafkaAcker`], settlement of one record.
@@ -50,6 +50,7 @@
 
 mod acker;
 mod backpressure;
+mod broker;
 mod config;
 mod context;
 mod dead_letter;
@@ -67,10 +68,10 @@ mod watermark;
 
 pub use acker::KafkaAcker;
 pub use backpressure::RESUME_PERCENT;
+pub use broker::Kafka;
 pub use config::{
-    KafkaConfig, StartFrom, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BUFFERED_BYTES,
-    DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_PER_PARTITION, DEFAULT_REVOKE_TIMEOUT,
-    RESERVED_PROPERTIES,
+    KafkaConfig, KafkaSettings, StartFrom, DEFAULT_COMMIT_INTERVAL, DEFAULT_PREFETCH_PER_PARTITION,
+    DEFAULT_REVOKE_TIMEOUT, RESERVED_PROPERTIES,
 };
 pub use dead_letters::{record_id, KafkaDeadLetters, KafkaPass, MARKER_TOPIC_SUFFIX};
 pub use record::CONTENT_TYPE_HEADER;

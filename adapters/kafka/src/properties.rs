@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
-use crate::config::KafkaConfig;
+use crate::config::KafkaSettings;
 
 /// How often librdkafka reports statistics: the high watermark and committed offset behind
 /// [`PartitionStats`](crate::PartitionStats) and the broker states behind the health flag.
@@ -22,10 +22,6 @@ const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(30);
 /// assigned (about twice this each, with the fetch in flight), not with `max_buffered_bytes`.
 const PREFETCH_KIB: u64 = 1024;
 
-/// Records librdkafka tries to keep prefetched per partition (its default is 100,000): a few
-/// fetches' worth, not a partition's backlog.
-const QUEUED_MIN_MESSAGES: u32 = 1000;
-
 /// How soon librdkafka fetches a partition again after its queue reached the limits above
 /// (its default, 1 s, suits a prefetch of 100,000 records). With a prefetch of one fetch, that
 /// second is a stall each time the sidecar drains a queue: about 1,000 records per partition
@@ -34,7 +30,7 @@ const FETCH_QUEUE_BACKOFF: Duration = Duration::from_millis(10);
 
 /// The group consumer: manual offset store, auto-commit of stored offsets every
 /// `commit_interval`, bounded prefetch per partition.
-pub(crate) fn consumer(config: &KafkaConfig) -> ClientConfig {
+pub(crate) fn consumer(config: &KafkaSettings) -> ClientConfig {
     let mut c = common(config);
     c.set("group.id", &config.group_id)
         .set("enable.auto.offset.store", "false")
@@ -46,7 +42,10 @@ pub(crate) fn consumer(config: &KafkaConfig) -> ClientConfig {
         .set("auto.offset.reset", config.start_from.as_reset())
         .set("enable.partition.eof", "false")
         .set("queued.max.messages.kbytes", PREFETCH_KIB.to_string())
-        .set("queued.min.messages", QUEUED_MIN_MESSAGES.to_string())
+        .set(
+            "queued.min.messages",
+            config.prefetch_per_partition.to_string(),
+        )
         .set(
             "fetch.queue.backoff.ms",
             millis(FETCH_QUEUE_BACKOFF).to_string(),
@@ -60,7 +59,7 @@ pub(crate) fn consumer(config: &KafkaConfig) -> ClientConfig {
 
 /// The dead-letter producer: every in-sync replica confirms, idempotent so its own retries
 /// write no duplicates.
-pub(crate) fn producer(config: &KafkaConfig) -> ClientConfig {
+pub(crate) fn producer(config: &KafkaSettings) -> ClientConfig {
     let mut c = common(config);
     c.set("acks", "all")
         .set("enable.idempotence", "true")
@@ -74,11 +73,11 @@ pub(crate) fn producer(config: &KafkaConfig) -> ClientConfig {
 }
 
 /// The admin client that checks topics and creates dead-letter topics.
-pub(crate) fn admin(config: &KafkaConfig) -> ClientConfig {
+pub(crate) fn admin(config: &KafkaSettings) -> ClientConfig {
     user(common(config), config)
 }
 
-fn common(config: &KafkaConfig) -> ClientConfig {
+fn common(config: &KafkaSettings) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.bootstrap_servers)
         .set("client.id", "outrigger");
@@ -86,8 +85,8 @@ fn common(config: &KafkaConfig) -> ClientConfig {
 }
 
 /// The user's properties go last and win, except the reserved ones that
-/// [`KafkaConfig::validate`] refuses before any client is built.
-fn user(mut c: ClientConfig, config: &KafkaConfig) -> ClientConfig {
+/// [`KafkaConfig::validate`](crate::KafkaConfig::validate) refuses before any client is built.
+fn user(mut c: ClientConfig, config: &KafkaSettings) -> ClientConfig {
     for (key, value) in &config.properties {
         c.set(key, value);
     }
@@ -104,7 +103,7 @@ mod tests {
 
     #[test]
     fn consumer_stores_offsets_by_hand_and_commits_on_the_interval() {
-        let mut config = KafkaConfig::new("b:9092", ["t"], "g");
+        let mut config = KafkaSettings::new("b:9092", ["t"], "g");
         config.commit_interval = Duration::from_millis(250);
         config
             .properties
@@ -128,7 +127,7 @@ mod tests {
 
     #[test]
     fn prefetch_is_about_one_fetch_per_partition_whatever_the_byte_limit() {
-        let mut config = KafkaConfig::new("b:9092", ["t"], "g");
+        let mut config = KafkaSettings::new("b:9092", ["t"], "g");
         for max_buffered_bytes in [1, 8 * 1024 * 1024, u64::MAX] {
             config.max_buffered_bytes = max_buffered_bytes;
             let c = consumer(&config);
@@ -140,7 +139,7 @@ mod tests {
 
     #[test]
     fn producer_waits_for_all_replicas() {
-        let c = producer(&KafkaConfig::new("b:9092", ["t"], "g"));
+        let c = producer(&KafkaSettings::new("b:9092", ["t"], "g"));
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("enable.idempotence"), Some("true"));
         assert_eq!(c.get("group.id"), None);

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use outrigger_core::{SourceError, Trail};
 use rdkafka::producer::FutureProducer;
 
-use crate::config::KafkaConfig;
+use crate::config::KafkaSettings;
 use crate::context::LogContext;
 use crate::dead_letter::write_copy;
 use crate::record::Original;
@@ -38,7 +38,7 @@ impl RetryTopics {
                 self.tiers.len()
             )));
         };
-        let topic = KafkaConfig::retry_topic_for(&origin.topic, trail.tier);
+        let topic = KafkaSettings::retry_topic_for(&origin.topic, trail.tier);
         let partitions = self.partitions.get(&topic).copied().ok_or_else(|| {
             SourceError::Rejected(format!("retry topic {topic} is not one of this source's"))
         })?;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use outrigger_core::{Delivery, HealthFlag, Source, SourceError};
+use outrigger_core::{Delivery, HealthFlag, Source, SourceError, StatsProbe};
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::producer::FutureProducer;
@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::acker::KafkaAcker;
 use crate::backpressure::Limits;
-use crate::config::KafkaConfig;
+use crate::config::KafkaSettings;
 use crate::context::{Consumer, Context, LogContext};
 use crate::dead_letter::DeadLetters;
 use crate::retry::RetryTopics;
@@ -28,7 +28,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(30);
 ///
 /// A dedicated thread polls the consumer and serves its rebalance callbacks; `recv` takes what
 /// it fetched. Records are counted in flight from the moment the thread takes them from
-/// librdkafka until they settle, and it stops taking them at the limits of [`KafkaConfig`].
+/// librdkafka until they settle, and it stops taking them at the limits of [`KafkaSettings`].
 pub struct KafkaSource {
     shared: Arc<Shared>,
     health: HealthFlag,
@@ -44,8 +44,7 @@ impl KafkaSource {
     /// source topic's partition count; Rejected when creation fails), and subscribes.
     ///
     /// Fails with [`SourceError::Connection`] when no broker answers within 10s.
-    pub async fn connect(config: KafkaConfig) -> Result<Self, SourceError> {
-        config.validate()?;
+    pub async fn connect(config: KafkaSettings) -> Result<Self, SourceError> {
         let routes = topics::prepare(&config).await?;
         let producer: FutureProducer<LogContext> =
             FutureProducer::from_config_and_context(&properties::producer(&config), LogContext)
@@ -160,6 +159,14 @@ impl Source for KafkaSource {
 
     fn health(&self) -> HealthFlag {
         self.health.clone()
+    }
+
+    fn stats(&self) -> StatsProbe {
+        let stats = KafkaSource::stats(self);
+        StatsProbe::new(move || {
+            let partitions = stats.partitions();
+            Box::pin(async move { partitions.into_iter().map(Into::into).collect() })
+        })
     }
 }
 

@@ -40,6 +40,21 @@ pub struct PartitionStats {
     pub stalled_on_dead_letter: bool,
 }
 
+impl From<PartitionStats> for outrigger_core::PartitionStats {
+    fn from(p: PartitionStats) -> Self {
+        Self {
+            source: p.topic,
+            partition: p.partition.to_string(),
+            watermark: Some(p.watermark),
+            lag: p.high_watermark.map(|high| (high - p.watermark).max(0)),
+            pending: None,
+            in_flight: p.in_flight,
+            paused: p.paused,
+            stalled: p.stalled_on_dead_letter,
+        }
+    }
+}
+
 impl KafkaStats {
     /// Every assigned partition, ordered by topic and partition.
     pub fn partitions(&self) -> Vec<PartitionStats> {

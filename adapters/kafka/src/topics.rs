@@ -11,7 +11,7 @@ use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::types::RDKafkaErrorCode;
 use tracing::info;
 
-use crate::config::KafkaConfig;
+use crate::config::KafkaSettings;
 use crate::context::LogContext;
 use crate::dead_letter::Route;
 use crate::properties;
@@ -29,7 +29,7 @@ const DEAD_LETTER_REPLICATION: i32 = -1;
 /// A missing dead-letter or retry topic is created with as many partitions as its source topic
 /// (the largest of them when several sources share it), so that the records of a partition
 /// can keep its number and order.
-pub(crate) async fn prepare(config: &KafkaConfig) -> Result<Routes, SourceError> {
+pub(crate) async fn prepare(config: &KafkaSettings) -> Result<Routes, SourceError> {
     let admin = AdminClient::from_config_and_context(&properties::admin(config), LogContext)
         .map_err(|e| SourceError::Rejected(format!("invalid Kafka client settings: {e}")))?;
     let admin = Arc::new(admin);

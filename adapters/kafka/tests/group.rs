@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use outrigger_core::{Acker, Settlement, Source};
-use outrigger_kafka::{KafkaConfig, KafkaSource};
+use outrigger_kafka::{KafkaSettings, KafkaSource};
 use tokio::time::Instant;
 
 use support::tansu::Tansu;
@@ -24,7 +24,7 @@ async fn a_partition_pauses_at_its_limit_and_resumes_after_settling() {
     let (topic, group) = (unique("partition-limit"), unique("partition-limit-group"));
     kafka.create_topic(&topic, 1).await;
     kafka.produce_numbered(&topic, 1, 10).await;
-    let config = KafkaConfig {
+    let config = KafkaSettings {
         max_in_flight_per_partition: 2,
         ..kafka.config(&[&topic], &group)
     };
@@ -71,7 +71,7 @@ async fn a_partition_held_back_partway_through_a_batch_goes_on_with_the_rest_of_
     kafka
         .produce_burst(&kafka.batching_producer(), &topic, 0, 50)
         .await;
-    let config = KafkaConfig {
+    let config = KafkaSettings {
         max_in_flight_per_partition: 16,
         ..kafka.config(&[&topic], &group)
     };
@@ -110,7 +110,7 @@ async fn a_partition_held_back_keeps_its_prefetch() {
     let topic = unique("prefetch");
     kafka.create_topic(&topic, 1).await;
     kafka.produce_numbered(&topic, 1, 10).await;
-    let config = KafkaConfig {
+    let config = KafkaSettings {
         max_in_flight_per_partition: 2,
         ..kafka.config(&[&topic], &unique("prefetch-group"))
     };
@@ -141,12 +141,12 @@ async fn the_global_and_byte_limits_pause_every_partition() {
     kafka.produce_numbered(&topic, 2, 5).await;
 
     for config in [
-        KafkaConfig {
+        KafkaSettings {
             max_in_flight: 3,
             ..kafka.config(&[&topic], &group)
         },
         // Payloads are 3 bytes ("0-1"): the third reaches 9 of 9 bytes.
-        KafkaConfig {
+        KafkaSettings {
             max_buffered_bytes: 9,
             ..kafka.config(&[&topic], &group)
         },
@@ -184,7 +184,7 @@ async fn the_partitions_share_the_global_limit() {
     let (topic, group) = (unique("share"), unique("share-group"));
     kafka.create_topic(&topic, 2).await;
     kafka.produce_numbered(&topic, 2, 20).await;
-    let config = KafkaConfig {
+    let config = KafkaSettings {
         max_in_flight: 10,
         max_in_flight_per_partition: 10,
         ..kafka.config(&[&topic], &group)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use outrigger_core::{Acker, Coordinates, Settlement, Source, Trail};
-use outrigger_kafka::{KafkaConfig, KafkaSource};
+use outrigger_kafka::{KafkaSettings, KafkaSource};
 
 use support::tansu::Tansu;
 use support::{ack, headers_of, recv, unique};
@@ -33,7 +33,7 @@ async fn a_retry_copy_comes_back_after_its_tier_delay_as_its_origin() {
         )
         .await;
 
-    let config = KafkaConfig {
+    let config = KafkaSettings {
         retry_tiers: vec![Duration::from_millis(200), Duration::from_secs(2)],
         ..kafka.config(&[&topic], &group)
     };

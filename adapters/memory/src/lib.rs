@@ -11,14 +11,17 @@
 //! pre-filled queue ends when every message is settled.
 //!
 //! # Layout
+//! - `config`: [`MemoryConfig`] (`[source.memory]`) and [`Memory`], the broker seam.
 //! - [`broker`]: the shared queues, publishing and inspection.
 //! - [`source`]: the [`Source`](outrigger_core::Source) and [`Acker`](outrigger_core::Acker)
 //!   over one queue.
 
 pub mod broker;
+mod config;
 pub mod source;
 
 pub use broker::{MemoryBroker, Outgoing};
+pub use config::{Memory, MemoryConfig, IN_PROCESS_ONLY};
 pub use source::{MemoryAcker, MemorySource};
 
 #[cfg(test)]

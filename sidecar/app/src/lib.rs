@@ -5,9 +5,11 @@
 //! calls live in the adapter crates, dedup records in the store crates.
 //!
 //! # Layout
+//! - [`brokers`]: the brokers this build knows, as one closed set; the only file naming them.
 //! - [`cli`]: the clap command line.
 //! - [`config`]: the TOML policy: schema, loading with env overrides, validation.
-//! - [`pipeline`]: claim → deliver → classify → settle, per message, and the consumer loop.
+//! - [`pipeline`]: claim → deliver → classify → settle, per message, and the consumer loop,
+//!   executing what `outrigger-policies` decides, under the route each message takes.
 //! - [`delivery`]: the HTTP client to the app and the request headers.
 //! - [`store`]: the dedup stores as one enum.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/dlq`.
@@ -17,6 +19,7 @@
 //! - [`shutdown`], [`telemetry`]: signals and logging.
 
 pub mod admin;
+pub mod brokers;
 pub mod cli;
 pub mod config;
 pub mod delivery;

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use outrigger::cli::{Cli, Command};
 use outrigger::config::{self, Config, ConfigErrors};
+use outrigger::run::RunError;
 use tokio_util::sync::CancellationToken;
 
 /// EX_USAGE: the config or the command line is wrong.
@@ -25,12 +26,18 @@ fn main() -> ExitCode {
         Command::Check { config } => match load(&config) {
             Ok(c) => {
                 println!("{}: OK ({})", config.display(), c.summary());
+                if c.source.capabilities().in_process_only {
+                    // Valid for `outrigger demo`, which is what such a policy is for; say that
+                    // `run` will not take it rather than let it find out.
+                    println!("note: {}", outrigger::run::in_process_only(&c));
+                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         },
         Command::Run { config } => {
-            let config = match load(&config) {
+            let path = config;
+            let config = match load(&path) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -40,7 +47,12 @@ fn main() -> ExitCode {
                 tokio::spawn(outrigger::shutdown::on_signal(shutdown.clone()));
                 match outrigger::run::run(config, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
+                    Err(RunError::Config(problems)) => {
+                        eprintln!("{}: {problems}", path.display());
+                        eprintln!("{}: nothing was started.", path.display());
+                        ExitCode::from(EXIT_USAGE)
+                    }
+                    Err(RunError::Failed(e)) => {
                         tracing::error!(error = format!("{e:#}"), "Outrigger stopped on an error.");
                         ExitCode::FAILURE
                     }

@@ -5,28 +5,40 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use outrigger_amqp::{AmqpConfig as AmqpAdapterConfig, AmqpSource};
-use outrigger_core::{DedupStore, ParkingStore, Source, SourceError};
-use outrigger_kafka::{
-    KafkaConfig as KafkaAdapterConfig, KafkaSource, KafkaStats, StartFrom as KafkaStart,
-};
-use outrigger_policies::Classifier;
+use outrigger_core::{Broker, ParkingStore, Source, SourceError, StatsProbe};
+use outrigger_policies::{AttemptPolicy, RetryTiers};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminState, StoreProbe};
-use crate::config::{
-    Config, OnStoreError, ParkedAfterDeadLetter, RetryMode, SourceConfig, StartFrom,
-};
+use crate::brokers::WithBroker;
+use crate::config::{Config, OnStoreError, ParkedAfterDeadLetter, RetryMode};
 use crate::delivery::{DeliverySettings, HeaderPlan, HttpDelivery};
 use crate::metrics::{Metrics, SourceMetrics};
-use crate::pipeline::{self, Dedup, Pipeline, RetryQueue, StoreFailureMode, ThrottleGate};
+use crate::pipeline::{self, Dedup, Pipeline, Route, RouteTable, Routes, StoreFailureMode};
 use crate::store::Store;
 
+/// Why `run` stopped before consuming: the policy cannot run (exit 64), or something it needs
+/// failed (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A config problem only `run` could find: what `check` names too, or a source that only
+    /// exists inside `outrigger demo`.
+    #[error("{0}")]
+    Config(String),
+    /// The store, the listener or the broker failed.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
 /// Runs the sidecar described by `config` until `shutdown` is cancelled, then drains.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    if config.source.capabilities().in_process_only {
+        return Err(RunError::Config(in_process_only(&config)));
+    }
     let metrics = Metrics::new();
-    let source_name = config.source.name().to_owned();
+    let source_name = config.source.name();
     let store = if config.dedup.enabled {
         Some(
             Store::open(&config)
@@ -48,7 +60,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let listener = admin::bind(config.admin.listen)
         .await
         .with_context(|| format!("binding the admin listener on {}", config.admin.listen))?;
-    info!(address = %config.admin.listen, "Admin listener ready.");
+    let bound = listener.local_addr().unwrap_or(config.admin.listen);
+    info!(address = %bound, "Admin listener ready.");
     let admin_task = tokio::spawn(admin::serve(
         listener,
         admin_state.clone(),
@@ -56,97 +69,82 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
 
     let pipeline = Arc::new(build_pipeline(&config, store, metrics.source(&source_name)));
-    let result = match &config.source {
-        SourceConfig::Amqp(amqp) => {
-            let settings = AmqpAdapterConfig {
-                url: amqp.url.clone(),
-                queue: amqp.queue.clone(),
-                prefetch: config.backpressure.max_in_flight,
-                consumer_tag: amqp.consumer_tag.clone(),
-                dead_letter_queue: config.dead_letter.destination(&config.source),
-                declare_dead_letter_queue: config.dead_letter.declare,
-            };
-            let connect = || AmqpSource::connect(settings.clone());
-            match connect_with_retry("RabbitMQ", connect, &shutdown).await? {
-                Some(source) => consume(pipeline, source, &admin_state, &shutdown).await,
-                None => Ok(()),
-            }
-        }
-        SourceConfig::Kafka(kafka) => {
-            let settings = KafkaAdapterConfig {
-                bootstrap_servers: kafka.bootstrap_servers.clone(),
-                topics: kafka.topics.clone(),
-                group_id: kafka.group_id.clone(),
-                start_from: match kafka.start_from {
-                    StartFrom::Earliest => KafkaStart::Earliest,
-                    StartFrom::Latest => KafkaStart::Latest,
-                },
-                properties: kafka.properties.clone(),
-                dead_letter_topic: config.dead_letter.destination.clone(),
-                max_in_flight: usize::from(config.backpressure.max_in_flight),
-                max_in_flight_per_partition: usize::from(
-                    config.backpressure.max_in_flight_per_partition,
-                ),
-                max_buffered_bytes: config.backpressure.max_buffered_bytes.as_u64(),
-                commit_interval: kafka.commit_interval,
-                revoke_timeout: kafka.revoke_timeout,
-                retry_tiers: match config.retry.mode {
-                    RetryMode::Queue => config.retry.tiers.clone(),
-                    RetryMode::InPlace => Vec::new(),
-                },
-            };
-            let connect = || KafkaSource::connect(settings.clone());
-            match connect_with_retry("Kafka", connect, &shutdown).await? {
-                Some(source) => {
-                    let parking = (config.retry.mode == RetryMode::Queue)
-                        .then(|| pipeline.dedup.as_ref().map(|d| d.store.clone()))
-                        .flatten();
-                    let exporter = tokio::spawn(export_partition_stats(
-                        source.stats(),
-                        parking,
-                        kafka.topics.clone(),
-                        metrics.clone(),
-                        shutdown.clone(),
-                    ));
-                    let result = consume(pipeline, source, &admin_state, &shutdown).await;
-                    exporter.abort();
-                    result
-                }
-                None => Ok(()),
-            }
-        }
-        SourceConfig::Memory(_) => {
-            anyhow::bail!(
-                "the memory source only exists inside `outrigger demo`; use [source.amqp] or [source.kafka]"
-            )
-        }
+    let consume = Consume {
+        config: &config,
+        pipeline,
+        admin: &admin_state,
+        metrics: &metrics,
+        shutdown: &shutdown,
     };
+    let result = config.source.with_broker(consume).await;
     shutdown.cancel();
     let _ = admin_task.await;
-    result.context("the broker refused the consumer")?;
+    match result {
+        Err(SourceError::Config(problems)) => {
+            let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            return Err(RunError::Config(all.join("\n")));
+        }
+        other => other.context("the broker refused the consumer")?,
+    }
     info!("Stopped.");
     Ok(())
 }
 
-/// Runs the pipeline over a connected source, with its health visible on `/readyz`.
-async fn consume<S: Source, D: DedupStore + ParkingStore>(
-    pipeline: Arc<Pipeline<D>>,
-    source: S,
-    admin: &AdminState,
-    shutdown: &CancellationToken,
-) -> Result<(), SourceError> {
-    *admin.source.write() = Some(source.health());
-    info!("Consuming.");
-    pipeline::run(pipeline, source, shutdown.clone()).await
+/// Why `run` refuses a source that exists only inside this process.
+pub fn in_process_only(config: &Config) -> String {
+    format!(
+        "[source.{}] only exists inside `outrigger demo`; `outrigger run` consumes from a broker: \
+         configure one of {}",
+        config.source.kind(),
+        crate::brokers::SourceConfig::broker_tables()
+    )
+}
+
+/// Connects the policy's broker and runs the pipeline over it, with its health on `/readyz`
+/// and its partitions on `/metrics`.
+struct Consume<'a> {
+    config: &'a Config,
+    pipeline: Arc<Pipeline<Store>>,
+    admin: &'a AdminState,
+    metrics: &'a Metrics,
+    shutdown: &'a CancellationToken,
+}
+
+impl WithBroker for Consume<'_> {
+    type Output = Result<(), SourceError>;
+
+    async fn with<B: Broker>(self, config: &B::Config) -> Result<(), SourceError> {
+        let context = self.config.source_context();
+        let connect = || B::connect(config, &context);
+        let Some(source) = connect_with_retry(B::KIND, connect, self.shutdown).await? else {
+            return Ok(());
+        };
+        *self.admin.source.write() = Some(source.health());
+        let parking = (self.config.retry.mode == RetryMode::Queue)
+            .then(|| self.pipeline.dedup.as_ref().map(|d| d.store.clone()))
+            .flatten();
+        let exporter = tokio::spawn(export_partition_stats(
+            source.stats(),
+            parking,
+            self.config.source.names(),
+            self.metrics.clone(),
+            self.shutdown.clone(),
+        ));
+        info!("Consuming.");
+        let result = pipeline::run(self.pipeline, source, self.shutdown.clone()).await;
+        exporter.abort();
+        result
+    }
 }
 
 /// Connects, retrying while the broker is unreachable. `None` when shutdown came first; an
-/// error when the broker refused (missing queue or topic, access denied).
+/// error when the broker refused (missing queue or topic, access denied) or the config is
+/// invalid.
 async fn connect_with_retry<S, F, Fut>(
     broker: &str,
     connect: F,
     shutdown: &CancellationToken,
-) -> anyhow::Result<Option<S>>
+) -> Result<Option<S>, SourceError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<S, SourceError>>,
@@ -155,9 +153,7 @@ where
     loop {
         match connect().await {
             Ok(source) => return Ok(Some(source)),
-            Err(e @ SourceError::Rejected(_)) => {
-                return Err(e).with_context(|| format!("connecting to {broker}"))
-            }
+            Err(e) if !e.is_retryable() => return Err(e),
             Err(e) => warn!(error = %e, broker, "Broker unreachable; retrying."),
         }
         tokio::select! {
@@ -168,42 +164,42 @@ where
     }
 }
 
-/// Copies the Kafka adapter's per-partition view into gauges, once a second, with the parked
-/// keys of each source partition (retry mode `queue`) from `parking`.
+/// Copies the source's per-partition view into gauges, once a second, with the parked keys
+/// of each source partition (retry mode `queue`) from `parking`.
 async fn export_partition_stats<D: ParkingStore>(
-    stats: KafkaStats,
+    stats: StatsProbe,
     parking: Option<Arc<D>>,
     sources: Vec<String>,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
     loop {
-        let partitions = stats.partitions();
+        let partitions = stats.read().await;
         let mut parked = Vec::new();
         if let Some(store) = &parking {
-            for p in partitions.iter().filter(|p| sources.contains(&p.topic)) {
-                let group = pipeline::partition_group(&p.topic, p.partition);
+            for p in partitions.iter().filter(|p| sources.contains(&p.source)) {
+                let group = outrigger_core::partition_name(&p.source, &p.partition);
                 if let Ok(count) = store.parked_chains(&group).await {
-                    parked.push((p.topic.clone(), p.partition, count));
+                    parked.push((p.source.clone(), p.partition.clone(), count));
                 }
             }
         }
         metrics.partitions.reset();
-        for (topic, partition, count) in parked {
+        for (source, partition, count) in parked {
             metrics
                 .partitions
                 .parked_keys
-                .with_label_values(&[topic.as_str(), &partition.to_string()])
+                .with_label_values(&[source.as_str(), partition.as_str()])
                 .set(count as i64);
         }
         for p in &partitions {
-            let labels = [p.topic.as_str(), &p.partition.to_string()];
+            let labels = [p.source.as_str(), p.partition.as_str()];
             let g = &metrics.partitions;
-            g.watermark.with_label_values(&labels).set(p.watermark);
-            if let Some(high) = p.high_watermark {
-                g.lag
-                    .with_label_values(&labels)
-                    .set((high - p.watermark).max(0));
+            if let Some(watermark) = p.watermark {
+                g.watermark.with_label_values(&labels).set(watermark);
+            }
+            if let Some(lag) = p.lag {
+                g.lag.with_label_values(&labels).set(lag);
             }
             g.in_flight
                 .with_label_values(&labels)
@@ -211,7 +207,7 @@ async fn export_partition_stats<D: ParkingStore>(
             g.paused.with_label_values(&labels).set(i64::from(p.paused));
             g.stalled
                 .with_label_values(&labels)
-                .set(i64::from(p.stalled_on_dead_letter));
+                .set(i64::from(p.stalled));
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -220,16 +216,9 @@ async fn export_partition_stats<D: ParkingStore>(
     }
 }
 
-/// Builds the pipeline from the policy.
-pub fn build_pipeline<D: DedupStore + ParkingStore>(
-    config: &Config,
-    store: Option<Arc<D>>,
-    metrics: SourceMetrics,
-) -> Pipeline<D> {
-    let on_failure = match config.dedup.on_store_error {
-        OnStoreError::Pause => StoreFailureMode::Pause,
-        OnStoreError::Deliver => StoreFailureMode::Deliver,
-    };
+/// The route every message takes: the policy's top-level delivery, dedup key, classification,
+/// retry and ordering settings.
+pub fn default_route(config: &Config) -> Route {
     let delivery = &config.delivery;
     let ce_source = delivery.ce_source.clone().unwrap_or_else(|| {
         format!(
@@ -238,9 +227,8 @@ pub fn build_pipeline<D: DedupStore + ParkingStore>(
             config.source.name()
         )
     });
-    Pipeline {
-        key: config.dedup.key.clone(),
-        dedup: store.map(|store| Dedup { store, on_failure }),
+    Route {
+        name: "default".to_owned(),
         delivery: HttpDelivery::new(DeliverySettings {
             url: delivery.url.clone(),
             timeout: delivery.timeout,
@@ -256,17 +244,37 @@ pub fn build_pipeline<D: DedupStore + ParkingStore>(
                 ce_type: delivery.ce_type.clone(),
             },
         }),
-        classifier: Classifier::new(config.classify.rules.iter().map(|r| r.to_rule()).collect()),
-        retry: config.retry.policy(),
-        retry_queue: (config.retry.mode == RetryMode::Queue).then(|| RetryQueue {
-            tiers: config.retry.tiers.clone(),
-            dead_letter_parked: config.retry.parked_after_dead_letter
-                == ParkedAfterDeadLetter::DeadLetter,
-        }),
-        max_in_flight: usize::from(config.backpressure.max_in_flight),
+        key: config.dedup.key.clone(),
+        classifier: config.classify.classifier(),
+        attempts: AttemptPolicy {
+            retry: config.retry.policy(),
+            queue: (config.retry.mode == RetryMode::Queue).then(|| RetryTiers {
+                tiers: config.retry.tiers.clone(),
+                dead_letter_parked: config.retry.parked_after_dead_letter
+                    == ParkedAfterDeadLetter::DeadLetter,
+            }),
+        },
         ordering: config.ordering.mode(&config.source),
+        throttle: Default::default(),
+    }
+}
+
+/// Builds the pipeline from the policy.
+pub fn build_pipeline<D>(
+    config: &Config,
+    store: Option<Arc<D>>,
+    metrics: SourceMetrics,
+) -> Pipeline<D> {
+    let on_failure = match config.dedup.on_store_error {
+        OnStoreError::Pause => StoreFailureMode::Pause,
+        OnStoreError::Deliver => StoreFailureMode::Deliver,
+    };
+    Pipeline {
+        routes: RouteTable::new(Routes::single(default_route(config))),
+        dedup: store.map(|store| Dedup { store, on_failure }),
+        max_in_flight: usize::from(config.backpressure.max_in_flight),
+        concurrency: Arc::new(Semaphore::new(config.backpressure.concurrency().max(1))),
         grace_period: config.shutdown.grace_period,
-        throttle: ThrottleGate::default(),
         metrics,
     }
 }
@@ -274,7 +282,11 @@ pub fn build_pipeline<D: DedupStore + ParkingStore>(
 fn store_probe(store: Arc<Store>) -> StoreProbe {
     Arc::new(move || {
         let store = store.clone();
-        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            outrigger_core::DedupStore::ping(&*store)
+                .await
+                .map_err(|e| e.to_string())
+        })
     })
 }
 

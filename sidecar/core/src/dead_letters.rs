@@ -193,6 +193,10 @@ pub trait DeadLetterQueue: Send + Sync {
     /// The queue or topic name, for messages to the operator.
     fn name(&self) -> &str;
 
+    /// The source it serves (the queue, or the first topic): where records go back to when
+    /// they do not name their origin, and the `source` label of the DLQ metrics.
+    fn source(&self) -> &str;
+
     /// Starts a pass over the records in the queue now.
     fn open(&self, scope: Scope) -> impl Future<Output = Result<Self::Pass, SourceError>> + Send;
 }

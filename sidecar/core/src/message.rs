@@ -81,6 +81,18 @@ impl Coordinates {
         }
     }
 
+    /// The partition (or the queue, or the stream) this position is in, as one name:
+    /// `<topic>/<partition>` on Kafka, the queue or stream name elsewhere. Ordering mode
+    /// `partition` keeps order within it; parked-key chains are counted per partition.
+    pub fn partition(&self) -> String {
+        match self {
+            Coordinates::Kafka {
+                topic, partition, ..
+            } => partition_name(topic, &partition.to_string()),
+            other => other.source_name().to_owned(),
+        }
+    }
+
     /// The topic, queue or stream the message came from.
     pub fn source_name(&self) -> &str {
         match self {
@@ -156,6 +168,16 @@ impl FromStr for Coordinates {
             }
             _ => return Err(err()),
         })
+    }
+}
+
+/// One name for partition `partition` of `source` (see [`Coordinates::partition`]):
+/// `<source>/<partition>`, or the source alone where it has no partitions (`partition` empty).
+pub fn partition_name(source: &str, partition: &str) -> String {
+    if partition.is_empty() {
+        source.to_owned()
+    } else {
+        format!("{source}/{partition}")
     }
 }
 
@@ -245,6 +267,7 @@ mod tests {
         };
         assert_eq!(c.to_string(), "kafka:orders/3@42");
         assert_eq!(c.source_name(), "orders");
+        assert_eq!(c.partition(), "orders/3");
         assert_eq!(c.broker(), "kafka");
     }
 

@@ -8,9 +8,11 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::config::Problem;
 use crate::dead_letter::DeadLetter;
 use crate::message::Message;
 use crate::retry::Trail;
+use crate::stats::StatsProbe;
 
 /// A message with the handle that settles it at the broker.
 #[must_use = "a delivery must be settled; dropping its acker requeues the message"]
@@ -74,6 +76,12 @@ pub trait Source: Send + 'static {
 
     /// A flag the adapter keeps up to date: true while connected to its broker.
     fn health(&self) -> HealthFlag;
+
+    /// A handle on the per-partition numbers behind the lag and partition gauges; readable
+    /// from another task while the source runs, and after it stopped.
+    fn stats(&self) -> StatsProbe {
+        StatsProbe::none()
+    }
 }
 
 /// A shared, cheaply cloned up/down flag for readiness probes.
@@ -109,11 +117,19 @@ pub enum SourceError {
     /// The broker rejected the configuration (missing queue, access refused); retrying won't help.
     #[error("broker rejected the request: {0}")]
     Rejected(String),
+    /// The source's configuration is invalid: the problems `outrigger check` reports too.
+    #[error("invalid source configuration: {}", list(.0))]
+    Config(Vec<Problem>),
+}
+
+fn list(problems: &[Problem]) -> String {
+    let all: Vec<String> = problems.iter().map(Problem::to_string).collect();
+    all.join("; ")
 }
 
 impl SourceError {
     /// Whether trying the same call again later can succeed.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, SourceError::Rejected(_))
+        !matches!(self, SourceError::Rejected(_) | SourceError::Config(_))
     }
 }

@@ -12,7 +12,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
-use outrigger_amqp::{AmqpAcker, AmqpConfig, AmqpSource};
+use outrigger_amqp::{AmqpAcker, AmqpSettings, AmqpSource};
 use outrigger_core::{DeadLetter, Delivery, Source};
 
 /// Upper bound for anything the broker is expected to do; tests pass far below it.
@@ -60,12 +60,12 @@ impl Fixture {
         fixture
     }
 
-    pub fn config(&self) -> AmqpConfig {
-        AmqpConfig {
+    pub fn config(&self) -> AmqpSettings {
+        AmqpSettings {
             prefetch: 10,
             dead_letter_queue: self.dead_letter_queue.clone(),
             declare_dead_letter_queue: false,
-            ..AmqpConfig::new(url(), &self.queue)
+            ..AmqpSettings::new(url(), &self.queue)
         }
     }
 

@@ -21,7 +21,7 @@ use rdkafka::message::Message as _;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::KafkaConfig;
+use crate::config::KafkaSettings;
 use crate::context::LogContext;
 use crate::properties;
 use crate::record::{self, Fetched};
@@ -66,7 +66,7 @@ const READER_GROUP: &str = "outrigger-dlq-reader";
 
 /// A client that reads by offset: no group membership, no commits, and an end-of-partition
 /// event when a read reaches the end.
-fn client(config: &KafkaConfig) -> Result<Arc<Client>, SourceError> {
+fn client(config: &KafkaSettings) -> Result<Arc<Client>, SourceError> {
     let mut c = properties::admin(config);
     c.set("group.id", READER_GROUP)
         .set("enable.auto.commit", "false")
@@ -83,7 +83,7 @@ fn client(config: &KafkaConfig) -> Result<Arc<Client>, SourceError> {
 
 /// Every topic of the cluster with its partition count. All topics rather than only ours: a
 /// metadata request naming a missing topic would make some brokers create it.
-pub(super) async fn topics(config: &KafkaConfig) -> Result<HashMap<String, i32>, SourceError> {
+pub(super) async fn topics(config: &KafkaSettings) -> Result<HashMap<String, i32>, SourceError> {
     let client = client(config)?;
     let metadata = blocking(move || {
         client.fetch_metadata(None, REQUEST_TIMEOUT).map(|m| {
@@ -133,7 +133,7 @@ impl Reader {
     /// A reader of `topic`'s `partitions` partitions on a client of its own; it connects when
     /// it first reads.
     pub(super) fn open(
-        config: &KafkaConfig,
+        config: &KafkaSettings,
         topic: &str,
         partitions: i32,
     ) -> Result<Self, SourceError> {

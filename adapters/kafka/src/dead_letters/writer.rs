@@ -14,7 +14,7 @@ use rdkafka::util::Timeout;
 use tracing::{debug, info};
 
 use super::markers::{marker_topic, Marker};
-use crate::config::KafkaConfig;
+use crate::config::KafkaSettings;
 use crate::context::LogContext;
 use crate::properties;
 use crate::record::Original;
@@ -37,7 +37,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The producer of a pass (the dead-letter producer's settings: `acks=all`, idempotent),
 /// made on the first write, so that a pass that only reads connects no producer.
 pub(super) struct Writer {
-    config: KafkaConfig,
+    config: KafkaSettings,
     producer: Option<FutureProducer<LogContext>>,
     /// Marker topics known to exist.
     marker_topics: HashSet<String>,
@@ -45,7 +45,7 @@ pub(super) struct Writer {
 
 impl Writer {
     /// A writer with `config`'s brokers and settings, knowing these marker topics exist.
-    pub(super) fn new(config: KafkaConfig, marker_topics: HashSet<String>) -> Self {
+    pub(super) fn new(config: KafkaSettings, marker_topics: HashSet<String>) -> Self {
         Self {
             config,
             producer: None,
@@ -143,7 +143,7 @@ impl Writer {
 /// Creates a marker topic: one partition (markers are few and small), compacted (the last
 /// marker of each dead letter is all that matters). One created meanwhile by another run is
 /// fine.
-async fn create_marker_topic(config: &KafkaConfig, topic: &str) -> Result<(), SourceError> {
+async fn create_marker_topic(config: &KafkaSettings, topic: &str) -> Result<(), SourceError> {
     let refused = |why: String| {
         SourceError::Rejected(format!("could not create marker topic {topic}: {why}"))
     };

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use outrigger_core::{Acker, Coordinates, DeadLetter, Delivery, Settlement, Source};
-use outrigger_kafka::{KafkaAcker, KafkaConfig, KafkaSource, PartitionStats};
+use outrigger_kafka::{KafkaAcker, KafkaSettings, KafkaSource, PartitionStats};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -48,11 +48,11 @@ impl Kafka {
     }
 
     /// The source config the tests start from: fast commits, a short revoke timeout.
-    pub fn config(&self, topics: &[&str], group: &str) -> KafkaConfig {
-        KafkaConfig {
+    pub fn config(&self, topics: &[&str], group: &str) -> KafkaSettings {
+        KafkaSettings {
             commit_interval: Duration::from_millis(100),
             revoke_timeout: Duration::from_secs(2),
-            ..KafkaConfig::new(self.bootstrap.clone(), topics.iter().copied(), group)
+            ..KafkaSettings::new(self.bootstrap.clone(), topics.iter().copied(), group)
         }
     }
 

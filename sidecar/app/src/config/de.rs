@@ -1,69 +1,17 @@
-//! Deserializers for the value types a policy writes as strings: durations, sizes, URLs,
-//! addresses, actions and HTTP statuses. Each error says what a valid value looks like.
+//! Deserializers for the value types a policy writes as strings: durations and sizes (shared
+//! with the adapters, from `outrigger_core::config::de`), URLs, addresses, actions and HTTP
+//! statuses. Each error says what a valid value looks like.
 
-use std::fmt;
-use std::net::SocketAddr;
-use std::str::FromStr;
-use std::time::Duration;
-
-use bytesize::ByteSize;
 use http::Uri;
 use outrigger_core::Action;
 use outrigger_policies::StatusRange;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
 
-/// A human duration: `250ms`, `30s`, `24h`, `1h 30m`.
-pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    struct V;
-    impl Visitor<'_> for V {
-        type Value = Duration;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a duration like \"250ms\" or \"30s\"")
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-            humantime::parse_duration(v.trim()).map_err(|_| {
-                E::custom("invalid duration: expected a number with a unit like 250ms or 30s")
-            })
-        }
-    }
-    d.deserialize_any(V)
-}
-
-/// A list of human durations: `["1s", "10s", "1m"]`.
-pub(crate) fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
-    #[derive(Deserialize)]
-    struct One(#[serde(deserialize_with = "duration")] Duration);
-    Ok(Vec::<One>::deserialize(d)?
-        .into_iter()
-        .map(|o| o.0)
-        .collect())
-}
-
-/// A size with a unit (`4KiB`, `64MiB`, `1MB`) or a plain number of bytes.
-pub(crate) fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
-    struct V;
-    impl Visitor<'_> for V {
-        type Value = ByteSize;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a size like \"4KiB\" or \"64MiB\"")
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
-            ByteSize::from_str(v.trim()).map_err(|_| {
-                E::custom("invalid size: expected a number with a unit like 4KiB or 64MiB")
-            })
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
-            Ok(ByteSize::b(v))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-            u64::try_from(v)
-                .map(ByteSize::b)
-                .map_err(|_| E::custom("invalid size: a size cannot be negative"))
-        }
-    }
-    d.deserialize_any(V)
-}
+pub(crate) use outrigger_core::config::de::{byte_size, duration, durations};
 
 /// An absolute URL; the scheme and host are checked by validation, which can say why.
 pub(crate) fn uri<'de, D: Deserializer<'de>>(d: D) -> Result<Uri, D::Error> {

@@ -23,7 +23,7 @@ impl DeadLetterConfig {
     /// The destination name: `destination`, or else `<source queue>.dlq` (for kafka, the
     /// first topic's; see [`Self::destination_for`]).
     pub fn destination(&self, source: &SourceConfig) -> String {
-        self.destination_for(source.name())
+        self.destination_for(&source.name())
     }
 
     /// The destination of dead letters from the queue or topic `source_name`: `destination`,

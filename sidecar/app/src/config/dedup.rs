@@ -50,7 +50,7 @@ impl DedupConfig {
         self.redis
             .namespace
             .clone()
-            .unwrap_or_else(|| source.name().to_owned())
+            .unwrap_or_else(|| source.name())
     }
 }
 

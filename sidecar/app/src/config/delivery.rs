@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use http::Uri;
+use outrigger_core::Limits;
 use serde::Deserialize;
 
 use super::de;
@@ -86,44 +87,60 @@ impl Default for DeliveryConfig {
     }
 }
 
-/// `[backpressure]`: how much work is outstanding at once. Fetching pauses at whichever limit
-/// is reached first and resumes below it.
+/// `[backpressure]`: how much work is outstanding at once, in three separate limits: what is
+/// taken from the broker and not settled (`max_in_flight`, per partition, in bytes), what the
+/// broker pushes ahead (`prefetch`), and what is delivered to the app at once
+/// (`max_concurrency`). Taking from the broker pauses at whichever limit is reached first and
+/// resumes below it.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackpressureConfig {
-    /// Messages fetched but not yet settled, in all. For amqp it is also the broker prefetch;
-    /// for kafka, every partition pauses at the limit.
+    /// Messages taken from the broker and not yet settled, in all: running, waiting for their
+    /// ordering lane, or waiting to be retried in place.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: u16,
-    /// Messages of one Kafka partition fetched but not yet settled: that partition pauses at
-    /// the limit while the others go on. At most `max_in_flight`. Does not apply to amqp, where
-    /// a queue is a single stream whose limit is `max_in_flight` (the prefetch).
+    /// Messages of one Kafka partition taken and not yet settled: that partition pauses at the
+    /// limit while the others go on. At most `max_in_flight`. Does not apply to a source
+    /// without partitions (amqp), where a queue is a single stream.
     #[serde(default = "default_max_in_flight_per_partition")]
     pub max_in_flight_per_partition: u16,
-    /// Payload bytes fetched but not yet settled, whatever the number of messages.
+    /// Payload bytes taken and not yet settled, whatever the number of messages.
     #[serde(
         default = "default_max_buffered_bytes",
         deserialize_with = "de::byte_size"
     )]
     pub max_buffered_bytes: ByteSize,
+    /// Deliveries to the app at once (HTTP requests in flight), at most `max_in_flight`.
+    /// Default: `max_in_flight`.
+    #[serde(default)]
+    pub max_concurrency: Option<u16>,
+    /// Messages the broker hands out ahead of the pipeline: RabbitMQ's `basic.qos` prefetch
+    /// (default `max_in_flight`: RabbitMQ counts a delivery as unacked until it is settled),
+    /// or the records librdkafka keeps fetched per Kafka partition (default 1000).
+    #[serde(default)]
+    pub prefetch: Option<u16>,
 }
 
-/// Keeps a typical app busy without piling up more unacknowledged messages than a restart
-/// can redeliver quickly.
+impl BackpressureConfig {
+    /// Deliveries to the app at once: `max_concurrency`, or else `max_in_flight`.
+    pub fn concurrency(&self) -> usize {
+        usize::from(self.max_concurrency.unwrap_or(self.max_in_flight))
+    }
+}
+
+/// See [`Limits::DEFAULT_MAX_IN_FLIGHT`], which every adapter shares.
 const fn default_max_in_flight() -> u16 {
-    64
+    Limits::DEFAULT_MAX_IN_FLIGHT
 }
 
-/// A quarter of the default `max_in_flight`: one hot partition cannot take every slot, so the
-/// other partitions keep moving.
+/// See [`Limits::DEFAULT_MAX_IN_FLIGHT_PER_PARTITION`].
 const fn default_max_in_flight_per_partition() -> u16 {
-    16
+    Limits::DEFAULT_MAX_IN_FLIGHT_PER_PARTITION
 }
 
-/// Bounds the sidecar's memory whatever the message size: 64 messages of 1MiB fit, a burst of
-/// large messages waits.
+/// See [`Limits::DEFAULT_MAX_BUFFERED_BYTES`].
 fn default_max_buffered_bytes() -> ByteSize {
-    ByteSize::mib(64)
+    ByteSize::b(Limits::DEFAULT_MAX_BUFFERED_BYTES)
 }
 
 impl Default for BackpressureConfig {
@@ -132,6 +149,8 @@ impl Default for BackpressureConfig {
             max_in_flight: default_max_in_flight(),
             max_in_flight_per_partition: default_max_in_flight_per_partition(),
             max_buffered_bytes: default_max_buffered_bytes(),
+            max_concurrency: None,
+            prefetch: None,
         }
     }
 }

@@ -1,68 +1,11 @@
 //! Finding things in a parsed TOML document by span and by key path, so every error can name
 //! the key it is about and point at where it was written.
 
-use std::fmt;
 use std::ops::Range;
 
 use toml_edit::{Item, Key, Table, TableLike, Value};
 
-/// One step of a key path: a table key or an array index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Seg {
-    Key(String),
-    Index(usize),
-}
-
-/// Where a setting lives, like `classify.rules[2].status`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct KeyPath(pub(crate) Vec<Seg>);
-
-impl KeyPath {
-    /// Parses `a.b.c` (keys only, as written in validation code).
-    pub(crate) fn parse(dotted: &str) -> Self {
-        KeyPath(dotted.split('.').map(|k| Seg::Key(k.to_owned())).collect())
-    }
-
-    pub(crate) fn key(&self, key: &str) -> Self {
-        let mut next = self.clone();
-        next.0.push(Seg::Key(key.to_owned()));
-        next
-    }
-
-    pub(crate) fn index(&self, index: usize) -> Self {
-        let mut next = self.clone();
-        next.0.push(Seg::Index(index));
-        next
-    }
-
-    /// Whether `self` is `other` or one of its ancestors.
-    pub(crate) fn contains(&self, other: &KeyPath) -> bool {
-        other.0.starts_with(&self.0)
-    }
-
-    /// Whether one path is the other or an ancestor of it.
-    pub(crate) fn overlaps(&self, other: &KeyPath) -> bool {
-        self.contains(other) || other.contains(self)
-    }
-}
-
-impl fmt::Display for KeyPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, seg) in self.0.iter().enumerate() {
-            match seg {
-                Seg::Key(k) => {
-                    if i > 0 {
-                        f.write_str(".")?;
-                    }
-                    // Key's Display quotes only what a bare key cannot spell.
-                    write!(f, "{}", Key::new(k.as_str()))?;
-                }
-                Seg::Index(n) => write!(f, "[{n}]")?,
-            }
-        }
-        Ok(())
-    }
-}
+pub(crate) use outrigger_core::config::{KeyPath, Seg};
 
 /// What a span pointed at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -203,9 +203,10 @@ impl Loader<'_> {
             self.record(
                 "source".into(),
                 None,
-                "missing [source]: configure exactly one of [source.amqp], [source.kafka] or \
-                 [source.memory]"
-                    .into(),
+                format!(
+                    "missing [source]: configure exactly one of {}",
+                    super::SourceConfig::tables()
+                ),
                 None,
             );
         }

@@ -22,12 +22,15 @@ pub(crate) fn humanize(message: &str, at: Option<&KeyPath>) -> String {
         let what = if source_kind { "source" } else { "value" };
         return format!("unknown {what} {rest}");
     }
-    let one_source = "configure exactly one of [source.amqp], [source.kafka] or [source.memory]";
+    let one_source = format!(
+        "configure exactly one of {}",
+        crate::brokers::SourceConfig::tables()
+    );
     match message {
         "wanted exactly 1 element, more than 1 element" => {
             return format!("{one_source}, not several");
         }
-        "wanted exactly 1 element, found 0 elements" => return one_source.to_owned(),
+        "wanted exactly 1 element, found 0 elements" => return one_source,
         "wanted string or table" => return format!("expected a table: {one_source}"),
         _ => {}
     }

@@ -6,8 +6,9 @@
 //! sizes too (`4KiB`, `64MiB`). Loading reads the file and nothing else.
 //!
 //! # Layout
-//! - one module per section ([`SourceConfig`] in `source`, [`DeliveryConfig`] in `delivery`,
-//!   ...): the schema, its defaults and why they are what they are;
+//! - one module per section ([`DeliveryConfig`] in `delivery`, ...): the schema, its defaults
+//!   and why they are what they are. `[source.<kind>]` tables belong to their adapter crates,
+//!   gathered in [`SourceConfig`] (`crate::brokers`);
 //! - `de`: deserializers for values written as strings (durations, sizes, URLs, statuses);
 //! - `load`: text → document → overrides (`env`) → typed config → checks (`validate`),
 //!   with `doc` mapping every error back to its key and position;
@@ -26,7 +27,6 @@ mod messages;
 mod operate;
 mod ordering;
 mod retry;
-mod source;
 mod validate;
 
 #[cfg(test)]
@@ -44,14 +44,15 @@ pub use load::{load_file, load_str};
 pub use operate::{AdminConfig, LogConfig, LogFormat, ShutdownConfig};
 pub use ordering::OrderingConfig;
 pub use retry::{ParkedAfterDeadLetter, RetryConfig, RetryMode};
-pub use source::{AmqpConfig, KafkaConfig, MemoryConfig, SourceConfig, StartFrom};
+
+pub use crate::brokers::SourceConfig;
+use outrigger_core::{Limits, SourceContext};
 
 /// One sidecar's whole policy. Every section but `[source]` may be left out.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Where messages come from: exactly one of `[source.amqp]`, `[source.kafka]` or
-    /// `[source.memory]`.
+    /// Where messages come from: exactly one `[source.<kind>]` table.
     pub source: SourceConfig,
     /// `[delivery]`: the app's URL and the HTTP request it receives.
     #[serde(default)]
@@ -86,6 +87,25 @@ pub struct Config {
 }
 
 impl Config {
+    /// What every source shares, from the sections outside `[source]`.
+    pub fn source_context(&self) -> SourceContext {
+        let b = &self.backpressure;
+        SourceContext {
+            dead_letter_destination: self.dead_letter.destination.clone(),
+            declare_dead_letters: self.dead_letter.declare,
+            retry_tiers: match self.retry.mode {
+                RetryMode::Queue => self.retry.tiers.clone(),
+                RetryMode::InPlace => Vec::new(),
+            },
+            limits: Limits {
+                max_in_flight: usize::from(b.max_in_flight),
+                max_in_flight_per_partition: usize::from(b.max_in_flight_per_partition),
+                max_buffered_bytes: b.max_buffered_bytes.as_u64(),
+                prefetch: b.prefetch.map(usize::from),
+            },
+        }
+    }
+
     /// One line on what this policy does, for `outrigger check`.
     pub fn summary(&self) -> String {
         let dedup = if self.dedup.enabled {
@@ -102,11 +122,8 @@ impl Config {
             n => format!("{n} classify rules"),
         };
         let names = self.source.names();
-        let source = match (&self.source, names.len()) {
-            (SourceConfig::Kafka(_), 1) => format!("kafka topic {}", quoted(&names)),
-            (SourceConfig::Kafka(_), _) => format!("kafka topics {}", quoted(&names)),
-            (source, _) => format!("{} queue {}", source.kind(), quoted(&names)),
-        };
+        let noun = self.source.capabilities().noun.of(names.len());
+        let source = format!("{} {noun} {}", self.source.kind(), quoted(&names));
         let mut dead_letters: Vec<String> = names
             .iter()
             .map(|name| self.dead_letter.destination_for(name))

@@ -20,19 +20,11 @@ pub struct OrderingConfig {
 }
 
 impl OrderingConfig {
-    /// The mode in force for `source`: `mode`, or else the source kind's default.
+    /// The mode in force for `source`: `mode`, or else the broker's default (`key` for kafka,
+    /// where producers key records by entity; `none` for a queue, whose routing key is usually
+    /// the queue's own name, so `key` would serialise everything).
     pub fn mode(&self, source: &SourceConfig) -> OrderingMode {
-        self.mode.unwrap_or_else(|| default_mode(source))
-    }
-}
-
-/// Kafka producers key messages by entity, so `key` keeps each entity's events in order yet
-/// runs different entities in parallel. A RabbitMQ queue's routing key is usually the queue
-/// name, so `key` would serialise everything there: `none` keeps amqp (and the in-process
-/// broker) parallel.
-fn default_mode(source: &SourceConfig) -> OrderingMode {
-    match source {
-        SourceConfig::Kafka(_) => OrderingMode::Key,
-        SourceConfig::Amqp(_) | SourceConfig::Memory(_) => OrderingMode::None,
+        self.mode
+            .unwrap_or_else(|| source.capabilities().default_ordering)
     }
 }

@@ -1,12 +1,16 @@
 //! Checks that need more than one value's type: ranges, relations between settings, and
 //! combinations this build does not support. Pure: it reads the config and lists problems.
+//!
+//! The `[source]` table is checked by its adapter ([`SourceConfig::validate`]), in the context
+//! of the policy's shared sections, with the same function `outrigger run` calls before it
+//! connects; what depends only on what a broker can do ([`Capabilities`]) is checked here.
 
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+use outrigger_core::{Capabilities, KeyPath, Problem, Problems};
 
-use super::doc::KeyPath;
-use super::{Config, KafkaConfig, RetryMode, SourceConfig, StoreKind};
+use super::{Config, RetryMode, SourceConfig, StoreKind};
 
 /// The largest response excerpt: it travels in every dead letter, and brokers cap message size.
 const MAX_EXCERPT_BYTES: u64 = 1024 * 1024;
@@ -14,187 +18,42 @@ const MAX_EXCERPT_BYTES: u64 = 1024 * 1024;
 /// The levels `tracing` knows, for telling a level from a typo.
 const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
-/// Kafka's limit on the length of a topic name.
-const MAX_TOPIC_CHARS: usize = 249;
-/// Retry tiers, one topic each per source topic: more would mostly be topics to manage.
+/// Retry tiers, one retry queue each per source name: more would mostly be queues to manage.
 const MAX_TIERS: usize = 10;
 
-/// librdkafka settings the sidecar sets itself, and what to do instead. The Kafka adapter
-/// refuses the same ones when it connects; refused here, they are found by `outrigger check`.
-const OWNED_PROPERTIES: [(&str, &str); 10] = [
-    (
-        "bootstrap.servers",
-        "set source.kafka.bootstrap_servers instead",
-    ),
-    (
-        "metadata.broker.list",
-        "set source.kafka.bootstrap_servers instead",
-    ),
-    ("group.id", "set source.kafka.group_id instead"),
-    (
-        "auto.offset.reset",
-        "set source.kafka.start_from (\"earliest\" or \"latest\") instead",
-    ),
-    (
-        "enable.auto.commit",
-        "it commits settled offsets itself; set source.kafka.commit_interval instead",
-    ),
-    (
-        "auto.commit.interval.ms",
-        "set source.kafka.commit_interval instead",
-    ),
-    (
-        "enable.auto.offset.store",
-        "it stores an offset only once that message and every earlier one of its partition \
-         are settled, so nothing is skipped; leave it out",
-    ),
-    (
-        "enable.idempotence",
-        "dead letters are written by an idempotent producer, so its retries add no \
-         duplicates; leave it out",
-    ),
-    (
-        "acks",
-        "every in-sync replica confirms a dead letter before its message is settled; \
-         leave it out",
-    ),
-    (
-        "request.required.acks",
-        "every in-sync replica confirms a dead letter before its message is settled; \
-         leave it out",
-    ),
-];
-
-/// One semantic problem: the settings involved (the first is the one to blame when the user
-/// wrote it) and what is wrong.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Issue {
-    pub(crate) paths: Vec<KeyPath>,
-    pub(crate) message: String,
-}
-
-#[derive(Default)]
-struct Issues(Vec<Issue>);
-
-impl Issues {
-    fn at(&mut self, paths: &[&str], message: impl Into<String>) {
-        let paths = paths.iter().map(|p| KeyPath::parse(p)).collect();
-        self.at_paths(paths, message);
-    }
-
-    fn at_paths(&mut self, paths: Vec<KeyPath>, message: impl Into<String>) {
-        self.0.push(Issue {
-            paths,
-            message: message.into(),
-        });
-    }
-
-    fn positive(&mut self, path: &str, d: Duration) {
-        if d.is_zero() {
-            self.at(&[path], "must be longer than 0s");
-        }
-    }
-
-    fn not_empty(&mut self, path: &str, s: Option<&str>, hint: &str) {
-        if s.is_some_and(|s| s.trim().is_empty()) {
-            self.at(&[path], format!("must not be empty; {hint}"));
-        }
-    }
-}
-
 /// Every semantic problem in `config`.
-pub(crate) fn validate(config: &Config) -> Vec<Issue> {
-    let mut issues = Issues::default();
-    source(config, &mut issues);
+pub(crate) fn validate(config: &Config) -> Vec<Problem> {
+    let mut issues = Problems::default();
+    let capabilities = config.source.capabilities();
+    issues.extend(config.source.validate(&config.source_context()));
+    ordering(config, &capabilities, &mut issues);
     delivery(config, &mut issues);
     dedup(config, &mut issues);
-    retry(config, &mut issues);
+    retry(config, &capabilities, &mut issues);
     classify(config, &mut issues);
     operations(config, &mut issues);
-    backpressure(config, &mut issues);
-    issues.0
+    backpressure(config, &capabilities, &mut issues);
+    issues.into_vec()
 }
 
-fn source_queue_path(source: &SourceConfig) -> String {
-    format!("source.{}.queue", source.kind())
-}
-
-fn source(c: &Config, v: &mut Issues) {
-    if let SourceConfig::Kafka(kafka) = &c.source {
-        kafka_source(kafka, v);
-        return;
-    }
-    if c.source.name().trim().is_empty() {
-        v.at(&[&source_queue_path(&c.source)], "must not be empty");
-    }
-    if let SourceConfig::Amqp(amqp) = &c.source {
-        if !(amqp.url.starts_with("amqp://") || amqp.url.starts_with("amqps://")) {
-            v.at(&["source.amqp.url"], "expected an amqp:// or amqps:// URL");
-        }
-    }
-}
-
-fn kafka_source(k: &KafkaConfig, v: &mut Issues) {
-    let hint = "list brokers as host:port, separated by commas";
-    v.not_empty(
-        "source.kafka.bootstrap_servers",
-        Some(&k.bootstrap_servers),
-        hint,
-    );
-    if k.topics.is_empty() {
-        v.at(&["source.kafka.topics"], "must list at least one topic");
-    }
-    for (i, topic) in k.topics.iter().enumerate() {
-        let at = KeyPath::parse("source.kafka.topics").index(i);
-        if let Err(why) = topic_name(topic) {
-            v.at_paths(vec![at], why);
-        } else if k.topics[..i].contains(topic) {
-            v.at_paths(vec![at], "listed twice: each topic is consumed once");
-        }
-    }
-    let hint = "name the consumer group, usually after the service";
-    v.not_empty("source.kafka.group_id", Some(&k.group_id), hint);
-    for name in k.properties.keys() {
-        let owned = OWNED_PROPERTIES
-            .iter()
-            .find(|(owned, _)| owned.eq_ignore_ascii_case(name.trim()));
-        if let Some((owned, instead)) = owned {
-            let at = KeyPath::parse("source.kafka.properties").key(name);
-            v.at_paths(
-                vec![at],
-                format!("`{owned}` is set by the sidecar: {instead}"),
+/// The ordering mode asked for must be one the broker can keep.
+fn ordering(c: &Config, capabilities: &Capabilities, v: &mut Problems) {
+    if let Some(mode) = c.ordering.mode {
+        if !capabilities.ordering.contains(&mode) {
+            let kept: Vec<&str> = capabilities.ordering.iter().map(|m| m.as_str()).collect();
+            v.at(
+                &["ordering.mode"],
+                format!(
+                    "a {} source cannot keep {mode:?} order; it keeps {}",
+                    c.source.kind(),
+                    kept.join(", ")
+                ),
             );
         }
     }
-    v.positive("source.kafka.commit_interval", k.commit_interval);
-    v.positive("source.kafka.revoke_timeout", k.revoke_timeout);
 }
 
-/// Kafka's rules for a topic name: ASCII letters, digits, `.`, `_` and `-`, 1 to 249 of them,
-/// and not `.` or `..`.
-fn topic_name(name: &str) -> Result<(), String> {
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
-    if name.is_empty() {
-        Err("must not be empty".to_owned())
-    } else if name == "." || name == ".." {
-        Err("`.` and `..` are not valid Kafka topic names".to_owned())
-    } else if !name.bytes().all(allowed) {
-        Err(
-            "not a valid Kafka topic name: use only ASCII letters, digits, `.`, `_` and `-`"
-                .to_owned(),
-        )
-    } else if name.len() > MAX_TOPIC_CHARS {
-        Err(format!(
-            "too long: Kafka topic names have at most {MAX_TOPIC_CHARS} characters, this one \
-             has {}",
-            name.len()
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-fn delivery(c: &Config, v: &mut Issues) {
+fn delivery(c: &Config, v: &mut Problems) {
     let d = &c.delivery;
     match (d.url.scheme_str(), d.url.host()) {
         (Some("http"), Some(host)) if !host.is_empty() => {}
@@ -226,7 +85,7 @@ fn delivery(c: &Config, v: &mut Issues) {
     }
 }
 
-fn dedup(c: &Config, v: &mut Issues) {
+fn dedup(c: &Config, v: &mut Problems) {
     let d = &c.dedup;
     if !d.enabled {
         return;
@@ -262,14 +121,15 @@ fn dedup(c: &Config, v: &mut Issues) {
     }
 }
 
-fn retry(c: &Config, v: &mut Issues) {
+fn retry(c: &Config, capabilities: &Capabilities, v: &mut Problems) {
     let r = &c.retry;
     if r.mode == RetryMode::Queue {
-        if !matches!(c.source, SourceConfig::Kafka(_)) {
+        if !capabilities.retry_queues {
+            let built = SourceConfig::kinds_with_retry_queues().join(" and ");
             v.at(
                 &["retry.mode"],
                 format!(
-                    "queue mode needs retry topics, built for kafka sources only; use \"in_place\" with a {} source",
+                    "queue mode needs retry queues, built for {built} sources only; use \"in_place\" with a {} source",
                     c.source.kind()
                 ),
             );
@@ -285,7 +145,7 @@ fn retry(c: &Config, v: &mut Issues) {
         } else if r.tiers.len() > MAX_TIERS {
             v.at(
                 &["retry.tiers"],
-                format!("at most {MAX_TIERS} tiers (one retry topic each)"),
+                format!("at most {MAX_TIERS} tiers (one retry queue each)"),
             );
         }
         if r.tiers.iter().any(Duration::is_zero) {
@@ -331,7 +191,7 @@ fn retry(c: &Config, v: &mut Issues) {
     }
 }
 
-fn classify(c: &Config, v: &mut Issues) {
+fn classify(c: &Config, v: &mut Problems) {
     for (i, rule) in c.classify.rules.iter().enumerate() {
         let at = KeyPath::parse("classify.rules").index(i);
         if rule.status.as_ref().is_some_and(|s| s.ranges.is_empty()) {
@@ -371,21 +231,14 @@ fn classify(c: &Config, v: &mut Issues) {
     }
 }
 
-fn operations(c: &Config, v: &mut Issues) {
+fn operations(c: &Config, v: &mut Problems) {
     let destination = c.dead_letter.destination.as_deref();
+    let noun = c.source.capabilities().noun;
     v.not_empty(
         "dead_letter.destination",
         destination,
-        "leave it out for <queue>.dlq (<topic>.dlq for each kafka topic)",
+        &format!("leave it out for <{}>.dlq", noun.one),
     );
-    if let SourceConfig::Kafka(kafka) = &c.source {
-        dead_letter_topics(c, kafka, v);
-    } else if destination == Some(c.source.name()) {
-        v.at(
-            &["dead_letter.destination", &source_queue_path(&c.source)],
-            "must differ from the source queue, or dead letters would be consumed again",
-        );
-    }
     let token = c.admin.token.as_deref();
     v.not_empty("admin.token", token, "leave it out on loopback");
     if !c.admin.listen.ip().is_loopback() && token.is_none() {
@@ -400,47 +253,21 @@ fn operations(c: &Config, v: &mut Issues) {
     }
 }
 
-/// No dead letter may land on a topic the sidecar consumes: it would be consumed again.
-fn dead_letter_topics(c: &Config, k: &KafkaConfig, v: &mut Issues) {
-    let topics = KeyPath::parse("source.kafka.topics");
-    let destination = KeyPath::parse("dead_letter.destination");
-    if let Some(set) = &c.dead_letter.destination {
-        if let Some(i) = k.topics.iter().position(|t| t == set) {
-            v.at_paths(
-                vec![destination, topics.index(i)],
-                "must differ from every source topic, or dead letters would be consumed again",
-            );
-        }
-        return;
-    }
-    for (i, topic) in k.topics.iter().enumerate() {
-        let by_default = |from: &&String| c.dead_letter.destination_for(from) == *topic;
-        if let Some(from) = k.topics.iter().find(by_default) {
-            v.at_paths(
-                vec![destination.clone(), topics.index(i)],
-                format!(
-                    "dead letters of topic {from:?} go to {topic:?} by default, so they would be \
-                     consumed again; set dead_letter.destination or consume one of the two"
-                ),
-            );
-        }
-    }
-}
-
-fn backpressure(c: &Config, v: &mut Issues) {
+fn backpressure(c: &Config, capabilities: &Capabilities, v: &mut Problems) {
     let b = &c.backpressure;
     if b.max_in_flight == 0 {
         v.at(&["backpressure.max_in_flight"], "must be at least 1");
     }
-    // The per-partition limit does not apply to amqp: a policy lowering max_in_flight there
-    // must not fail over a setting it does not use.
-    let partitioned = matches!(c.source, SourceConfig::Kafka(_));
+    // The per-partition limit does not apply to a broker without partitions: a policy lowering
+    // max_in_flight there must not fail over a setting it does not use.
     if b.max_in_flight_per_partition == 0 {
         v.at(
             &["backpressure.max_in_flight_per_partition"],
             "must be at least 1",
         );
-    } else if partitioned && b.max_in_flight > 0 && b.max_in_flight_per_partition > b.max_in_flight
+    } else if capabilities.partitioned
+        && b.max_in_flight > 0
+        && b.max_in_flight_per_partition > b.max_in_flight
     {
         v.at(
             &[
@@ -454,6 +281,21 @@ fn backpressure(c: &Config, v: &mut Issues) {
                 b.max_in_flight_per_partition, b.max_in_flight
             ),
         );
+    }
+    match b.max_concurrency {
+        Some(0) => v.at(&["backpressure.max_concurrency"], "must be at least 1"),
+        Some(n) if b.max_in_flight > 0 && n > b.max_in_flight => v.at(
+            &["backpressure.max_concurrency", "backpressure.max_in_flight"],
+            format!(
+                "backpressure.max_concurrency ({n}) must not exceed backpressure.max_in_flight \
+                 ({}): only messages taken from the broker can be delivered",
+                b.max_in_flight
+            ),
+        ),
+        _ => {}
+    }
+    if b.prefetch == Some(0) {
+        v.at(&["backpressure.prefetch"], "must be at least 1");
     }
     if b.max_buffered_bytes.as_u64() == 0 {
         v.at(

@@ -53,11 +53,11 @@ impl DlqApi {
     /// The API over the dead-letter queue of `config`'s source; for a source without one,
     /// every route answers 404 saying why.
     pub fn new(config: &Config, metrics: &Metrics) -> Self {
-        let queue = DeadLetters::from_config(config);
+        let queue = super::dead_letters(config);
         let source = queue
             .as_ref()
-            .map_or(config.source.name(), DeadLetters::source);
-        let counters = metrics.dlq(source);
+            .map_or_else(|_| config.source.name(), |q| q.source().to_owned());
+        let counters = metrics.dlq(&source);
         Self {
             queue,
             lock: Mutex::new(()),

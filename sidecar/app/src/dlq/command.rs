@@ -26,7 +26,7 @@ const EXIT_INTERRUPTED: u8 = 130;
 
 /// Runs one `outrigger dlq` subcommand against the dead-letter queue of `config`'s source.
 pub async fn run(args: DlqArgs, config: Config) -> ExitCode {
-    let queue = match DeadLetters::from_config(&config) {
+    let queue = match super::dead_letters(&config) {
         Ok(queue) => queue,
         Err(why) => {
             eprintln!("outrigger dlq: {why}");

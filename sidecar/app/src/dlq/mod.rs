@@ -23,130 +23,23 @@ pub mod render;
 
 use std::time::SystemTime;
 
-use outrigger_amqp::{AmqpConfig as AmqpAdapterConfig, AmqpDeadLetters, AmqpPass};
 use outrigger_core::{
     DeadLetterPass, DeadLetterQueue, DeadLetterRecord, Resubmission, Scope, SourceError,
 };
-use outrigger_kafka::{KafkaConfig as KafkaAdapterConfig, KafkaDeadLetters, KafkaPass};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SourceConfig};
+pub use crate::brokers::{DeadLetters, Pass};
+use crate::config::Config;
 use filter::Filter;
 
-/// The dead-letter queues this build can work on, as one closed set.
-#[derive(Debug)]
-pub enum DeadLetters {
-    /// A RabbitMQ dead-letter queue.
-    Amqp(AmqpDeadLetters),
-    /// The dead-letter topics of a Kafka source.
-    Kafka(KafkaDeadLetters),
-}
-
-impl DeadLetters {
-    /// The dead-letter queue of the source `config` describes; an error says why there is
-    /// none to work on.
-    pub fn from_config(config: &Config) -> Result<Self, String> {
-        match &config.source {
-            SourceConfig::Amqp(amqp) => {
-                let mut settings = AmqpAdapterConfig::new(amqp.url.clone(), amqp.queue.clone());
-                settings.dead_letter_queue = config.dead_letter.destination(&config.source);
-                AmqpDeadLetters::new(settings)
-                    .map(DeadLetters::Amqp)
-                    .map_err(|e| e.to_string())
-            }
-            SourceConfig::Kafka(kafka) => {
-                // What a pass needs: where the brokers and the dead-letter topics are, and
-                // the user's client settings (security). The consumer's own limits do not
-                // matter to it.
-                let mut settings = KafkaAdapterConfig::new(
-                    kafka.bootstrap_servers.clone(),
-                    kafka.topics.iter().cloned(),
-                    kafka.group_id.clone(),
-                );
-                settings.properties = kafka.properties.clone();
-                settings.dead_letter_topic = config.dead_letter.destination.clone();
-                KafkaDeadLetters::new(settings)
-                    .map(DeadLetters::Kafka)
-                    .map_err(|e| e.to_string())
-            }
-            SourceConfig::Memory(_) => Err(
-                "the memory source only exists inside `outrigger demo`; it keeps no dead letters to work on"
-                    .to_owned(),
-            ),
-        }
-    }
-
-    /// The configured source: where records go back to when they do not name their origin,
-    /// and the `source` label of the DLQ metrics.
-    pub fn source(&self) -> &str {
-        match self {
-            DeadLetters::Amqp(q) => q.source(),
-            DeadLetters::Kafka(q) => q.source(),
-        }
-    }
-}
-
-impl DeadLetterQueue for DeadLetters {
-    type Pass = Pass;
-
-    fn name(&self) -> &str {
-        match self {
-            DeadLetters::Amqp(q) => q.name(),
-            DeadLetters::Kafka(q) => q.name(),
-        }
-    }
-
-    async fn open(&self, scope: Scope) -> Result<Pass, SourceError> {
-        match self {
-            DeadLetters::Amqp(q) => q.open(scope).await.map(|p| Pass::Amqp(Box::new(p))),
-            DeadLetters::Kafka(q) => q.open(scope).await.map(|p| Pass::Kafka(Box::new(p))),
-        }
-    }
-}
-
-/// A pass over one of [`DeadLetters`]. Boxed: each holds a connection's worth of state, and
-/// they differ in size by hundreds of bytes.
-#[derive(Debug)]
-pub enum Pass {
-    /// Over a RabbitMQ queue.
-    Amqp(Box<AmqpPass>),
-    /// Over Kafka dead-letter topics.
-    Kafka(Box<KafkaPass>),
-}
-
-impl DeadLetterPass for Pass {
-    async fn next(&mut self) -> Result<Option<DeadLetterRecord>, SourceError> {
-        match self {
-            Pass::Amqp(p) => p.next().await,
-            Pass::Kafka(p) => p.next().await,
-        }
-    }
-
-    async fn resubmit(
-        &mut self,
-        record: &DeadLetterRecord,
-        how: &Resubmission,
-    ) -> Result<(), SourceError> {
-        match self {
-            Pass::Amqp(p) => p.resubmit(record, how).await,
-            Pass::Kafka(p) => p.resubmit(record, how).await,
-        }
-    }
-
-    async fn purge(&mut self, record: &DeadLetterRecord, by: &str) -> Result<(), SourceError> {
-        match self {
-            Pass::Amqp(p) => p.purge(record, by).await,
-            Pass::Kafka(p) => p.purge(record, by).await,
-        }
-    }
-
-    async fn finish(self) -> Result<(), SourceError> {
-        match self {
-            Pass::Amqp(p) => (*p).finish().await,
-            Pass::Kafka(p) => (*p).finish().await,
-        }
-    }
+/// The dead-letter queue of the source `config` describes; an error says why there is none to
+/// work on.
+pub fn dead_letters(config: &Config) -> Result<DeadLetters, String> {
+    config
+        .source
+        .dead_letters(&config.source_context())
+        .map_err(|e| e.to_string())
 }
 
 /// Which records an operation works on.

@@ -7,6 +7,7 @@
 //! messages finish within the grace period, then releases the rest back to the broker.
 
 mod parking;
+mod route;
 mod throttle;
 mod worker;
 
@@ -15,19 +16,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use outrigger_core::{
-    Acker, Coordinates, DedupStore, Delivery, Message, ParkingStore, Settlement, Source,
+    Acker, DedupStore, Delivery, Message, OrderingMode, ParkingStore, Settlement, Source,
     SourceError,
 };
-use outrigger_policies::{Classifier, KeyTemplate, Lane, Lanes, OrderingMode, RetryPolicy};
+use outrigger_policies::{Lane, Lanes};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::delivery::HttpDelivery;
 use crate::metrics::SourceMetrics;
 
-pub use parking::{partition_group, RetryQueue};
+pub use route::{Route, RouteTable, Routes};
 pub use throttle::ThrottleGate;
 
 /// What to do when the dedup store cannot be reached.
@@ -49,27 +49,16 @@ pub struct Dedup<D> {
 
 /// Everything a message meets between the broker and its settlement.
 pub struct Pipeline<D> {
-    /// How the idempotency key is built.
-    pub key: KeyTemplate,
+    /// Per-message policy: the route each message takes.
+    pub routes: RouteTable,
     /// Dedup store, or `None` when dedup is off.
     pub dedup: Option<Dedup<D>>,
-    /// The HTTP client to the app.
-    pub delivery: HttpDelivery,
-    /// Response → action rules.
-    pub classifier: Classifier,
-    /// Attempt budget and backoff.
-    pub retry: RetryPolicy,
-    /// Retry mode `queue`: retry queues instead of waiting in place (needs dedup: parked-key
-    /// chains live in its store). `None`: retry in place.
-    pub retry_queue: Option<RetryQueue>,
-    /// Messages taken and not yet settled (running or waiting in a lane); also the prefetch.
+    /// Messages taken and not yet settled (running, waiting in a lane or for a retry).
     pub max_in_flight: usize,
-    /// Which messages keep their order.
-    pub ordering: OrderingMode,
+    /// Deliveries to the app at once.
+    pub concurrency: Arc<Semaphore>,
     /// How long in-flight messages may finish after shutdown begins.
     pub grace_period: Duration,
-    /// Shared slow-down after throttle responses.
-    pub throttle: ThrottleGate,
     /// Metrics of this source.
     pub metrics: SourceMetrics,
 }
@@ -107,6 +96,7 @@ where
         };
         tasks.spawn(worker::process(
             pipeline.clone(),
+            job.route,
             job.delivery,
             abort.clone(),
             job.permit,
@@ -128,9 +118,11 @@ where
             next = source.recv(), if permit.is_some() => match next {
                 Ok(Some(delivery)) => {
                     backoff = Duration::from_millis(100);
-                    let lane = lane_of(pipeline.ordering, &delivery.message);
+                    let route = pipeline.routes.pick(&delivery.message);
+                    let lane = lane_of(route.ordering, &delivery.message);
                     let job = Job {
                         lane: lane.clone(),
+                        route,
                         delivery,
                         permit: permit.take().expect("guarded by the select"),
                     };
@@ -195,6 +187,7 @@ where
 /// A delivery with its permit, on its way to a worker.
 struct Job<A> {
     lane: Option<Lane>,
+    route: Arc<Route>,
     delivery: Delivery<A>,
     permit: OwnedSemaphorePermit,
 }
@@ -218,12 +211,7 @@ fn lane_of(mode: OrderingMode, message: &Message) -> Option<Lane> {
     match mode {
         OrderingMode::None => None,
         OrderingMode::Key => message.key.clone().filter(|k| !k.is_empty()),
-        OrderingMode::Partition => Some(match &message.coordinates {
-            Coordinates::Kafka {
-                topic, partition, ..
-            } => Bytes::from(format!("{topic}/{partition}")),
-            other => Bytes::from(other.source_name().to_owned()),
-        }),
+        OrderingMode::Partition => Some(Bytes::from(message.coordinates.partition())),
     }
 }
 

@@ -1,4 +1,6 @@
-//! One message's journey: claim, deliver, classify, and settle exactly once.
+//! One message's journey: claim, deliver, and execute what the attempt machine
+//! (`outrigger_policies::attempt`) and the chain rules (`outrigger_policies::chain::link`)
+//! decide, until the message is settled exactly once.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -6,16 +8,17 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use outrigger_core::dead_letters::resubmit_headers;
 use outrigger_core::{
-    Acker, Action, Claim, Completion, DeadLetter, DedupStore, Delivery, Message, ParkingStore,
-    Release, Reply, Settlement, Trail,
+    Acker, Claim, Completion, DeadLetter, DedupStore, Delivery, Message, OrderingMode,
+    ParkingStore, Release, Reply, Settlement, Trail,
 };
-use outrigger_policies::{Arrival, Exhausted, Finish, KeyError, RetryDecision, Turn};
+use outrigger_policies::chain::link::{self, ChainStep, Meeting, Settling};
+use outrigger_policies::{Attempts, Done, KeyError, Next, Tried};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn, Instrument};
 
-use super::parking::{self, Link, Role, Step};
-use super::{sleep_unless, Backoff, Pipeline, StoreFailureMode, WAIT_MAX};
+use super::parking::{self, Link};
+use super::{sleep_unless, Backoff, Pipeline, Route, StoreFailureMode, WAIT_MAX};
 use crate::delivery::Attempt;
 
 /// Outcome labels of `outrigger_messages_settled_total`.
@@ -53,6 +56,21 @@ enum Fate {
     Requeue,
 }
 
+impl Fate {
+    /// What the message's chain needs to know of this fate.
+    fn settling(&self) -> Settling<'_> {
+        match self {
+            Fate::Ack(_) => Settling::Ack,
+            Fate::DeadLetter(dl) => Settling::DeadLetter(&dl.reason),
+            Fate::Retry(t) => Settling::Retry {
+                tier: t.tier,
+                hop: t.hop,
+            },
+            Fate::Requeue => Settling::Requeue,
+        }
+    }
+}
+
 /// A live dedup claim.
 #[derive(Clone, Copy)]
 struct Held {
@@ -63,6 +81,7 @@ struct Held {
 /// Processes one delivery to its settlement; the permit is held until then.
 pub(super) async fn process<A, D>(
     pipeline: Arc<Pipeline<D>>,
+    route: Arc<Route>,
     delivery: Delivery<A>,
     abort: CancellationToken,
     _permit: OwnedSemaphorePermit,
@@ -81,6 +100,7 @@ pub(super) async fn process<A, D>(
     async {
         let job = Job {
             p: &pipeline,
+            route: &route,
             message: &message,
             abort: &abort,
         };
@@ -94,6 +114,7 @@ pub(super) async fn process<A, D>(
 
 struct Job<'a, D> {
     p: &'a Pipeline<D>,
+    route: &'a Route,
     message: &'a Message,
     abort: &'a CancellationToken,
 }
@@ -103,18 +124,17 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
     /// `queue`): what must be recorded before the broker settles happens before, the rest
     /// after, so a crash in between never loses a message or strands a chain.
     async fn run<A: Acker>(&self, acker: A) {
-        let mut link = self
-            .p
-            .retry_queue
-            .as_ref()
+        let queue = self.route.attempts.queue.as_ref();
+        let mut link = queue
             .and_then(|_| Link::of(self.message))
-            .filter(|_| self.p.ordering != outrigger_policies::OrderingMode::None);
+            .filter(|_| self.route.ordering != OrderingMode::None);
         let fate = match self.enter(link.as_mut()).await {
             Some(fate) => fate,
             None => self.decide().await,
         };
+        let follow = queue.is_some_and(|q| q.dead_letter_parked);
         let (before, after) = match &link {
-            Some(link) => self.chain_steps(link.role, &fate),
+            Some(link) => link::around(link.role, fate.settling(), follow),
             None => (None, None),
         };
         if let (Some(link), Some(step)) = (&link, &before) {
@@ -136,107 +156,32 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         let link = link?;
         let store = &self.p.dedup.as_ref()?.store;
         let metrics = &self.p.metrics;
-        let now = SystemTime::now();
-        match &self.message.trail {
+        let (role, meeting) = match &self.message.trail {
             None => {
                 let arrival = parking::update(&**store, &link.id, self.abort, metrics, |c| {
                     c.arrive(&link.entry)
                 })
-                .await;
-                let Some(arrival) = arrival else {
-                    return Some(Fate::Requeue);
-                };
-                match arrival {
-                    Arrival::Free => None,
-                    Arrival::Park { tier, hop } => {
-                        link.role = Role::Parked;
-                        Some(Fate::Retry(Trail {
-                            origin: self.message.coordinates.clone(),
-                            hop,
-                            attempts: 0,
-                            tier: tier.unwrap_or(0),
-                            first_seen: now,
-                            first_failure: None,
-                            due: None,
-                        }))
-                    }
-                }
+                .await?;
+                link::arrive(arrival, &self.message.coordinates, SystemTime::now())
             }
             Some(trail) => {
                 let turn = parking::update(&**store, &link.id, self.abort, metrics, |c| {
                     c.turn(&link.entry, trail.hop)
                 })
-                .await;
-                let Some(turn) = turn else {
-                    return Some(Fate::Requeue);
-                };
-                match turn {
-                    Turn::Run => {
-                        link.role = Role::Head;
-                        None
-                    }
-                    Turn::Stale => Some(Fate::Ack(outcome::STALE)),
-                    Turn::Wait { tier } => {
-                        link.role = Role::Parked;
-                        Some(Fate::Retry(Trail {
-                            tier: tier.unwrap_or(trail.tier),
-                            due: None,
-                            ..trail.clone()
-                        }))
-                    }
-                    Turn::Follow { head } => {
-                        link.role = Role::Doomed;
-                        let reason = format!(
-                            "parked behind {head}, which was dead-lettered (retry.parked_after_dead_letter = \"dead_letter\")"
-                        );
-                        Some(Fate::DeadLetter(self.chain_dead_letter(trail, reason)))
-                    }
-                    Turn::Redo { reason } => {
-                        link.role = Role::Doomed;
-                        Some(Fate::DeadLetter(self.chain_dead_letter(trail, reason)))
-                    }
-                }
+                .await?;
+                link::take_turn(turn, trail)
             }
+        };
+        link.role = role;
+        match meeting {
+            Meeting::Run => None,
+            Meeting::Park(trail) => Some(Fate::Retry(trail)),
+            Meeting::Stale => Some(Fate::Ack(outcome::STALE)),
+            Meeting::DeadLetter(reason) => Some(Fate::DeadLetter(self.chain_dead_letter(reason))),
         }
     }
 
-    /// The chain steps around a settlement: one before (recorded first), one after.
-    fn chain_steps(&self, role: Role, fate: &Fate) -> (Option<Step>, Option<Step>) {
-        let follow = self
-            .p
-            .retry_queue
-            .as_ref()
-            .is_some_and(|q| q.dead_letter_parked);
-        match (role, fate) {
-            (Role::Head, Fate::Ack(_)) => (Some(Step::Finish(Finish::Done)), None),
-            (Role::Head | Role::Doomed, Fate::DeadLetter(dl)) => (
-                Some(Step::Finish(Finish::DeadLettered {
-                    reason: dl.reason.clone(),
-                    follow: follow && role == Role::Head,
-                })),
-                Some(Step::Cleared),
-            ),
-            // A new chain exists before its head's copy can be read ...
-            (Role::Free, Fate::Retry(t)) => (
-                Some(Step::Failed {
-                    tier: t.tier,
-                    hop: t.hop,
-                }),
-                None,
-            ),
-            // ... and a head moves on only once its new copy is written.
-            (Role::Head, Fate::Retry(t)) => (
-                None,
-                Some(Step::Failed {
-                    tier: t.tier,
-                    hop: t.hop,
-                }),
-            ),
-            _ => (None, None),
-        }
-    }
-
-    async fn chain(&self, link: &Link, step: &Step) -> bool {
+    async fn chain(&self, link: &Link, step: &ChainStep) -> bool {
         let Some(dedup) = &self.p.dedup else {
             return true;
         };
@@ -244,14 +189,15 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
     }
 
     /// The dead letter of a message its chain sends to the dead-letter queue.
-    fn chain_dead_letter(&self, trail: &Trail, reason: String) -> DeadLetter {
+    fn chain_dead_letter(&self, reason: String) -> DeadLetter {
         let now = SystemTime::now();
+        let trail = self.message.trail.as_ref();
         DeadLetter {
             reason,
             class: PARKED_CLASS.to_owned(),
             last_status: None,
-            attempts: trail.attempts,
-            first_failure: trail.first_failure.unwrap_or(now),
+            attempts: trail.map_or(0, |t| t.attempts),
+            first_failure: trail.and_then(|t| t.first_failure).unwrap_or(now),
             last_failure: now,
             key: self.dedup_key().ok(),
             response_excerpt: Bytes::new(),
@@ -259,24 +205,19 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
     }
 
     /// The idempotency key: the original's for a resubmitted dead letter (see
-    /// `resubmit_headers::KEY`), else what the policy's template makes of the message.
+    /// `resubmit_headers::KEY`), else what the route's template makes of the message.
     fn dedup_key(&self) -> Result<String, KeyError> {
         match self.message.header_str(resubmit_headers::KEY) {
             Some(key) if !key.is_empty() => Ok(key.to_owned()),
-            _ => self.p.key.extract(self.message),
+            _ => self.route.key.extract(self.message),
         }
     }
 
-    /// Runs attempts until the message has a fate.
+    /// Runs attempts until the message has a fate: each attempt's outcome goes to the attempt
+    /// machine, and its answer is executed here.
     async fn decide(&self) -> Fate {
         let key = self.dedup_key().map_err(|e| e.to_string());
-        let trail = self.message.trail.as_ref();
-        // Age counts from the first time the sidecar took the message, retry queues included.
-        let first_seen = trail.map_or_else(SystemTime::now, |t| t.first_seen);
-        let age = || first_seen.elapsed().unwrap_or_default();
-        let mut first_failure = trail.and_then(|t| t.first_failure);
-        let mut local_attempts = trail.map_or(0, |t| t.attempts);
-        let mut throttles = 0u32;
+        let mut state = Attempts::start(self.message, SystemTime::now());
         loop {
             let held = match &key {
                 Ok(k) => match self.claim(k).await {
@@ -286,141 +227,101 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                 },
                 Err(_) => None,
             };
-            local_attempts += 1;
-            let attempt = held.map_or(local_attempts, |h| h.attempt);
-
+            let attempt = state.begin(held.map(|h| h.attempt));
             let reply = match &key {
                 Err(why) => Reply::Undeliverable(why.clone()),
-                Ok(k) => {
-                    let send = async {
-                        self.p.throttle.wait().await;
-                        let attempt = Attempt {
-                            key: Some(k),
-                            attempt,
-                            fence: held.map(|h| h.fence),
-                        };
-                        self.p.delivery.send(self.message, attempt).await
-                    };
-                    tokio::select! {
-                        biased;
-                        _ = self.abort.cancelled() => {
-                            self.release(k, held, Release::Refund).await;
-                            return Fate::Requeue;
-                        }
-                        (reply, took) = send => {
-                            self.p.metrics.duration.observe(took.as_secs_f64());
-                            reply
-                        }
+                Ok(k) => match self.deliver(k, attempt, held).await {
+                    Some(reply) => reply,
+                    None => {
+                        self.release(Some(k), held, Next::Requeue.release()).await;
+                        return Fate::Requeue;
                     }
-                }
+                },
             };
-            self.p.metrics.attempt(reply.class());
-            let verdict = self.p.classifier.classify(&reply);
             let key = key.as_deref().ok();
+            self.p.metrics.attempt(reply.class());
+            let verdict = self.route.classifier.classify(&reply);
             debug!(attempt, class = reply.class(), action = %verdict.action, "Attempt classified.");
-
-            match verdict.action {
-                Action::Ack => {
+            let tried = Tried {
+                attempt,
+                reply: &reply,
+                verdict: &verdict,
+                key,
+            };
+            let next =
+                self.route
+                    .attempts
+                    .after(&mut state, tried, SystemTime::now(), &mut rand::rng());
+            let release = next.release();
+            match next {
+                Next::Complete(done) => {
                     if let (Some(k), Some(h)) = (key, held) {
                         if !self.complete(k, h).await {
                             return Fate::Requeue;
                         }
                     }
-                    return Fate::Ack(outcome::DELIVERED);
+                    return Fate::Ack(match done {
+                        Done::Delivered => outcome::DELIVERED,
+                        Done::Dropped => outcome::DROPPED,
+                    });
                 }
-                Action::Drop => {
-                    // Dropping is a final outcome like success: its duplicates are skipped too.
-                    if let (Some(k), Some(h)) = (key, held) {
-                        if !self.complete(k, h).await {
-                            return Fate::Requeue;
-                        }
-                    }
-                    return Fate::Ack(outcome::DROPPED);
+                Next::Again {
+                    delay,
+                    throttle: true,
+                    ..
+                } => {
+                    self.p.metrics.throttled.inc();
+                    self.route.throttle.engage(delay);
+                    self.release(key, held, release).await;
                 }
-                Action::DeadLetter => {
-                    let now = SystemTime::now();
-                    let dl = self.dead_letter(
-                        &reply,
-                        reply.describe(),
-                        attempt,
-                        first_failure.unwrap_or(now),
-                        now,
-                        key,
-                    );
-                    if let Some(k) = key {
-                        self.release(k, held, Release::Reset).await;
+                Next::Again { delay, .. } => {
+                    self.p.metrics.retried.inc();
+                    self.release(key, held, release).await;
+                    if !sleep_unless(self.abort, delay).await {
+                        return Fate::Requeue;
                     }
+                }
+                Next::RetryQueue(trail) => {
+                    self.p.metrics.retried.inc();
+                    self.release(key, held, release).await;
+                    return Fate::Retry(trail);
+                }
+                Next::DeadLetter(dl) => {
+                    self.release(key, held, release).await;
                     return Fate::DeadLetter(dl);
                 }
-                Action::Throttle => {
-                    self.p.metrics.throttled.inc();
-                    throttles += 1;
-                    let delay = verdict
-                        .retry_after
-                        .unwrap_or_else(|| self.p.retry.backoff.delay(throttles, &mut rand::rng()));
-                    // Throttling spends no attempt, but the age limit still bounds it.
-                    if self.p.retry.max_age.is_some_and(|max| age() + delay > max) {
-                        let now = SystemTime::now();
-                        let reason = format!(
-                            "still throttled when the retry age limit ran out: {}",
-                            reply.describe()
-                        );
-                        let first = first_failure.unwrap_or(now);
-                        let dl = self.dead_letter(&reply, reason, attempt, first, now, key);
-                        if let Some(k) = key {
-                            self.release(k, held, Release::Reset).await;
-                        }
-                        return Fate::DeadLetter(dl);
-                    }
-                    self.p.throttle.engage(delay);
-                    if let Some(k) = key {
-                        self.release(k, held, Release::Refund).await;
-                    }
+                Next::Requeue => {
+                    self.release(key, held, release).await;
+                    return Fate::Requeue;
                 }
-                Action::Retry => {
-                    let now = SystemTime::now();
-                    let first = *first_failure.get_or_insert(now);
-                    let decision =
-                        self.p
-                            .retry
-                            .decide(attempt, age(), verdict.retry_after, &mut rand::rng());
-                    match decision {
-                        RetryDecision::RetryAfter(delay) => {
-                            self.p.metrics.retried.inc();
-                            if let Some(k) = key {
-                                self.release(k, held, Release::Retry).await;
-                            }
-                            if let Some(queue) = &self.p.retry_queue {
-                                return Fate::Retry(Trail {
-                                    origin: self.message.coordinates.clone(),
-                                    hop: trail.map_or(0, |t| t.hop) + 1,
-                                    attempts: attempt,
-                                    tier: queue.tier_for(attempt, verdict.retry_after),
-                                    first_seen,
-                                    first_failure: Some(first),
-                                    due: None,
-                                });
-                            }
-                            if !sleep_unless(self.abort, delay).await {
-                                return Fate::Requeue;
-                            }
-                        }
-                        RetryDecision::Exhausted(why) => {
-                            let limit = match why {
-                                Exhausted::Attempts => format!("gave up after {attempt} attempts"),
-                                Exhausted::Age => {
-                                    "gave up when the retry age limit ran out".to_owned()
-                                }
-                            };
-                            let reason = format!("{limit}: {}", reply.describe());
-                            let dl = self.dead_letter(&reply, reason, attempt, first, now, key);
-                            if let Some(k) = key {
-                                self.release(k, held, Release::Reset).await;
-                            }
-                            return Fate::DeadLetter(dl);
-                        }
-                    }
-                }
+            }
+        }
+    }
+
+    /// One delivery attempt, behind the throttle gate and the app's concurrency limit; `None`
+    /// when shutdown's abort came first.
+    async fn deliver(&self, key: &str, attempt: u32, held: Option<Held>) -> Option<Reply> {
+        let send = async {
+            self.route.throttle.wait().await;
+            let _slot = self
+                .p
+                .concurrency
+                .acquire()
+                .await
+                .expect("the concurrency semaphore is never closed");
+            let attempt = Attempt {
+                key: Some(key),
+                attempt,
+                fence: held.map(|h| h.fence),
+            };
+            self.route.delivery.send(self.message, attempt).await
+        };
+        tokio::select! {
+            biased;
+            _ = self.abort.cancelled() => None,
+            (reply, took) = send => {
+                self.p.metrics.duration.observe(took.as_secs_f64());
+                Some(reply)
             }
         }
     }
@@ -499,38 +400,14 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
     }
 
     /// Gives up a claim; a failure only means the lease runs out on its own.
-    async fn release(&self, key: &str, held: Option<Held>, how: Release) {
-        let (Some(dedup), Some(held)) = (&self.p.dedup, held) else {
+    async fn release(&self, key: Option<&str>, held: Option<Held>, how: Option<Release>) {
+        let (Some(dedup), Some(key), Some(held), Some(how)) = (&self.p.dedup, key, held, how)
+        else {
             return;
         };
         if let Err(e) = dedup.store.release(key, held.fence, how).await {
             self.p.metrics.store_errors.inc();
             debug!(error = %e, "Release failed; the lease will expire instead.");
-        }
-    }
-
-    fn dead_letter(
-        &self,
-        reply: &Reply,
-        reason: String,
-        attempts: u32,
-        first_failure: SystemTime,
-        last_failure: SystemTime,
-        key: Option<&str>,
-    ) -> DeadLetter {
-        let response_excerpt = match reply {
-            Reply::Response(r) => r.body_excerpt.clone(),
-            _ => Bytes::new(),
-        };
-        DeadLetter {
-            reason,
-            class: reply.class().to_owned(),
-            last_status: reply.status(),
-            attempts,
-            first_failure,
-            last_failure,
-            key: key.map(str::to_owned),
-            response_excerpt,
         }
     }
 

@@ -35,7 +35,10 @@ fn environment_overrides_win_over_the_file() {
 #[test]
 fn an_environment_override_can_supply_the_whole_source() {
     let c = load_env("", &[("OUTRIGGER__SOURCE__AMQP__QUEUE", "orders")]).unwrap();
-    assert_eq!((c.source.kind(), c.source.name()), ("amqp", "orders"));
+    assert_eq!(
+        (c.source.kind(), c.source.name().as_str()),
+        ("amqp", "orders")
+    );
 }
 
 #[test]
@@ -155,7 +158,7 @@ fn kafka_settings_are_overridden_like_any_other() {
     };
     assert_eq!(kafka.group_id, "payments");
     assert_eq!(c.source.names(), vec!["payments", "refunds"]);
-    assert_eq!(kafka.start_from, crate::config::StartFrom::Latest);
+    assert_eq!(kafka.start_from, outrigger_kafka::StartFrom::Latest);
     assert_eq!(
         c.ordering.mode,
         Some(outrigger_policies::OrderingMode::Partition)

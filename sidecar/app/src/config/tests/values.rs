@@ -10,6 +10,9 @@ use outrigger_policies::{BackoffKind, HeaderMatch, OrderingMode, StatusRange};
 
 use super::{load, KAFKA_MINIMAL, MINIMAL};
 use crate::config::*;
+use outrigger_amqp::AmqpConfig;
+use outrigger_kafka::{KafkaConfig, StartFrom};
+use outrigger_memory::MemoryConfig;
 
 #[test]
 fn a_full_policy_parses_to_its_values() {
@@ -166,6 +169,8 @@ grace_period = "45s"
             max_in_flight: 16,
             max_in_flight_per_partition: 4,
             max_buffered_bytes: ByteSize::mib(8),
+            max_concurrency: None,
+            prefetch: None,
         }
     );
     assert_eq!(
@@ -188,7 +193,10 @@ fn every_section_but_source_has_defaults() {
     };
     assert_eq!(amqp.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
     assert_eq!(amqp.consumer_tag, "outrigger");
-    assert_eq!((c.source.kind(), c.source.name()), ("amqp", "orders"));
+    assert_eq!(
+        (c.source.kind(), c.source.name().as_str()),
+        ("amqp", "orders")
+    );
     assert_eq!(c.delivery, DeliveryConfig::default());
     assert_eq!(c.delivery.url, "http://127.0.0.1:8080/");
     assert_eq!(c.delivery.timeout, Duration::from_secs(10));
@@ -284,7 +292,10 @@ max_buffered_bytes = "16MiB"
             revoke_timeout: Duration::from_secs(20),
         })
     );
-    assert_eq!((c.source.kind(), c.source.name()), ("kafka", "orders"));
+    assert_eq!(
+        (c.source.kind(), c.source.name().as_str()),
+        ("kafka", "orders")
+    );
     assert_eq!(c.source.names(), vec!["orders", "refunds"]);
     assert_eq!(c.dedup.namespace(&c.source), "orders");
     assert_eq!(c.dead_letter.destination(&c.source), "orders.dlq");
@@ -296,6 +307,8 @@ max_buffered_bytes = "16MiB"
             max_in_flight: 128,
             max_in_flight_per_partition: 128,
             max_buffered_bytes: ByteSize::mib(16),
+            max_concurrency: None,
+            prefetch: None,
         }
     );
 }
@@ -313,7 +326,10 @@ fn a_kafka_source_needs_only_topics_and_a_group() {
     assert!(kafka.properties.is_empty());
     assert_eq!(kafka.commit_interval, Duration::from_secs(1));
     assert_eq!(kafka.revoke_timeout, Duration::from_secs(10));
-    assert_eq!((c.source.kind(), c.source.name()), ("kafka", "orders"));
+    assert_eq!(
+        (c.source.kind(), c.source.name().as_str()),
+        ("kafka", "orders")
+    );
     assert_eq!(c.source.names(), vec!["orders"]);
     assert_eq!(c.dead_letter.destination(&c.source), "orders.dlq");
     assert_eq!(c.ordering.mode(&c.source), OrderingMode::Key);
@@ -328,7 +344,7 @@ fn dead_letters_go_to_each_topics_own_destination_unless_one_is_set() {
         .source
         .names()
         .into_iter()
-        .map(|t| c.dead_letter.destination_for(t))
+        .map(|t| c.dead_letter.destination_for(&t))
         .collect();
     assert_eq!(per_topic, vec!["a.dlq", "b.dlq"]);
     assert_eq!(c.dead_letter.destination(&c.source), "a.dlq");
@@ -410,7 +426,10 @@ fn the_summary_names_queues_or_topics() {
 fn an_empty_memory_source_takes_its_default_queue() {
     let c = load("[source.memory]\n").unwrap();
     assert_eq!(c.source, SourceConfig::Memory(MemoryConfig::default()));
-    assert_eq!((c.source.kind(), c.source.name()), ("memory", "events"));
+    assert_eq!(
+        (c.source.kind(), c.source.name().as_str()),
+        ("memory", "events")
+    );
 }
 
 #[test]

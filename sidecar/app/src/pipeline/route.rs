@@ -1,0 +1,72 @@
+//! Per-message policy: one immutable [`Route`] per kind of message, read from a snapshot that
+//! can be swapped while messages are in flight.
+//!
+//! A message picks its route once, when it is taken from the broker, and keeps it until it is
+//! settled: whatever replaces the snapshot later (a reload) applies to messages taken after
+//! the swap, and in-flight messages finish under the policy they started with.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use outrigger_core::{Message, OrderingMode};
+use outrigger_policies::{AttemptPolicy, Classifier, KeyTemplate};
+
+use super::ThrottleGate;
+use crate::delivery::HttpDelivery;
+
+/// Everything that decides what happens to one message, from delivery to settlement.
+pub struct Route {
+    /// Its name: a bounded label (`default` for the top-level policy).
+    pub name: String,
+    /// Where and how it is delivered.
+    pub delivery: HttpDelivery,
+    /// How its idempotency key is made.
+    pub key: KeyTemplate,
+    /// What the app's replies mean.
+    pub classifier: Classifier,
+    /// Its attempt budget, backoff and retry mode.
+    pub attempts: AttemptPolicy,
+    /// What keeps its order.
+    pub ordering: OrderingMode,
+    /// The slow-down every message of the route waits at after the app throttled one.
+    pub throttle: Arc<ThrottleGate>,
+}
+
+/// The routes in force: the snapshot a message picks its route from.
+pub struct Routes {
+    default: Arc<Route>,
+}
+
+impl Routes {
+    /// A snapshot in which every message takes `default`.
+    pub fn single(default: Route) -> Self {
+        Self {
+            default: Arc::new(default),
+        }
+    }
+
+    /// The route `message` takes.
+    pub fn pick(&self, _message: &Message) -> Arc<Route> {
+        self.default.clone()
+    }
+}
+
+/// The swappable handle the pipeline reads routes through.
+pub struct RouteTable(ArcSwap<Routes>);
+
+impl RouteTable {
+    /// A table holding `routes`.
+    pub fn new(routes: Routes) -> Self {
+        Self(ArcSwap::from_pointee(routes))
+    }
+
+    /// The route `message` takes under the snapshot in force now.
+    pub fn pick(&self, message: &Message) -> Arc<Route> {
+        self.0.load().pick(message)
+    }
+
+    /// Puts `routes` in force for every message taken from now on.
+    pub fn swap(&self, routes: Routes) {
+        self.0.store(Arc::new(routes));
+    }
+}
