@@ -30,22 +30,21 @@
 //! - `session`: one connection's queue checks, channels, consumer and health watcher.
 //! - `publisher`: confirmed publishes on a channel of their own.
 //! - `dead_letter`: the properties a dead-letter copy carries.
-//! - `dead_letters`: [`AmqpDeadLetters`] and its [`AmqpPass`], the dead-letter queue read back;
-//!   `resubmit`: the properties a resubmitted copy carries.
+//! - `dlq`: [`AmqpDeadLetters`] and its [`AmqpPass`], the dead-letter queue read back;
+//!   `dlq/resubmit`: the properties a resubmitted copy carries.
 //! - `headers`: AMQP header tables to core headers.
-//! - `error`, `backoff`: lapin errors to [`SourceError`](outrigger_core::SourceError), and
+//! - `error`, `reconnect`: lapin errors to [`SourceError`](outrigger_core::SourceError), and
 //!   reconnect delays.
 
 mod acker;
-mod backoff;
 mod broker;
 mod config;
 mod dead_letter;
-mod dead_letters;
+mod dlq;
 mod error;
 mod headers;
 mod publisher;
-mod resubmit;
+mod reconnect;
 mod session;
 mod source;
 
@@ -53,5 +52,5 @@ pub use acker::AmqpAcker;
 pub use broker::Amqp;
 pub use config::{AmqpConfig, AmqpSettings, DEFAULT_CONSUMER_TAG, DEFAULT_PREFETCH};
 pub use dead_letter::{ORIGINAL_EXPIRATION, ORIGINAL_USER_ID};
-pub use dead_letters::{AmqpDeadLetters, AmqpPass};
+pub use dlq::{AmqpDeadLetters, AmqpPass};
 pub use source::AmqpSource;

@@ -11,9 +11,9 @@ use outrigger_core::{Coordinates, Delivery, HealthFlag, Message, Source, SourceE
 use tracing::{debug, info, warn};
 
 use crate::acker::AmqpAcker;
-use crate::backoff::Backoff;
 use crate::config::AmqpSettings;
 use crate::headers;
+use crate::reconnect::ReconnectDelay;
 use crate::session::{Names, Session};
 
 /// How long `stop` waits for the broker to confirm the cancel and for the deliveries it had
@@ -30,7 +30,7 @@ pub struct AmqpSource {
     names: Names,
     session: Option<Session>,
     health: HealthFlag,
-    backoff: Backoff,
+    backoff: ReconnectDelay,
     stopped: bool,
 }
 
@@ -46,7 +46,7 @@ impl AmqpSource {
             names,
             session: Some(session),
             health,
-            backoff: Backoff::default(),
+            backoff: ReconnectDelay::default(),
             stopped: false,
         })
     }

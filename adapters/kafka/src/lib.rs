@@ -44,7 +44,7 @@
 //! - `state`: the shared bookkeeping; `rebalance`: assign and revoke; `stats`: [`KafkaStats`].
 //! - `watermark`: the per-partition commit watermark; `backpressure`: limits with hysteresis.
 //! - `record`: a fetched record as a core message; `dead_letter`: the dead-letter write.
-//! - `dead_letters`: [`KafkaDeadLetters`] and its [`KafkaPass`], the dead-letter topics read
+//! - `dlq`: [`KafkaDeadLetters`] and its [`KafkaPass`], the dead-letter topics read
 //!   back, with their handled markers and resubmitted copies.
 //! - `topics`: topic checks and dead-letter topic creation at connect.
 
@@ -54,7 +54,7 @@ mod broker;
 mod config;
 mod context;
 mod dead_letter;
-mod dead_letters;
+mod dlq;
 mod poll;
 mod properties;
 mod rebalance;
@@ -73,7 +73,7 @@ pub use config::{
     KafkaConfig, KafkaSettings, StartFrom, DEFAULT_COMMIT_INTERVAL, DEFAULT_PREFETCH_PER_PARTITION,
     DEFAULT_REVOKE_TIMEOUT, RESERVED_PROPERTIES,
 };
-pub use dead_letters::{record_id, KafkaDeadLetters, KafkaPass, MARKER_TOPIC_SUFFIX};
+pub use dlq::{record_id, KafkaDeadLetters, KafkaPass, MARKER_TOPIC_SUFFIX};
 pub use record::CONTENT_TYPE_HEADER;
 pub use source::KafkaSource;
 pub use stats::{KafkaStats, PartitionStats};

@@ -10,7 +10,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
-use outrigger_core::dead_letters::resubmit_headers;
+use outrigger_core::dlq::resubmit_headers;
 use outrigger_core::{
     Acker, Coordinates, DeadLetter, DeadLetterPass, DeadLetterQueue, DeadLetterRecord,
     HandledAction, Resubmission, Scope, Settlement, Source, SourceError,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::config::{KeyPath, Problem};
-use crate::dead_letters::{DeadLetterPass, DeadLetterQueue, DeadLetterRecord, Resubmission, Scope};
+use crate::dlq::{DeadLetterPass, DeadLetterQueue, DeadLetterRecord, Resubmission, Scope};
 use crate::ordering::OrderingMode;
 use crate::source::{Source, SourceError};
 

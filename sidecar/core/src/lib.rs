@@ -16,7 +16,7 @@
 //! - [`action`]: the closed set of fates a classifier can pick.
 //! - [`ordering`]: the ordering scopes, [`OrderingMode`].
 //! - [`dead_letter`]: the failure context attached to a dead letter.
-//! - [`dead_letters`]: dead letters read back, and the [`DeadLetterQueue`] operators work on.
+//! - [`dlq`]: dead letters read back, and the [`DeadLetterQueue`] operators work on.
 //! - [`source`]: the adapter traits, [`Source`] and [`Acker`].
 //! - [`stats`]: what a source reports per partition, [`PartitionStats`].
 //! - [`dedup`]: the dedup store trait and its protocol types.
@@ -27,8 +27,8 @@ pub mod action;
 pub mod broker;
 pub mod config;
 pub mod dead_letter;
-pub mod dead_letters;
 pub mod dedup;
+pub mod dlq;
 pub mod message;
 pub mod ordering;
 pub mod parking;
@@ -41,11 +41,11 @@ pub use action::{Action, ParseActionError};
 pub use broker::{Broker, Capabilities, Limits, NoDeadLetters, Noun, SourceContext, SourceName};
 pub use config::{KeyPath, Problem, Problems};
 pub use dead_letter::{ContextError, DeadLetter};
-pub use dead_letters::{
+pub use dedup::{Claim, Completion, DedupStore, Release, StoreError};
+pub use dlq::{
     content_id, DeadLetterPass, DeadLetterQueue, DeadLetterRecord, Handled, HandledAction,
     Resubmission, Scope,
 };
-pub use dedup::{Claim, Completion, DedupStore, Release, StoreError};
 pub use message::{partition_name, Coordinates, Header, Message, ParseCoordinatesError};
 pub use ordering::OrderingMode;
 pub use parking::{ChainId, ParkingStore};

@@ -32,7 +32,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::filter::{self, Filter};
-use super::{apply, open_and_select, render, select_and_finish, Action, DeadLetters, Selection};
+use super::{apply, open_and_select, render, select_and_finish, DeadLetters, Operation, Selection};
 use crate::admin::AdminState;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -179,7 +179,7 @@ async fn show(
 
 async fn resubmit(State(state): State<Arc<AdminState>>, body: Bytes) -> Result<Response, ApiError> {
     let how = |r: &Request| {
-        Action::Resubmit(Resubmission {
+        Operation::Resubmit(Resubmission {
             to: r.to.clone(),
             by: r.by.clone().unwrap_or_else(|| DEFAULT_BY.to_owned()),
             at: SystemTime::now(),
@@ -189,7 +189,7 @@ async fn resubmit(State(state): State<Arc<AdminState>>, body: Bytes) -> Result<R
 }
 
 async fn purge(State(state): State<Arc<AdminState>>, body: Bytes) -> Result<Response, ApiError> {
-    let how = |r: &Request| Action::Purge(r.by.clone().unwrap_or_else(|| DEFAULT_BY.to_owned()));
+    let how = |r: &Request| Operation::Purge(r.by.clone().unwrap_or_else(|| DEFAULT_BY.to_owned()));
     act(&state, &body, how, "purged").await
 }
 
@@ -197,7 +197,7 @@ async fn purge(State(state): State<Arc<AdminState>>, body: Bytes) -> Result<Resp
 async fn act(
     state: &AdminState,
     body: &[u8],
-    action: impl Fn(&Request) -> Action,
+    action: impl Fn(&Request) -> Operation,
     done_field: &str,
 ) -> Result<Response, ApiError> {
     let request: Request = if body.iter().all(u8::is_ascii_whitespace) {
@@ -208,7 +208,7 @@ async fn act(
     let (api, queue) = queue(state)?;
     let selection = request.selection()?;
     let action = action(&request);
-    if let Action::Purge(_) = action {
+    if let Operation::Purge(_) = action {
         if selection.ids.is_empty() && selection.filter.is_empty() && !request.everything {
             return Err(ApiError::bad_request(
                 "name the records to purge with ids or filters, or say \"everything\": true".into(),
@@ -240,8 +240,8 @@ async fn act(
     // caller unsure what happened.
     let never = CancellationToken::new();
     let counter = match action {
-        Action::Resubmit(_) => &api.resubmitted,
-        Action::Purge(_) => &api.purged,
+        Operation::Resubmit(_) => &api.resubmitted,
+        Operation::Purge(_) => &api.purged,
     };
     let applied = apply(
         &mut pass,

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::args::{DlqArgs, DlqCommand};
 use super::progress::Progress;
 use super::{
-    apply, open_and_select, operator, render, select_and_finish, Action, Applied, DeadLetters,
+    apply, open_and_select, operator, render, select_and_finish, Applied, DeadLetters, Operation,
     Pass, Selected, Selection,
 };
 use crate::config::Config;
@@ -188,7 +188,7 @@ async fn resubmit(
     let applied = run_action(
         &mut pass,
         &records,
-        &Action::Resubmit(how),
+        &Operation::Resubmit(how),
         rate,
         "resubmitted",
     )
@@ -250,7 +250,7 @@ async fn purge(
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let applied = run_action(&mut pass, &records, &Action::Purge(by), None, "purged").await;
+    let applied = run_action(&mut pass, &records, &Operation::Purge(by), None, "purged").await;
     pass.finish().await?;
     println!(
         "Purged {} of {} dead letter(s) from {}.",
@@ -280,7 +280,7 @@ async fn open_selected(
 async fn run_action(
     pass: &mut Pass,
     records: &[outrigger_core::DeadLetterRecord],
-    action: &Action,
+    action: &Operation,
     rate: Option<f64>,
     verb: &'static str,
 ) -> Applied {

@@ -6,7 +6,7 @@
 //! [`apply`] one action to each, paced by an optional rate, stoppable between records, and
 //! finish the pass, which leaves every other record where it was. What a pass does on each
 //! broker (and why an interrupted resubmit can be rerun without losing or doubling a record)
-//! is in `outrigger_core::dead_letters`.
+//! is in `outrigger_core::dlq`.
 //!
 //! # Layout
 //! - [`args`]: the clap subcommands; [`command`]: running them, with prompts and exit codes;
@@ -125,7 +125,7 @@ async fn finish_after<T>(pass: Pass, result: Result<T, SourceError>) -> Result<T
 
 /// What [`apply`] does to each record.
 #[derive(Clone, Debug)]
-pub enum Action {
+pub enum Operation {
     /// Publish it again, then settle it.
     Resubmit(Resubmission),
     /// Discard it; the operator's name.
@@ -149,7 +149,7 @@ pub struct Applied {
 pub async fn apply<P: DeadLetterPass>(
     pass: &mut P,
     records: &[DeadLetterRecord],
-    action: &Action,
+    action: &Operation,
     rate: Option<f64>,
     stop: &CancellationToken,
     mut progress: impl FnMut(&DeadLetterRecord),
@@ -174,7 +174,7 @@ pub async fn apply<P: DeadLetterPass>(
             break;
         }
         let result = match action {
-            Action::Resubmit(how) => {
+            Operation::Resubmit(how) => {
                 // The mark says when this record went back, not when the run started.
                 let how = Resubmission {
                     at: SystemTime::now(),
@@ -182,7 +182,7 @@ pub async fn apply<P: DeadLetterPass>(
                 };
                 pass.resubmit(record, &how).await
             }
-            Action::Purge(by) => pass.purge(record, by).await,
+            Operation::Purge(by) => pass.purge(record, by).await,
         };
         match result {
             Ok(()) => {

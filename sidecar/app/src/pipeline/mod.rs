@@ -215,7 +215,7 @@ fn lane_of(mode: OrderingMode, message: &Message) -> Option<Lane> {
     }
 }
 
-/// Backoff bounds while the dedup store is unreachable.
+/// Doubling bounds while the dedup store is unreachable.
 const WAIT_MIN: Duration = Duration::from_millis(50);
 const WAIT_MAX: Duration = Duration::from_secs(2);
 
@@ -229,12 +229,12 @@ async fn sleep_unless(abort: &CancellationToken, delay: Duration) -> bool {
 }
 
 /// The doubling wait between tries of a failing call, from [`WAIT_MIN`] up to a cap.
-struct Backoff {
+struct Doubling {
     wait: Duration,
     max: Duration,
 }
 
-impl Backoff {
+impl Doubling {
     fn up_to(max: Duration) -> Self {
         Self {
             wait: WAIT_MIN,

@@ -11,7 +11,7 @@ use outrigger_policies::Chain;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{Backoff, WAIT_MAX};
+use super::{Doubling, WAIT_MAX};
 use crate::metrics::SourceMetrics;
 
 /// A message's place in a parked-key chain.
@@ -52,7 +52,7 @@ pub(super) async fn update<D, R>(
 where
     D: ParkingStore,
 {
-    let mut backoff = Backoff::up_to(WAIT_MAX);
+    let mut backoff = Doubling::up_to(WAIT_MAX);
     loop {
         match try_update(store, id, &mut change).await {
             Ok(Some(answer)) => return Some(answer),

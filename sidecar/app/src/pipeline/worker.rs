@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use outrigger_core::dead_letters::resubmit_headers;
+use outrigger_core::dlq::resubmit_headers;
 use outrigger_core::{
     Acker, Claim, Completion, DeadLetter, DedupStore, Delivery, Message, OrderingMode,
     ParkingStore, Release, Reply, Settlement, Trail,
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn, Instrument};
 
 use super::parking::{self, Link};
-use super::{sleep_unless, Backoff, Pipeline, Route, StoreFailureMode, WAIT_MAX};
+use super::{sleep_unless, Doubling, Pipeline, Route, StoreFailureMode, WAIT_MAX};
 use crate::delivery::Attempt;
 
 /// Outcome labels of `outrigger_messages_settled_total`.
@@ -370,7 +370,7 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         let Some(dedup) = &self.p.dedup else {
             return true;
         };
-        let mut backoff = Backoff::up_to(WAIT_MAX);
+        let mut backoff = Doubling::up_to(WAIT_MAX);
         loop {
             match dedup.store.complete(key, held.fence).await {
                 Ok(Completion::Completed) => return true,
@@ -437,7 +437,7 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         };
         let mut acker = acker;
         let mut settlement = settlement;
-        let mut backoff = Backoff::up_to(PUBLISH_WAIT_MAX);
+        let mut backoff = Doubling::up_to(PUBLISH_WAIT_MAX);
         loop {
             match acker.settle(settlement).await {
                 Ok(()) => break,

@@ -9,11 +9,11 @@ const MAX: Duration = Duration::from_secs(5);
 
 /// Counts consecutive failures and says how long to wait before the next attempt.
 #[derive(Debug, Default)]
-pub(crate) struct Backoff {
+pub(crate) struct ReconnectDelay {
     failures: u32,
 }
 
-impl Backoff {
+impl ReconnectDelay {
     /// The wait before the next attempt: none until a failure, then 100ms doubling up to 5s.
     pub(crate) fn delay(&self) -> Option<Duration> {
         let doublings = self.failures.checked_sub(1)?;
@@ -41,7 +41,7 @@ mod tests {
 
     #[test]
     fn doubles_from_100ms_up_to_5s_and_resets() {
-        let mut b = Backoff::default();
+        let mut b = ReconnectDelay::default();
         assert_eq!(b.delay(), None);
         let mut seen = Vec::new();
         for _ in 0..40 {

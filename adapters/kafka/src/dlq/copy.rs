@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use outrigger_core::dead_letter::headers::is_context;
-use outrigger_core::dead_letters::resubmit_headers;
+use outrigger_core::dlq::resubmit_headers;
 use outrigger_core::DeadLetterRecord;
 
 use crate::record::Original;

@@ -33,7 +33,7 @@ pub(crate) fn marker_topic(dead_letter_topic: &str) -> String {
 /// What a marker says was done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Action {
+pub(crate) enum Handling {
     /// A copy is on its way: written before it is published.
     Resubmitting,
     /// The copy was confirmed.
@@ -42,13 +42,13 @@ pub(crate) enum Action {
     Purged,
 }
 
-impl Action {
+impl Handling {
     /// As the marker spells it.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            Action::Resubmitting => "resubmitting",
-            Action::Resubmitted => "resubmitted",
-            Action::Purged => "purged",
+            Handling::Resubmitting => "resubmitting",
+            Handling::Resubmitted => "resubmitted",
+            Handling::Purged => "purged",
         }
     }
 }
@@ -56,7 +56,7 @@ impl Action {
 /// One marker's value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Marker {
-    pub(crate) action: Action,
+    pub(crate) action: Handling,
     /// RFC 3339, milliseconds, UTC.
     pub(crate) at: String,
     pub(crate) by: String,
@@ -67,7 +67,7 @@ pub(crate) struct Marker {
 
 impl Marker {
     /// A marker of `action` by `by` at `at`.
-    pub(crate) fn new(action: Action, at: SystemTime, by: &str, to: Option<&str>) -> Self {
+    pub(crate) fn new(action: Handling, at: SystemTime, by: &str, to: Option<&str>) -> Self {
         Self {
             action,
             at: outrigger_core::dead_letter::rfc3339(at),
@@ -85,9 +85,9 @@ impl Marker {
     /// (`resubmitting`) does not count.
     pub(crate) fn handled(&self) -> Option<Handled> {
         let action = match self.action {
-            Action::Resubmitting => return None,
-            Action::Resubmitted => HandledAction::Resubmitted,
-            Action::Purged => HandledAction::Purged,
+            Handling::Resubmitting => return None,
+            Handling::Resubmitted => HandledAction::Resubmitted,
+            Handling::Purged => HandledAction::Purged,
         };
         Some(Handled {
             action,
@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn markers_round_trip_as_small_json() {
         let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        let m = Marker::new(Action::Resubmitted, at, "ops@host", Some("orders"));
+        let m = Marker::new(Handling::Resubmitted, at, "ops@host", Some("orders"));
         let json = String::from_utf8(m.to_json()).unwrap();
         assert_eq!(
             json,
@@ -183,13 +183,13 @@ mod tests {
         assert_eq!(handled.action, HandledAction::Resubmitted);
         assert_eq!(handled.at, at);
         assert_eq!(handled.by, "ops@host");
-        let purged = Marker::new(Action::Purged, at, "ops", None);
+        let purged = Marker::new(Handling::Purged, at, "ops", None);
         assert_eq!(
             String::from_utf8(purged.to_json()).unwrap(),
             r#"{"action":"purged","at":"2023-11-14T22:13:20.123Z","by":"ops"}"#
         );
         assert_eq!(
-            Marker::new(Action::Resubmitting, at, "ops", None).handled(),
+            Marker::new(Handling::Resubmitting, at, "ops", None).handled(),
             None
         );
     }
@@ -202,24 +202,28 @@ mod tests {
         markers.read(&marker_record(
             0,
             "d.dlq/0@1",
-            Some(&json(Action::Resubmitting)),
+            Some(&json(Handling::Resubmitting)),
         ));
         assert_eq!(
             markers.get("d.dlq/0@1").unwrap().action,
-            Action::Resubmitting
+            Handling::Resubmitting
         );
         markers.read(&marker_record(
             1,
             "d.dlq/0@1",
-            Some(&json(Action::Resubmitted)),
+            Some(&json(Handling::Resubmitted)),
         ));
-        markers.read(&marker_record(2, "d.dlq/0@2", Some(&json(Action::Purged))));
+        markers.read(&marker_record(
+            2,
+            "d.dlq/0@2",
+            Some(&json(Handling::Purged)),
+        ));
         markers.read(&marker_record(3, "d.dlq/0@3", Some(b"not json")));
         assert_eq!(
             markers.get("d.dlq/0@1").unwrap().action,
-            Action::Resubmitted
+            Handling::Resubmitted
         );
-        assert_eq!(markers.get("d.dlq/0@2").unwrap().action, Action::Purged);
+        assert_eq!(markers.get("d.dlq/0@2").unwrap().action, Handling::Purged);
         assert_eq!(markers.get("d.dlq/0@3"), None);
         markers.read(&marker_record(4, "d.dlq/0@2", None));
         assert_eq!(markers.get("d.dlq/0@2"), None);

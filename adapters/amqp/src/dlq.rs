@@ -25,6 +25,8 @@
 //!   (`outrigger-resubmitted-key`), so dedup still knows the copy when its key came from the
 //!   routing key.
 
+mod resubmit;
+
 use std::collections::HashMap;
 
 use bytes::Bytes;
@@ -40,9 +42,9 @@ use tracing::debug;
 use crate::config::AmqpSettings;
 use crate::error::{classify, is_not_found};
 use crate::publisher::Publisher;
-use crate::resubmit::{self, DELIVERY_COUNT};
 use crate::session::{connect, Names};
 use crate::source::to_message;
+use resubmit::DELIVERY_COUNT;
 
 /// The dead-letter queue of one RabbitMQ source.
 #[derive(Debug)]

@@ -59,7 +59,7 @@ use outrigger_core::{
 
 use crate::config::KafkaSettings;
 use copy::Nulls;
-use markers::{marker_topic, Action, Marker, Markers};
+use markers::{marker_topic, Handling, Marker, Markers};
 use reader::Reader;
 use writer::Writer;
 
@@ -307,7 +307,7 @@ impl DeadLetterPass for KafkaPass {
         let target = self.target(record, how).await?;
         let marker = |action| Marker::new(action, how.at, &how.by, Some(&target));
 
-        self.mark(dead_letter_topic, record, marker(Action::Resubmitting))
+        self.mark(dead_letter_topic, record, marker(Handling::Resubmitting))
             .await?;
         let copy = copy::copy(record, self.nulls.get(&record.id), how.mark(record));
         // Back to the partition it failed on, where the key's other records are.
@@ -323,13 +323,13 @@ impl DeadLetterPass for KafkaPass {
             .await?;
         // Confirmed: the record is settled once this marker is written. If it is not, the
         // record stays listed and a rerun publishes it again; dedup keeps that to one delivery.
-        self.mark(dead_letter_topic, record, marker(Action::Resubmitted))
+        self.mark(dead_letter_topic, record, marker(Handling::Resubmitted))
             .await
     }
 
     async fn purge(&mut self, record: &DeadLetterRecord, by: &str) -> Result<(), SourceError> {
         let dead_letter_topic = self.unhandled(record)?;
-        let marker = Marker::new(Action::Purged, SystemTime::now(), by, None);
+        let marker = Marker::new(Handling::Purged, SystemTime::now(), by, None);
         self.mark(dead_letter_topic, record, marker).await
     }
 
