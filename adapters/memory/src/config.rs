@@ -81,9 +81,13 @@ impl Broker for Memory {
     }
 
     async fn connect(
-        _config: &MemoryConfig,
-        _context: &SourceContext,
+        config: &MemoryConfig,
+        context: &SourceContext,
     ) -> Result<MemorySource, SourceError> {
+        let problems = Self::validate(config, context);
+        if !problems.is_empty() {
+            return Err(SourceError::Config(problems));
+        }
         Err(SourceError::Rejected(IN_PROCESS_ONLY.to_owned()))
     }
 

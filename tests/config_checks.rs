@@ -1,0 +1,321 @@
+//! Every check an adapter makes before it starts is one `outrigger check` reports: where the
+//! setting was written (file:line:column), what is wrong, exit 64. `outrigger run` refuses the
+//! same file with exit 64 before it connects anywhere (the brokers named here do not exist),
+//! and the adapter's own `Broker::connect` refuses the same table with the same words.
+//!
+//! The cases walk each adapter's `validate` one check at a time; a check added there without
+//! a case here is a check `run` could make that nobody showed `check` makes too.
+
+use std::process::Command;
+use std::time::Duration;
+
+use outrigger_core::{Broker, SourceContext, SourceError};
+use serde::de::DeserializeOwned;
+
+/// One invalid policy: the file, and the first error `check` must print for it.
+struct Case {
+    policy: &'static str,
+    /// `line:column: key path`, as the error line has them after the file name.
+    at: &'static str,
+    /// A part of the message.
+    says: &'static str,
+}
+
+fn outrigger(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_outrigger"))
+        .args(args)
+        .env_remove("OUTRIGGER_CONFIG")
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("outrigger runs");
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stdout));
+    (out.status.code(), text)
+}
+
+/// `check` and `run` both refuse the case's policy with exit 64, at the case's place.
+fn refused_by_check_and_run(case: &Case) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, case.policy).unwrap();
+    let path = path.to_str().unwrap();
+    let want = format!("{path}:{}: ", case.at);
+    for command in ["check", "run"] {
+        let started = std::time::Instant::now();
+        let (code, text) = outrigger(&[command, "--config", path]);
+        assert_eq!(
+            code,
+            Some(64),
+            "{command} must exit 64 for:\n{}\n{text}",
+            case.policy
+        );
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&want))
+            .unwrap_or_else(|| panic!("{command}: no error at {want} in:\n{text}"));
+        assert!(
+            line.contains(case.says),
+            "{command}: {line:?} lacks {:?}",
+            case.says
+        );
+        // Nothing was started: no broker was waited for.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{command} connected"
+        );
+    }
+}
+
+/// The `[source.<kind>]` table of a policy, deserialized as its adapter reads it.
+fn table<C: DeserializeOwned>(policy: &str, kind: &str) -> C {
+    let doc: toml_edit::DocumentMut = policy.parse().unwrap();
+    let table = doc["source"][kind]
+        .clone()
+        .into_table()
+        .unwrap_or_else(|item| {
+            item.as_inline_table()
+                .expect("the source table")
+                .clone()
+                .into_table()
+        });
+    toml_edit::de::from_document(toml_edit::DocumentMut::from(table)).unwrap()
+}
+
+/// The adapter's connect refuses `config` in `context` as invalid, saying `says`.
+async fn connect_refuses<B: Broker>(config: &B::Config, context: &SourceContext, says: &str) {
+    match B::connect(config, context).await {
+        Err(SourceError::Config(problems)) => assert!(
+            problems.iter().any(|p| p.message.contains(says)),
+            "{problems:#?} lacks {says:?}"
+        ),
+        Err(other) => panic!(
+            "{} refused with {other} instead of its config check",
+            B::KIND
+        ),
+        Ok(_) => panic!("{} connected with an invalid config", B::KIND),
+    }
+}
+
+const AMQP: &[Case] = &[
+    Case {
+        policy: "[source.amqp]\nqueue = \"orders\"\nurl = \"http://rabbit\"\n",
+        at: "3:1: source.amqp.url",
+        says: "expected an amqp:// or amqps:// URL",
+    },
+    Case {
+        policy: "[source.amqp]\nqueue = \"orders\"\nurl = \"amqp://rabbit:port/\"\n",
+        at: "3:1: source.amqp.url",
+        says: "not a valid AMQP URL",
+    },
+    Case {
+        policy: "[source.amqp]\nqueue = \" \"\n",
+        at: "2:1: source.amqp.queue",
+        says: "must not be empty",
+    },
+    Case {
+        policy: concat!(
+            "[source.amqp]\nqueue = \"",
+            "qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq",
+            "qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq",
+            "qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq",
+            "qqqqqqq\"\n"
+        ),
+        at: "2:1: source.amqp.queue",
+        says: "AMQP queue names (the dead-letter queue's too) have at most 255 bytes",
+    },
+    Case {
+        policy: concat!(
+            "[source.amqp]\nqueue = \"orders\"\nconsumer_tag = \"",
+            "tttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt",
+            "tttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt",
+            "tttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt",
+            "tttttttttttttt\"\n"
+        ),
+        at: "3:1: source.amqp.consumer_tag",
+        says: "AMQP consumer tags have at most 255 bytes",
+    },
+    Case {
+        policy: "[source.amqp]\nqueue = \"orders\"\n[dead_letter]\ndestination = \"orders\"\n",
+        at: "4:1: dead_letter.destination",
+        says: "must differ from the source queue",
+    },
+];
+
+#[tokio::test]
+async fn every_amqp_start_check_is_reported_by_check_and_refused_by_run() {
+    for case in AMQP {
+        refused_by_check_and_run(case);
+        let config: outrigger_amqp::AmqpConfig = table(case.policy, "amqp");
+        let context = SourceContext {
+            dead_letter_destination: case.policy.contains("destination").then(|| "orders".into()),
+            ..SourceContext::default()
+        };
+        connect_refuses::<outrigger_amqp::Amqp>(&config, &context, case.says).await;
+    }
+}
+
+/// A Kafka source whose brokers do not exist: `run` must not get as far as looking for them.
+macro_rules! kafka {
+    ($rest:literal) => {
+        concat!(
+            "[source.kafka]\nbootstrap_servers = \"127.0.0.1:1\"\ngroup_id = \"g\"\n",
+            $rest
+        )
+    };
+}
+
+const KAFKA: &[Case] = &[
+    Case {
+        policy: "[source.kafka]\nbootstrap_servers = \" \"\ntopics = [\"o\"]\ngroup_id = \"g\"\n",
+        at: "2:1: source.kafka.bootstrap_servers",
+        says: "must not be empty; list brokers as host:port",
+    },
+    Case {
+        policy: kafka!("topics = []\n"),
+        at: "4:1: source.kafka.topics",
+        says: "must list at least one topic",
+    },
+    Case {
+        policy: kafka!("topics = [\"bad topic\"]\n"),
+        at: "4:11: source.kafka.topics[0]",
+        says: "not a valid Kafka topic name",
+    },
+    Case {
+        policy: kafka!("topics = [\"..\"]\n"),
+        at: "4:11: source.kafka.topics[0]",
+        says: "`.` and `..` are not valid Kafka topic names",
+    },
+    Case {
+        policy: kafka!("topics = [\"o\", \"o\"]\n"),
+        at: "4:16: source.kafka.topics[1]",
+        says: "listed twice",
+    },
+    Case {
+        policy: "[source.kafka]\ntopics = [\"o\"]\ngroup_id = \" \"\n",
+        at: "3:1: source.kafka.group_id",
+        says: "name the consumer group",
+    },
+    Case {
+        policy: kafka!("topics = [\"o\"]\nproperties = { \"group.id\" = \"x\" }\n"),
+        at: "5:16: source.kafka.properties.\"group.id\"",
+        says: "`group.id` is set by the sidecar: set source.kafka.group_id instead",
+    },
+    Case {
+        policy: kafka!("topics = [\"o\"]\nproperties = { \"session.timeout.msx\" = \"1\" }\n"),
+        at: "5:16: source.kafka.properties.\"session.timeout.msx\"",
+        says: "librdkafka refuses it: No such configuration property",
+    },
+    Case {
+        policy: kafka!("topics = [\"o\"]\nproperties = { \"session.timeout.ms\" = \"soon\" }\n"),
+        at: "5:16: source.kafka.properties.\"session.timeout.ms\"",
+        says: "librdkafka refuses it: Invalid value",
+    },
+    Case {
+        policy: kafka!("topics = [\"o\"]\ncommit_interval = \"0s\"\n"),
+        at: "5:1: source.kafka.commit_interval",
+        says: "must be longer than 0s",
+    },
+    Case {
+        policy: kafka!("topics = [\"o\"]\nrevoke_timeout = \"0s\"\n"),
+        at: "5:1: source.kafka.revoke_timeout",
+        says: "must be longer than 0s",
+    },
+    Case {
+        policy: kafka!("topics = [\"o\"]\nrevoke_timeout = \"5m\"\n"),
+        at: "5:1: source.kafka.revoke_timeout",
+        says: "must be shorter than librdkafka's max.poll.interval.ms (5m)",
+    },
+    Case {
+        policy: kafka!("topics = [\"o\", \"o.dlq\"]\n"),
+        at: "4:16: source.kafka.topics[1]",
+        says: "dead letters of topic \"o\" go to \"o.dlq\" by default",
+    },
+    Case {
+        policy: kafka!("topics = [\"o\"]\n[dead_letter]\ndestination = \"o\"\n"),
+        at: "6:1: dead_letter.destination",
+        says: "must differ from every source topic",
+    },
+    Case {
+        policy: kafka!("topics = [\"o\", \"o.retry.2\"]\n[retry]\nmode = \"queue\"\n"),
+        at: "4:16: source.kafka.topics[1]",
+        says: "\"o.retry.2\" is the retry topic of tier 2 of topic \"o\"",
+    },
+];
+
+#[tokio::test]
+async fn every_kafka_start_check_is_reported_by_check_and_refused_by_run() {
+    for case in KAFKA {
+        refused_by_check_and_run(case);
+        let config: outrigger_kafka::KafkaConfig = table(case.policy, "kafka");
+        let context = SourceContext {
+            dead_letter_destination: case.policy.contains("destination").then(|| "o".into()),
+            retry_tiers: if case.policy.contains("queue") {
+                vec![Duration::from_secs(1), Duration::from_secs(10)]
+            } else {
+                Vec::new()
+            },
+            ..SourceContext::default()
+        };
+        connect_refuses::<outrigger_kafka::Kafka>(&config, &context, case.says).await;
+    }
+}
+
+/// The example of issue 8: `check` used to say OK and `run` stopped with exit 1.
+#[test]
+fn a_retry_topic_consumed_as_a_source_and_a_revoke_past_the_poll_interval_are_both_caught() {
+    let case = Case {
+        policy: "\
+[source.kafka]
+bootstrap_servers = \"127.0.0.1:1\"
+topics = [\"orders\", \"orders.retry.1\"]
+group_id = \"g\"
+revoke_timeout = \"10m\"
+properties = { \"max.poll.interval.ms\" = \"60000\" }
+[dedup]
+store = \"embedded\"
+[retry]
+mode = \"queue\"
+",
+        at: "3:21: source.kafka.topics[1]",
+        says: "\"orders.retry.1\" is the retry topic of tier 1 of topic \"orders\"",
+    };
+    refused_by_check_and_run(&case);
+    let revoke = Case {
+        at: "5:1: source.kafka.revoke_timeout",
+        says: "source.kafka.revoke_timeout (10m) must be shorter than librdkafka's \
+               max.poll.interval.ms (1m)",
+        ..case
+    };
+    refused_by_check_and_run(&revoke);
+}
+
+#[tokio::test]
+async fn the_memory_source_is_checked_and_run_refuses_it_saying_why() {
+    let case = Case {
+        policy: "[source.memory]\nqueue = \"\"\n",
+        at: "2:1: source.memory.queue",
+        says: "must not be empty",
+    };
+    refused_by_check_and_run(&case);
+    let config: outrigger_memory::MemoryConfig = table(case.policy, "memory");
+    connect_refuses::<outrigger_memory::Memory>(&config, &SourceContext::default(), case.says)
+        .await;
+
+    // A valid memory policy is `outrigger demo`'s: check says so, run refuses it with 64.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("demo.toml");
+    std::fs::write(&path, "[source.memory]\n[dedup]\nstore = \"embedded\"\n").unwrap();
+    let path = path.to_str().unwrap();
+    let (code, text) = outrigger(&["check", "--config", path]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("note: [source.memory] only exists inside `outrigger demo`"),
+        "{text}"
+    );
+    let (code, text) = outrigger(&["run", "--config", path]);
+    assert_eq!(code, Some(64), "{text}");
+    assert!(
+        text.contains("`outrigger run` consumes from a broker: configure one of [source.amqp]"),
+        "{text}"
+    );
+}
