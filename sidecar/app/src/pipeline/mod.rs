@@ -11,6 +11,9 @@ mod route;
 mod throttle;
 mod worker;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::Duration;
 
