@@ -122,7 +122,10 @@ impl Rule {
             && flag_ok(self.timeout, transport == Some(TransportErrorKind::Timeout))
             && flag_ok(
                 self.connection_error,
-                transport == Some(TransportErrorKind::Connection),
+                matches!(
+                    transport,
+                    Some(TransportErrorKind::Connection | TransportErrorKind::Connect)
+                ),
             )
             && header_ok
             && body_ok

@@ -232,6 +232,8 @@ pub fn default_route(config: &Config) -> Route {
         delivery: HttpDelivery::new(DeliverySettings {
             url: delivery.url.clone(),
             timeout: delivery.timeout,
+            connect_timeout: delivery.connect_timeout,
+            max_connections: usize::from(delivery.max_connections),
             excerpt: delivery.response_excerpt.as_u64() as usize,
             http2: delivery.http2,
             headers: HeaderPlan {

@@ -30,8 +30,18 @@ impl Response {
 pub enum TransportErrorKind {
     /// The app did not answer within the delivery timeout.
     Timeout,
-    /// The connection could not be made or broke before a response.
+    /// No connection could be made (refused, connect timeout, unresolvable host): the request
+    /// never reached the app.
+    Connect,
+    /// The connection broke after the request was sent, before a complete response.
     Connection,
+}
+
+impl TransportErrorKind {
+    /// Whether the request never reached the app.
+    pub fn never_reached(self) -> bool {
+        self == TransportErrorKind::Connect
+    }
 }
 
 /// A delivery attempt that ended without a response.
@@ -70,10 +80,15 @@ impl Reply {
             },
             Reply::Failed(e) => match e.kind {
                 TransportErrorKind::Timeout => "timeout",
-                TransportErrorKind::Connection => "connection",
+                TransportErrorKind::Connect | TransportErrorKind::Connection => "connection",
             },
             Reply::Undeliverable(_) => "decode",
         }
+    }
+
+    /// Whether the app could not be reached at all: the attempt never got to it.
+    pub fn unreachable(&self) -> bool {
+        matches!(self, Reply::Failed(e) if e.kind.never_reached())
     }
 
     /// The HTTP status, when the app answered.
@@ -91,6 +106,9 @@ impl Reply {
             Reply::Failed(e) => match e.kind {
                 TransportErrorKind::Timeout => {
                     format!("app did not answer within {:?}", e.elapsed)
+                }
+                TransportErrorKind::Connect => {
+                    format!("could not connect to the app: {}", e.detail)
                 }
                 TransportErrorKind::Connection => format!("connection to app failed: {}", e.detail),
             },

@@ -17,10 +17,18 @@ pub struct DeliveryConfig {
     /// beside the sidecar, on loopback or in the same pod.
     #[serde(default = "default_url", deserialize_with = "de::uri")]
     pub url: Uri,
-    /// How long one attempt may take, from connecting to the end of the response, before it
+    /// How long one attempt may take once connected, to the end of the response, before it
     /// counts as a timeout (retried by default).
     #[serde(default = "default_timeout", deserialize_with = "de::duration")]
     pub timeout: Duration,
+    /// How long making a connection to the app may take. A connect that fails or takes longer
+    /// reached nothing: it counts against the app (see `[breaker]`), not against the message.
+    #[serde(default = "default_connect_timeout", deserialize_with = "de::duration")]
+    pub connect_timeout: Duration,
+    /// Connections to the app at most; HTTP/1.1 carries one delivery at a time on each, and
+    /// they are kept alive and reused while the app allows it.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u16,
     /// Broker headers passed on to the app (names compared case-insensitively). Others are
     /// dropped, so internal broker metadata does not leak into the app by accident.
     #[serde(default)]
@@ -63,6 +71,18 @@ fn default_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
+/// Long enough for an app whose listen backlog is full to accept after the kernel's second
+/// SYN retry (about 3s), short enough that an app that is gone is noticed quickly.
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Enough to keep an app on loopback busy; an app with a small listen backlog (5 for Python's
+/// `http.server`) sees at most this many connects at once.
+const fn default_max_connections() -> u16 {
+    32
+}
+
 /// A generic type the app can route on until the user names a real one.
 fn default_ce_type() -> String {
     "outrigger.event".to_owned()
@@ -78,6 +98,8 @@ impl Default for DeliveryConfig {
         Self {
             url: default_url(),
             timeout: default_timeout(),
+            connect_timeout: default_connect_timeout(),
+            max_connections: default_max_connections(),
             forward_headers: Vec::new(),
             ce_source: None,
             ce_type: default_ce_type(),

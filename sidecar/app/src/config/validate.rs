@@ -68,6 +68,10 @@ fn delivery(c: &Config, v: &mut Problems) {
         ),
     }
     v.positive("delivery.timeout", d.timeout);
+    v.positive("delivery.connect_timeout", d.connect_timeout);
+    if d.max_connections == 0 {
+        v.at(&["delivery.max_connections"], "must be at least 1");
+    }
     for (i, name) in d.forward_headers.iter().enumerate() {
         if HeaderName::from_bytes(name.as_bytes()).is_err() {
             let path = KeyPath::parse("delivery.forward_headers").index(i);

@@ -4,16 +4,16 @@
 //! back as a [`Reply`] for the classifier; nothing here decides a message's fate.
 
 mod headers;
+mod pool;
 
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use outrigger_core::{Message, Reply, Response, TransportError, TransportErrorKind};
+
+use pool::{Pool, PoolError};
 
 pub use headers::{cloudevents_id, is_structured_cloudevent, HeaderPlan};
 
@@ -37,8 +37,12 @@ pub struct Attempt<'a> {
 pub struct DeliverySettings {
     /// Where to `POST`.
     pub url: Uri,
-    /// Deadline for the whole exchange, response body included.
+    /// Deadline for the exchange once connected, response body included.
     pub timeout: Duration,
+    /// Deadline for making a connection.
+    pub connect_timeout: Duration,
+    /// Connections to the app at most (HTTP/1.1 carries one exchange at a time on each).
+    pub max_connections: usize,
     /// How much of the response body to keep for classification and dead letters.
     pub excerpt: usize,
     /// Speak HTTP/2 without TLS (h2c) instead of HTTP/1.1.
@@ -50,22 +54,24 @@ pub struct DeliverySettings {
 /// A keep-alive HTTP client bound to the app's URL.
 #[derive(Clone)]
 pub struct HttpDelivery {
-    client: Client<HttpConnector, Full<Bytes>>,
+    pool: std::sync::Arc<Pool>,
     settings: std::sync::Arc<DeliverySettings>,
 }
 
 impl HttpDelivery {
     /// A client for these settings; connections are opened lazily and kept alive.
     pub fn new(settings: DeliverySettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(settings.timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .http2_only(settings.http2)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let host = settings.url.host().unwrap_or("127.0.0.1");
+        let port = settings.url.port_u16().unwrap_or(80);
+        // An IPv6 literal keeps its brackets in `host()`, which `TcpStream::connect` takes.
+        let pool = Pool::new(
+            format!("{host}:{port}"),
+            settings.http2,
+            settings.connect_timeout,
+            settings.max_connections,
+        );
         Self {
-            client,
+            pool: std::sync::Arc::new(pool),
             settings: std::sync::Arc::new(settings),
         }
     }
@@ -82,44 +88,72 @@ impl HttpDelivery {
             Ok(r) => r,
             Err(e) => return (Reply::Undeliverable(e), started.elapsed()),
         };
-        let exchange = async {
-            let response = self.client.request(request).await?;
-            let (parts, mut body) = response.into_parts();
+        let failed = |kind, detail: String| {
+            Reply::Failed(TransportError {
+                kind,
+                detail,
+                elapsed: started.elapsed(),
+            })
+        };
+        // Connecting has its own deadline; the delivery timeout starts once a connection is
+        // ready, so an app whose backlog delays connects is not taken for a slow handler.
+        let (lease, reused) = match self.pool.checkout().await {
+            Ok(checked_out) => checked_out,
+            Err(e) => return (failed(kind_of(&e), e.to_string()), started.elapsed()),
+        };
+        let deadline = tokio::time::Instant::now() + self.settings.timeout;
+        let timed_out = || {
+            failed(
+                TransportErrorKind::Timeout,
+                format!("no complete response within {:?}", self.settings.timeout),
+            )
+        };
+        let exchange = self.pool.exchange(lease, request, reused);
+        let (response, lease) = match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(Ok(sent)) => sent,
+            Ok(Err(e)) => return (failed(kind_of(&e), e.to_string()), started.elapsed()),
+            Err(_) => return (timed_out(), started.elapsed()),
+        };
+        let (parts, mut body) = response.into_parts();
+        let read = async {
             let mut excerpt = BytesMut::new();
             let mut read = 0usize;
             while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(ExchangeError::Body)?;
+                let frame = frame?;
                 if let Ok(data) = frame.into_data() {
                     read += data.len();
                     let room = self.settings.excerpt.saturating_sub(excerpt.len());
                     excerpt.extend_from_slice(&data[..room.min(data.len())]);
                     if read > MAX_RESPONSE_READ {
-                        break;
+                        return Ok::<_, hyper::Error>((excerpt, false));
                     }
                 }
             }
-            Ok::<_, ExchangeError>(Response {
-                status: parts.status.as_u16(),
-                headers: parts
-                    .headers
-                    .iter()
-                    .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-                    .collect(),
-                body_excerpt: excerpt.freeze(),
-            })
+            Ok((excerpt, true))
         };
-        let reply = match tokio::time::timeout(self.settings.timeout, exchange).await {
-            Ok(Ok(response)) => Reply::Response(response),
-            Ok(Err(e)) => Reply::Failed(TransportError {
-                kind: TransportErrorKind::Connection,
-                detail: e.to_string(),
-                elapsed: started.elapsed(),
-            }),
-            Err(_) => Reply::Failed(TransportError {
-                kind: TransportErrorKind::Timeout,
-                detail: format!("no complete response within {:?}", self.settings.timeout),
-                elapsed: started.elapsed(),
-            }),
+        let reply = match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok((excerpt, complete))) => {
+                // A body read to its end leaves the connection ready for the next exchange.
+                if complete {
+                    self.pool.give_back(lease);
+                }
+                Reply::Response(Response {
+                    status: parts.status.as_u16(),
+                    headers: parts
+                        .headers
+                        .iter()
+                        .filter_map(|(n, v)| {
+                            Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned()))
+                        })
+                        .collect(),
+                    body_excerpt: excerpt.freeze(),
+                })
+            }
+            Ok(Err(e)) => failed(
+                TransportErrorKind::Connection,
+                format!("response body broke off: {e}"),
+            ),
+            Err(_) => timed_out(),
         };
         (reply, started.elapsed())
     }
@@ -138,22 +172,11 @@ impl HttpDelivery {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-enum ExchangeError {
-    #[error("{}", describe_client_error(.0))]
-    Client(#[from] hyper_util::client::legacy::Error),
-    #[error("response body broke off: {0}")]
-    Body(hyper::Error),
-}
-
-fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
-    use std::error::Error as _;
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+/// A pool error as the classifier sees it: a connect reached nothing, a broken exchange may
+/// have reached the app.
+fn kind_of(e: &PoolError) -> TransportErrorKind {
+    match e {
+        PoolError::Connect(_) => TransportErrorKind::Connect,
+        PoolError::Exchange(_) => TransportErrorKind::Connection,
     }
-    text
 }
