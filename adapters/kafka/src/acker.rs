@@ -11,8 +11,9 @@ use std::sync::Arc;
 use outrigger_core::{Acker, Coordinates, DeadLetter, Settlement, SourceError, Trail, Unsettled};
 use tracing::debug;
 
+use crate::partition::{Ticket, TopicPartition};
 use crate::record::Original;
-use crate::state::{Shared, Ticket, TopicPartition};
+use crate::state::Shared;
 
 /// The handle of one Kafka record. Dropped unsettled, it leaves the record uncommitted.
 #[must_use = "dropping an acker unsettled leaves its record uncommitted, to be read again"]
@@ -39,10 +40,6 @@ impl KafkaAcker {
             original,
             done: false,
         }
-    }
-
-    pub(crate) fn partition(&self) -> &TopicPartition {
-        &self.ticket.tp
     }
 
     /// Writes the dead letter, unless the partition moved to another assignment since the

@@ -1,5 +1,6 @@
-//! librdkafka's callbacks: logs into `tracing`, statistics and commit results into the stats,
-//! rebalances into the bookkeeping.
+//! The group consumer's librdkafka callbacks: logs into `tracing`, statistics and commit
+//! results into the stats, rebalances into the bookkeeping. With the shared state, the one
+//! pair of modules that know each other: the state holds the consumer, whose context holds it.
 //!
 //! Every consumer callback runs on the poll thread (the consumer's queue is served only there),
 //! so a revoke may block it while in-flight records settle without stalling the async runtime.
@@ -15,8 +16,9 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, warn};
 
+use crate::logging::log;
 use crate::state::Shared;
 
 /// The group consumer, with the adapter's callbacks.
@@ -70,37 +72,6 @@ impl ConsumerContext for Context {
             Err(error) => {
                 warn!(%error, "Committing Kafka offsets failed; the next commit retries.")
             }
-        }
-    }
-}
-
-/// The context of the dead-letter producer and the admin client: logs into `tracing`.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct LogContext;
-
-impl ClientContext for LogContext {
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        log(level, facility, message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        debug!(%error, reason, "librdkafka reported an error.");
-    }
-}
-
-/// librdkafka's log lines at the `tracing` level that matches what they mean to an operator:
-/// its "error" level covers routine reconnects, so only its critical levels become ERROR.
-fn log(level: RDKafkaLogLevel, facility: &str, message: &str) {
-    match level {
-        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
-            error!(target: "librdkafka", facility, "{message}")
-        }
-        RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
-            warn!(target: "librdkafka", facility, "{message}")
-        }
-        RDKafkaLogLevel::Notice => info!(target: "librdkafka", facility, "{message}"),
-        RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug => {
-            debug!(target: "librdkafka", facility, "{message}")
         }
     }
 }

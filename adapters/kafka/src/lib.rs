@@ -39,14 +39,30 @@
 //!   settings derived from it.
 //! - `source`: [`KafkaSource`], connect, `recv`, stop.
 //! - `acker`: [`KafkaAcker`], settlement of one record.
-//! - `poll`: the thread that reads the consumer and the partition queues; `context`:
-//!   librdkafka's callbacks.
-//! - `state`: the shared bookkeeping; `rebalance`: assign and revoke; `stats`: [`KafkaStats`].
-//! - `watermark`: the per-partition commit watermark; `backpressure`: limits with hysteresis.
-//! - `record`: a fetched record as a core message; `dead_letter`: the dead-letter write.
+//! - `poll`: the thread that reads the consumer and the partition queues; `wake`: what wakes it.
+//! - `state`: the bookkeeping shared by every part of a source; `context`: the group
+//!   consumer's librdkafka callbacks. `rebalance`: assign and revoke; `stats`: [`KafkaStats`].
+//! - `partition`: one partition's bookkeeping and the ticket of a record; `watermark`: its
+//!   commit watermark; `backpressure`: limits with hysteresis.
+//! - `record`: a fetched record as a core message; `logging`: librdkafka's logs in `tracing`.
+//! - `dead_letter`: the dead-letter write; `retry`: the retry-copy write; `publish`: the
+//!   confirmed copy both make.
 //! - `dlq`: [`KafkaDeadLetters`] and its [`KafkaPass`], the dead-letter topics read
 //!   back, with their handled markers and resubmitted copies.
 //! - `topics`: topic checks and dead-letter topic creation at connect.
+//!
+//! Who uses whom (`use crate::`): `state` and `context` know each other; every other arrow
+//! points to a module earlier in this list.
+//! - `config`, `backpressure`, `watermark`, `wake`, `logging`: nothing of the crate.
+//! - `partition` → `backpressure`, `watermark`; `record` → `partition`.
+//! - `publish` → `logging`, `record`; `dead_letter`, `retry` → `publish`, `partition`,
+//!   `record`, `logging` (`retry` → `config` too).
+//! - `properties` → `config`; `topics` → `properties`, `dead_letter`, `logging`, `config`;
+//!   `dlq` → `properties`, `record`, `logging`, `config`.
+//! - `state` ⇄ `context`; `state` → `partition`, `record`, `dead_letter`, `retry`, `wake`,
+//!   `backpressure`; `context` → `logging`.
+//! - `acker`, `poll`, `rebalance`, `stats` → `state`, `partition` (and `record`, `context`);
+//!   `source` and `broker` → what they assemble.
 
 mod acker;
 mod backpressure;
@@ -55,8 +71,11 @@ mod config;
 mod context;
 mod dead_letter;
 mod dlq;
+mod logging;
+mod partition;
 mod poll;
 mod properties;
+mod publish;
 mod rebalance;
 mod record;
 mod retry;
@@ -64,6 +83,7 @@ mod source;
 mod state;
 mod stats;
 mod topics;
+mod wake;
 mod watermark;
 
 pub use acker::KafkaAcker;

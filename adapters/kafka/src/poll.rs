@@ -13,44 +13,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use outrigger_core::SourceError;
-use parking_lot::{Condvar, Mutex};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
 
 use crate::context::Consumer;
+use crate::partition::TopicPartition;
 use crate::record::{self, Fetched};
-use crate::state::{Shared, TopicPartition};
+use crate::state::Shared;
 
 /// The longest the thread sleeps with nothing to do: how often the consumer's queue is served
 /// when nothing wakes the thread.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Wakes the poll thread: a queue it reads became non-empty, a settlement opened a gate, or
-/// the source stops. A wake while the thread is busy is kept for its next wait.
-#[derive(Debug, Default)]
-pub(crate) struct Wake {
-    pending: Mutex<bool>,
-    signal: Condvar,
-}
-
-impl Wake {
-    /// Called from librdkafka's threads too: it only sets a flag.
-    pub(crate) fn notify(&self) {
-        *self.pending.lock() = true;
-        self.signal.notify_one();
-    }
-
-    /// Returns at the first wake since the last wait, or after `timeout`.
-    fn wait(&self, timeout: Duration) {
-        let mut pending = self.pending.lock();
-        if !*pending {
-            self.signal.wait_for(&mut pending, timeout);
-        }
-        *pending = false;
-    }
-}
 
 /// Starts the poll thread. It owns `consumer` and drops it (leaving the group, committing the
 /// watermarks in the revoke) after a stop, then signals `closed`.
@@ -142,16 +117,16 @@ fn take_records(shared: &Arc<Shared>, first: &mut usize) -> bool {
                     return false;
                 }
                 // A retry copy waits for its time, and its partition with it.
-                if let Some(held) = &p.delayed {
+                if let Some(held) = &p.feed.delayed {
                     if not_due(held) {
                         return false;
                     }
-                    let record = p.delayed.take().expect("checked above");
+                    let record = p.feed.delayed.take().expect("checked above");
                     shared.accept(st, record);
                     took = true;
                     return true;
                 }
-                let Some(queue) = &p.queue else {
+                let Some(queue) = &p.feed.queue else {
                     return false;
                 };
                 match queue.poll(Duration::ZERO) {
@@ -164,7 +139,7 @@ fn take_records(shared: &Arc<Shared>, first: &mut usize) -> bool {
                         let record = record::fetched(&message);
                         drop(message);
                         if not_due(&record) {
-                            p.delayed = Some(record);
+                            p.feed.delayed = Some(record);
                             return false;
                         }
                         shared.accept(st, record);

@@ -14,7 +14,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
 use crate::context::Consumer;
-use crate::state::{PartitionState, Shared, TopicPartition};
+use crate::partition::{PartitionState, TopicPartition};
+use crate::state::{Feed, Shared, State};
 
 impl Shared {
     /// New partitions, before librdkafka assigns them: each gets a fresh tracker under a new
@@ -45,7 +46,7 @@ impl Shared {
                 Some(queue)
             });
             st.generations += 1;
-            let p = PartitionState::new(st.generations, queue);
+            let p = PartitionState::new(st.generations, Feed::new(queue));
             st.partitions.insert(tp, p);
         }
         drop(consumer);
@@ -69,7 +70,7 @@ impl Shared {
         }
         let released = st.take_buffered(&revoked);
         drop(st);
-        drop(released);
+        self.release(released);
 
         let mut st = self.state.lock();
         if lost {
@@ -77,7 +78,7 @@ impl Shared {
             warn!(partitions = revoked.len(), "Kafka partitions were lost (session timed out); their in-flight records will be redelivered.");
         } else {
             let deadline = Instant::now() + self.revoke_timeout;
-            let in_flight = |st: &crate::state::State| -> usize {
+            let in_flight = |st: &State| -> usize {
                 revoked
                     .iter()
                     .filter_map(|tp| st.partitions.get(tp))

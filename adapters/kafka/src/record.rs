@@ -8,7 +8,7 @@ use outrigger_core::{Coordinates, Header, Message, Trail};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use tracing::warn;
 
-use crate::state::TopicPartition;
+use crate::partition::TopicPartition;
 
 /// The header whose value becomes [`Message::content_type`].
 pub const CONTENT_TYPE_HEADER: &str = "content-type";

@@ -8,10 +8,10 @@ use outrigger_core::{SourceError, Trail};
 use rdkafka::producer::FutureProducer;
 
 use crate::config::KafkaSettings;
-use crate::context::LogContext;
-use crate::dead_letter::write_copy;
+use crate::logging::LogContext;
+use crate::partition::TopicPartition;
+use crate::publish::write_copy;
 use crate::record::Original;
-use crate::state::TopicPartition;
 
 /// The retry topics of the source topics and their delays.
 pub(crate) struct RetryTopics {

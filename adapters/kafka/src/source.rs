@@ -14,10 +14,11 @@ use tracing::{info, warn};
 use crate::acker::KafkaAcker;
 use crate::backpressure::Limits;
 use crate::config::KafkaSettings;
-use crate::context::{Consumer, Context, LogContext};
+use crate::context::{Consumer, Context};
 use crate::dead_letter::DeadLetters;
+use crate::logging::LogContext;
 use crate::retry::RetryTopics;
-use crate::state::Shared;
+use crate::state::{Buffered, Shared};
 use crate::stats::KafkaStats;
 use crate::{poll, properties, topics};
 
@@ -128,8 +129,15 @@ impl Source for KafkaSource {
                 if let Some(error) = &st.failure {
                     return Err(error.clone());
                 }
-                if let Some(delivery) = st.buffer.pop_front() {
-                    return Ok(Some(delivery));
+                if let Some(Buffered {
+                    ticket,
+                    message,
+                    original,
+                }) = st.buffer.pop_front()
+                {
+                    let coordinates = message.coordinates.clone();
+                    let acker = KafkaAcker::new(self.shared.clone(), ticket, coordinates, original);
+                    return Ok(Some(Delivery { message, acker }));
                 }
             }
             // A notification sent while nobody waited is kept, so none is lost in between.

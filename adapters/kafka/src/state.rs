@@ -5,105 +5,65 @@
 //! librdkafka calls made under it (store an offset, read a partition's queue) are local.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use outrigger_core::{Delivery, HealthFlag, SourceError};
+use outrigger_core::{HealthFlag, Message, SourceError};
 use parking_lot::{Condvar, Mutex};
 use rdkafka::consumer::Consumer as _;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
 use tracing::debug;
 
-use crate::acker::KafkaAcker;
 use crate::backpressure::{Gate, Limits};
 use crate::context::{Consumer, PartitionQueue};
 use crate::dead_letter::DeadLetters;
-use crate::poll::Wake;
-use crate::record::Fetched;
+use crate::partition::{PartitionState, Ticket, TopicPartition};
+use crate::record::{Fetched, Original};
 use crate::retry::RetryTopics;
-use crate::watermark::Watermark;
+use crate::wake::Wake;
 
-/// A partition of a topic; the key of everything per partition.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct TopicPartition {
-    pub(crate) topic: String,
-    pub(crate) partition: i32,
-}
-
-/// What an acker needs to account for its record when it settles.
-#[derive(Clone, Debug)]
-pub(crate) struct Ticket {
-    pub(crate) tp: TopicPartition,
-    /// The assignment the record was fetched in; a settlement from an older one is ignored.
-    pub(crate) generation: u64,
-    pub(crate) offset: i64,
-    pub(crate) bytes: u64,
-}
-
-/// One assigned partition.
-pub(crate) struct PartitionState {
-    /// Which assignment of this partition this is; grows with every assignment.
-    pub(crate) generation: u64,
-    pub(crate) watermark: Watermark,
-    /// Records fetched in this assignment and not settled (buffered or handed out).
-    pub(crate) in_flight: usize,
-    /// Closed while this partition alone is at its limit.
-    pub(crate) gate: Gate,
+/// Where the poll thread reads one partition's records: the bookkeeping's `F`.
+pub(crate) struct Feed {
     /// Its records, split off the consumer's queue before librdkafka starts fetching it. The
     /// poll thread reads it only while both gates are open; while it does not, librdkafka
     /// stops fetching once this queue holds its prefetch. `None` once the source stops (the
     /// queue holds a reference to the consumer) or when librdkafka could not split it: its
     /// records then come with the consumer's own queue.
     pub(crate) queue: Option<PartitionQueue>,
-    /// Set once a revoke started: nothing more of it is handed out.
-    pub(crate) revoking: bool,
-    /// Offsets whose dead-letter write failed and that have not settled since.
-    pub(crate) dead_letter_failed: BTreeSet<i64>,
     /// A retry copy read before it is due: held, with the rest of its partition behind it,
     /// until then (the records of a tier fall due in the order they were written).
     pub(crate) delayed: Option<Fetched>,
-    /// Last committed offset, from commit results and librdkafka statistics.
-    pub(crate) committed: Option<i64>,
-    /// The broker's high watermark, from librdkafka statistics.
-    pub(crate) high_watermark: Option<i64>,
 }
 
-impl PartitionState {
-    pub(crate) fn new(generation: u64, queue: Option<PartitionQueue>) -> Self {
+impl Feed {
+    /// A partition's feed from its own queue, if it has one, holding nothing back yet.
+    pub(crate) fn new(queue: Option<PartitionQueue>) -> Self {
         Self {
-            generation,
-            watermark: Watermark::new(),
-            in_flight: 0,
-            gate: Gate::default(),
             queue,
-            revoking: false,
-            dead_letter_failed: BTreeSet::new(),
             delayed: None,
-            committed: None,
-            high_watermark: None,
         }
     }
+}
 
-    /// Whether the poll thread may take more of its records: its gate and the global one are
-    /// open and no revoke started.
-    pub(crate) fn open(&self, global: &Gate) -> bool {
-        !global.is_closed() && !self.gate.is_closed() && !self.revoking
+impl fmt::Debug for Feed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Feed")
+            .field("split", &self.queue.is_some())
+            .field("delayed", &self.delayed.as_ref().map(|r| r.offset))
+            .finish()
     }
 }
 
-impl std::fmt::Debug for PartitionState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PartitionState")
-            .field("generation", &self.generation)
-            .field("watermark", &self.watermark)
-            .field("in_flight", &self.in_flight)
-            .field("gate", &self.gate)
-            .field("split", &self.queue.is_some())
-            .field("revoking", &self.revoking)
-            .finish_non_exhaustive()
-    }
+/// A record taken in and waiting for `recv`, which hands it out with its acker. One released
+/// unseen settles nothing: it is [`Shared::release`]d, as a dropped acker would be.
+#[derive(Debug)]
+pub(crate) struct Buffered {
+    pub(crate) ticket: Ticket,
+    pub(crate) message: Message,
+    pub(crate) original: Original,
 }
 
 /// Everything behind the mutex.
@@ -112,9 +72,9 @@ pub(crate) struct State {
     /// `None` once the poll thread is closing it: the close must drop the last reference, on
     /// the poll thread.
     pub(crate) consumer: Option<Arc<Consumer>>,
-    pub(crate) partitions: BTreeMap<TopicPartition, PartitionState>,
+    pub(crate) partitions: BTreeMap<TopicPartition, PartitionState<Feed>>,
     /// Fetched records waiting for `recv`, in fetch order.
-    pub(crate) buffer: VecDeque<Delivery<KafkaAcker>>,
+    pub(crate) buffer: VecDeque<Buffered>,
     /// Records fetched and not settled, over all partitions and assignments.
     pub(crate) in_flight: usize,
     /// Their payload bytes.
@@ -184,7 +144,7 @@ impl Shared {
     /// Takes a fetched record (poll thread): tracks it, closes the gates it fills, and queues
     /// it for `recv`, which the caller then wakes. A record of a partition that is not ours any
     /// more, or one fetched twice, is dropped unseen.
-    pub(crate) fn accept(self: &Arc<Self>, st: &mut State, fetched: Fetched) {
+    pub(crate) fn accept(&self, st: &mut State, fetched: Fetched) {
         let Fetched {
             tp,
             offset,
@@ -235,8 +195,11 @@ impl Shared {
             offset,
             bytes,
         };
-        let acker = KafkaAcker::new(self.clone(), ticket, message.coordinates.clone(), original);
-        st.buffer.push_back(Delivery { message, acker });
+        st.buffer.push_back(Buffered {
+            ticket,
+            message,
+            original,
+        });
     }
 
     /// Ends an acker's record: `settled` (acked or dead-lettered) moves the watermark and
@@ -296,30 +259,34 @@ impl Shared {
         self.ready.notify_one();
     }
 
+    /// Releases buffered records unseen: each stops counting as in flight and stays below the
+    /// watermark, as if its acker had been dropped. Takes the lock: call it without.
+    pub(crate) fn release(&self, records: impl IntoIterator<Item = Buffered>) {
+        for record in records {
+            self.finish(&record.ticket, false);
+        }
+    }
+
     /// Stops handing out records and tells the poll thread to leave the group. Buffered
     /// records are released unseen: they stay below the watermark.
     pub(crate) fn begin_stop(&self) {
         self.shutdown.store(true, Ordering::Release);
         self.wake.notify();
         let released = std::mem::take(&mut self.state.lock().buffer);
-        // Outside the lock: each acker's drop takes it.
-        drop(released);
+        self.release(released);
     }
 }
 
 impl State {
-    /// Buffered records of these partitions, taken out of the buffer. Drop them outside the
-    /// lock: each acker's drop takes it.
-    pub(crate) fn take_buffered(
-        &mut self,
-        of: &BTreeSet<TopicPartition>,
-    ) -> Vec<Delivery<KafkaAcker>> {
+    /// Buffered records of these partitions, taken out of the buffer. [`Shared::release`]
+    /// them outside the lock.
+    pub(crate) fn take_buffered(&mut self, of: &BTreeSet<TopicPartition>) -> Vec<Buffered> {
         let mut taken = Vec::new();
-        for delivery in std::mem::take(&mut self.buffer) {
-            if of.contains(delivery.acker.partition()) {
-                taken.push(delivery);
+        for record in std::mem::take(&mut self.buffer) {
+            if of.contains(&record.ticket.tp) {
+                taken.push(record);
             } else {
-                self.buffer.push_back(delivery);
+                self.buffer.push_back(record);
             }
         }
         taken
@@ -330,12 +297,12 @@ impl State {
     pub(crate) fn take_queues(&mut self) -> Vec<PartitionQueue> {
         self.partitions
             .values_mut()
-            .filter_map(|p| p.queue.take())
+            .filter_map(|p| p.feed.queue.take())
             .collect()
     }
 
     /// The partition of a ticket, if it is still in the assignment the ticket was made in.
-    fn current_mut(&mut self, ticket: &Ticket) -> Option<&mut PartitionState> {
+    fn current_mut(&mut self, ticket: &Ticket) -> Option<&mut PartitionState<Feed>> {
         self.partitions
             .get_mut(&ticket.tp)
             .filter(|p| p.generation == ticket.generation)

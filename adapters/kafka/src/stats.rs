@@ -6,7 +6,8 @@ use std::sync::Arc;
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::state::{Shared, TopicPartition};
+use crate::partition::TopicPartition;
+use crate::state::Shared;
 
 /// A cheap, cloneable handle on a source's per-partition numbers, readable at any time.
 #[derive(Clone)]

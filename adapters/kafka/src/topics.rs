@@ -12,8 +12,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use tracing::info;
 
 use crate::config::KafkaSettings;
-use crate::context::LogContext;
 use crate::dead_letter::Route;
+use crate::logging::LogContext;
 use crate::properties;
 
 /// How long connect waits for the cluster's metadata and for a topic creation.

@@ -149,8 +149,8 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::partition::TopicPartition;
     use crate::record::{self, Original};
-    use crate::state::TopicPartition;
 
     fn marker_record(offset: i64, key: &str, value: Option<&[u8]>) -> Fetched {
         let original = Original {

@@ -22,7 +22,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaSettings;
-use crate::context::LogContext;
+use crate::logging::LogContext;
 use crate::properties;
 use crate::record::{self, Fetched};
 

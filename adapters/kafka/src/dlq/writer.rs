@@ -15,7 +15,7 @@ use tracing::{debug, info};
 
 use super::markers::{marker_topic, Marker};
 use crate::config::KafkaSettings;
-use crate::context::LogContext;
+use crate::logging::LogContext;
 use crate::properties;
 use crate::record::Original;
 
