@@ -63,6 +63,9 @@ pub struct AttemptPolicy {
     pub retry: RetryPolicy,
     /// Retry mode `queue`; `None` retries in place.
     pub queue: Option<RetryTiers>,
+    /// An app that cannot be reached is the app's fault (the circuit breaker is on): an
+    /// attempt that never got to it spends nothing and waits for the app.
+    pub app_faults: bool,
 }
 
 /// What a message's attempts have been so far. Starts from the message (a retry copy carries
@@ -79,8 +82,22 @@ pub struct Attempts {
     spent: u32,
     /// Throttle answers so far: the backoff of the next throttle wait.
     throttles: u32,
+    /// Attempts in a row that could not reach the app: the backoff of the next wait for it.
+    unreachable: u32,
     /// The retry-queue hop of the copy being delivered (0 when not from a retry queue).
     hop: u32,
+}
+
+/// Why a message waits before its next delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// It failed: its own backoff (or the app's `Retry-After`), the attempt spent.
+    Retry,
+    /// The app asked to slow down: every delivery waits at the shared gate, no attempt spent.
+    Throttle,
+    /// The app could not be reached: it waits for the app (the circuit breaker), no attempt
+    /// spent.
+    AppDown,
 }
 
 /// Whether a completed message was delivered or dropped on purpose.
@@ -97,15 +114,14 @@ pub enum Done {
 pub enum Next {
     /// Record the key done (compare-and-set on the fence), then ack at the broker.
     Complete(Done),
-    /// Release the claim as `release`, wait `delay`, and deliver again. With `throttle`, the
-    /// wait is the shared gate's (every delivery slows down), else this message's alone.
+    /// Release the claim as `release`, wait `delay`, and deliver again.
     Again {
         /// How the claim is given up meanwhile: `Retry` spends the attempt, `Refund` not.
         release: Release,
         /// How long to wait.
         delay: Duration,
-        /// Whether the wait is the shared throttle gate's.
-        throttle: bool,
+        /// Why, and so whose wait it is.
+        wait: Wait,
     },
     /// Release the claim (the attempt counts), then write a retry copy carrying this trail and
     /// ack the original once the broker confirmed it.
@@ -141,6 +157,7 @@ impl Attempts {
                 first_failure: trail.first_failure,
                 spent: trail.attempts,
                 throttles: 0,
+                unreachable: 0,
                 hop: trail.hop,
             },
             None => Self {
@@ -149,6 +166,7 @@ impl Attempts {
                 first_failure: None,
                 spent: 0,
                 throttles: 0,
+                unreachable: 0,
                 hop: 0,
             },
         }
@@ -206,6 +224,31 @@ impl AttemptPolicy {
             key,
         } = tried;
         let age = state.age(now);
+        let exceeds_age = |delay: Duration| {
+            self.retry
+                .max_age
+                .is_some_and(|max| age.saturating_add(delay) > max)
+        };
+        if self.app_faults && reply.unreachable() {
+            // The attempt never got to the app: nothing is spent, the message waits for it.
+            state.unreachable += 1;
+            let delay = self.retry.backoff.delay(state.unreachable, rng);
+            if exceeds_age(delay) {
+                let reason = format!(
+                    "gave up when the retry age limit ran out: {}",
+                    reply.describe()
+                );
+                let first = state.first_failure.unwrap_or(now);
+                return Next::DeadLetter(dead_letter(reply, reason, attempt, first, now, key));
+            }
+            state.spent = attempt.saturating_sub(1);
+            return Next::Again {
+                release: Release::Refund,
+                delay,
+                wait: Wait::AppDown,
+            };
+        }
+        state.unreachable = 0;
         match verdict.action {
             Action::Ack => Next::Complete(Done::Delivered),
             Action::Drop => Next::Complete(Done::Dropped),
@@ -226,11 +269,7 @@ impl AttemptPolicy {
                     .retry_after
                     .unwrap_or_else(|| self.retry.backoff.delay(state.throttles, rng));
                 // Throttling spends no attempt, but the age limit still bounds it.
-                if self
-                    .retry
-                    .max_age
-                    .is_some_and(|max| age.saturating_add(delay) > max)
-                {
+                if exceeds_age(delay) {
                     let reason = format!(
                         "still throttled when the retry age limit ran out: {}",
                         reply.describe()
@@ -243,7 +282,7 @@ impl AttemptPolicy {
                 Next::Again {
                     release: Release::Refund,
                     delay,
-                    throttle: true,
+                    wait: Wait::Throttle,
                 }
             }
             Action::Retry => {
@@ -262,7 +301,7 @@ impl AttemptPolicy {
                         None => Next::Again {
                             release: Release::Retry,
                             delay,
-                            throttle: false,
+                            wait: Wait::Retry,
                         },
                     },
                     RetryDecision::Exhausted(why) => {
@@ -276,6 +315,43 @@ impl AttemptPolicy {
                 }
             }
         }
+    }
+}
+
+impl AttemptPolicy {
+    /// The step for a message whose wait for the app (an open circuit) outlived the age
+    /// limit at `now`: the dead-letter queue, saying why. `None` while it may wait on.
+    pub fn waited_too_long(
+        &self,
+        state: &Attempts,
+        last: &Reply,
+        key: Option<&str>,
+        now: SystemTime,
+    ) -> Option<Next> {
+        let max = self.retry.max_age?;
+        if state.age(now) < max {
+            return None;
+        }
+        let reason = format!(
+            "gave up when the retry age limit ran out: {}",
+            last.describe()
+        );
+        let first = state.first_failure.unwrap_or(now);
+        Some(Next::DeadLetter(dead_letter(
+            last,
+            reason,
+            state.spent,
+            first,
+            now,
+            key,
+        )))
+    }
+
+    /// How much longer a message may wait for the app, at `now`; `None` without an age limit.
+    pub fn time_left(&self, state: &Attempts, now: SystemTime) -> Option<Duration> {
+        self.retry
+            .max_age
+            .map(|max| max.saturating_sub(state.age(now)))
     }
 }
 

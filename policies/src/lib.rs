@@ -25,7 +25,7 @@ pub mod key;
 pub mod ordering;
 pub mod retry;
 
-pub use attempt::{AttemptPolicy, Attempts, Done, Next, RetryTiers, Tried};
+pub use attempt::{AttemptPolicy, Attempts, Done, Next, RetryTiers, Tried, Wait};
 pub use backoff::{Backoff, BackoffKind};
 pub use chain::{Arrival, Chain, Finish, Turn};
 pub use classify::{

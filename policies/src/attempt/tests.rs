@@ -4,7 +4,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use outrigger_core::{Action, Coordinates, Message, Release, Reply, Response, Trail};
+use outrigger_core::{
+    Action, Coordinates, Message, Release, Reply, Response, Trail, TransportError,
+    TransportErrorKind,
+};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -14,6 +17,15 @@ use crate::backoff::{Backoff, BackoffKind};
 use crate::classify::Matched;
 
 fn policy(max_attempts: u32, max_age: Duration, queue: Option<Vec<Duration>>) -> AttemptPolicy {
+    policy_with(max_attempts, max_age, queue, true)
+}
+
+fn policy_with(
+    max_attempts: u32,
+    max_age: Duration,
+    queue: Option<Vec<Duration>>,
+    app_faults: bool,
+) -> AttemptPolicy {
     AttemptPolicy {
         retry: RetryPolicy {
             max_attempts,
@@ -30,6 +42,7 @@ fn policy(max_attempts: u32, max_age: Duration, queue: Option<Vec<Duration>>) ->
             tiers,
             dead_letter_parked: false,
         }),
+        app_faults,
     }
 }
 
@@ -158,6 +171,8 @@ enum Answer {
     Reject,
     Fail(Option<u64>),
     Throttle(Option<u64>),
+    /// The app could not be reached (connection refused).
+    Unreachable,
 }
 
 fn answer() -> impl Strategy<Value = Answer> {
@@ -168,6 +183,7 @@ fn answer() -> impl Strategy<Value = Answer> {
         1 => Just(Answer::Reject),
         5 => after.clone().prop_map(Answer::Fail),
         4 => after.prop_map(Answer::Throttle),
+        3 => Just(Answer::Unreachable),
     ]
 }
 
@@ -216,8 +232,20 @@ fn play(
                 reply(429),
                 verdict(Action::Throttle, ms.map(Duration::from_millis)),
             ),
+            // The classifier's default for a connection error is a retry.
+            Answer::Unreachable => (
+                Reply::Failed(TransportError {
+                    kind: TransportErrorKind::Connect,
+                    detail: "connection refused".into(),
+                    elapsed: Duration::ZERO,
+                }),
+                verdict(Action::Retry, None),
+            ),
         };
-        if matches!(a, Answer::Fail(_) | Answer::Reject) {
+        // Unreachable counts as a failure only when the app's faults are the message's.
+        let failed = matches!(a, Answer::Fail(_) | Answer::Reject)
+            || (matches!(a, Answer::Unreachable) && !p.app_faults);
+        if failed {
             first_failure.get_or_insert(now);
         }
         let tried = Tried {
@@ -236,10 +264,22 @@ fn play(
                 prop_assert_eq!(Some(dl.first_failure), first_failure.or(Some(now)));
                 prop_assert!(dl.first_failure <= dl.last_failure);
                 prop_assert_eq!(dl.key.as_deref(), Some("k"));
+                let fail_after = match a {
+                    Answer::Fail(ms) => Some(ms.map(Duration::from_millis)),
+                    Answer::Unreachable if !p.app_faults => Some(None),
+                    _ => None,
+                };
                 match a {
                     Answer::Reject => prop_assert_eq!(&dl.reason, "app answered HTTP 400"),
-                    Answer::Fail(ms) => {
-                        let wait = ms.map(Duration::from_millis);
+                    Answer::Unreachable if p.app_faults => prop_assert!(
+                        dl.reason.starts_with(
+                            "gave up when the retry age limit ran out: could not connect"
+                        ),
+                        "{}",
+                        dl.reason
+                    ),
+                    Answer::Fail(_) | Answer::Unreachable => {
+                        let wait = fail_after.flatten();
                         if attempt >= p.retry.max_attempts {
                             let want = format!("gave up after {attempt} attempts");
                             prop_assert!(dl.reason.starts_with(&want), "{}", dl.reason);
@@ -267,7 +307,12 @@ fn play(
                 prop_assert_eq!(step.release(), Some(Release::Reset));
                 return Ok((step, trace));
             }
-            (Next::RetryQueue(trail), Answer::Fail(ms)) => {
+            (Next::RetryQueue(trail), Answer::Fail(_) | Answer::Unreachable) => {
+                prop_assert!(!p.app_faults || matches!(a, Answer::Fail(_)));
+                let ms = match a {
+                    Answer::Fail(ms) => *ms,
+                    _ => None,
+                };
                 let queue = p.queue.as_ref().expect("queue mode");
                 prop_assert_eq!(
                     trail.tier,
@@ -284,25 +329,33 @@ fn play(
                 Next::Again {
                     release,
                     delay,
-                    throttle,
+                    wait,
                 },
-                Answer::Fail(ms) | Answer::Throttle(ms),
+                _,
             ) => {
-                let throttled = matches!(a, Answer::Throttle(_));
-                prop_assert_eq!(*throttle, throttled);
+                let (want, asked) = match a {
+                    Answer::Fail(ms) => (Wait::Retry, *ms),
+                    Answer::Throttle(ms) => (Wait::Throttle, *ms),
+                    Answer::Unreachable if p.app_faults => (Wait::AppDown, None),
+                    Answer::Unreachable => (Wait::Retry, None),
+                    other => return Err(TestCaseError::fail(format!("a wait after {other:?}"))),
+                };
+                prop_assert_eq!(*wait, want);
+                let throttled = want != Wait::Retry;
                 prop_assert!(
                     p.queue.is_none() || throttled,
                     "queue mode retried in place"
                 );
-                if let Some(ms) = ms {
-                    prop_assert_eq!(*delay, Duration::from_millis(*ms), "Retry-After wins");
+                if let Some(ms) = asked {
+                    prop_assert_eq!(*delay, Duration::from_millis(ms), "Retry-After wins");
                 }
                 prop_assert!(
                     state.age(now) + *delay <= max_age,
                     "a wait that outlives the age limit"
                 );
                 if throttled {
-                    // A throttle spends no attempt: the next one has the same number.
+                    // A throttle or an unreachable app spends no attempt: the next one has the
+                    // same number.
                     prop_assert_eq!(*release, Release::Refund);
                 } else {
                     prop_assert_eq!(*release, Release::Retry);
@@ -329,12 +382,13 @@ proptest! {
         max_age_s in 1u64..600,
         seed in any::<u64>(),
         with_store in any::<bool>(),
+        app_faults in any::<bool>(),
     ) {
-        let p = policy(max_attempts, Duration::from_secs(max_age_s), None);
+        let p = policy_with(max_attempts, Duration::from_secs(max_age_s), None, app_faults);
         let (last, trace) = play(&p, &answers, seed, with_store)?;
         let failures_before_last = trace
             .iter()
-            .filter(|(_, s)| matches!(s, Next::Again { throttle: false, .. }))
+            .filter(|(_, s)| matches!(s, Next::Again { wait: Wait::Retry, .. }))
             .count() as u32;
         let (last_attempt, _) = trace.last().expect("at least one attempt");
         prop_assert_eq!(*last_attempt, failures_before_last + 1);
@@ -355,7 +409,7 @@ proptest! {
         let (last, trace) = play(&p, &answers, seed, true)?;
         let retried_in_place = trace
             .iter()
-            .any(|(_, s)| matches!(s, Next::Again { throttle: false, .. }));
+            .any(|(_, s)| matches!(s, Next::Again { wait: Wait::Retry, .. }));
         prop_assert!(!retried_in_place);
         if let Next::RetryQueue(trail) = last {
             prop_assert!(trail.attempts < max_attempts);

@@ -42,6 +42,9 @@ pub struct AdminState {
     pub store: Option<StoreProbe>,
     /// `host:port` of the app, checked with a TCP connect.
     pub app: String,
+    /// The circuit breaker in front of the app, once the pipeline is built: open means the
+    /// app is down whatever a connect says.
+    pub breaker: RwLock<Option<Arc<crate::pipeline::Breaker>>>,
     /// Bearer token required on operator endpoints, when set.
     pub token: Option<String>,
     /// The dead-letter queue behind `/dlq`, when the sidecar serves one.
@@ -87,10 +90,19 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
             .await
             .unwrap_or_else(|_| Err("no answer within 1s".into())),
     };
-    let app = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&state.app))
-        .await
-        .map_err(|_| "no answer within 1s".to_owned())
-        .and_then(|r| r.map(drop).map_err(|e| e.to_string()));
+    let circuit = state.breaker.read().as_ref().map(|b| b.state());
+    let app = match circuit {
+        Some(crate::pipeline::BreakerState::Open) => {
+            Err("circuit open: deliveries could not reach the app".to_owned())
+        }
+        Some(crate::pipeline::BreakerState::HalfOpen) => {
+            Err("circuit half-open: a trial delivery is checking the app".to_owned())
+        }
+        _ => tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&state.app))
+            .await
+            .map_err(|_| "no answer within 1s".to_owned())
+            .and_then(|r| r.map(drop).map_err(|e| e.to_string())),
+    };
     let ready = source && store.is_ok() && app.is_ok();
     let body = json!({
         "ready": ready,

@@ -56,6 +56,10 @@ pub mod names {
     pub const PARTITION_STALLED: &str = "outrigger_partition_stalled";
     /// Keys of the partition with messages parked behind a retry (retry mode `queue`).
     pub const PARKED_KEYS: &str = "outrigger_parked_keys";
+    /// 1 for the state the circuit breaker in front of the app is in (`state`), 0 for the others.
+    pub const BREAKER_STATE: &str = "outrigger_breaker_state";
+    /// Moves of the circuit breaker, by the state moved to.
+    pub const BREAKER_TRANSITIONS: &str = "outrigger_breaker_transitions_total";
     /// Dead letters resubmitted through the admin API, confirmed by the broker.
     pub const DLQ_RESUBMITTED: &str = "outrigger_dlq_resubmitted_total";
     /// Dead letters purged through the admin API.
@@ -74,6 +78,10 @@ pub mod labels {
     pub const TOPIC: &str = "topic";
     /// A partition number (bounded by the topic's partition count).
     pub const PARTITION: &str = "partition";
+    /// A circuit breaker state: closed, open, half_open.
+    pub const STATE: &str = "state";
+    /// The state a circuit breaker moved to.
+    pub const TO: &str = "to";
 }
 
 /// Per-partition gauges of partitioned sources (Kafka), refreshed from the adapter's view.
@@ -166,6 +174,31 @@ pub struct Metrics {
     source_up: IntGaugeVec,
     dlq_resubmitted: IntCounterVec,
     dlq_purged: IntCounterVec,
+    breaker_state: IntGaugeVec,
+    breaker_transitions: IntCounterVec,
+}
+
+/// The circuit breaker's gauge and counter, for one source.
+#[derive(Clone)]
+pub struct BreakerMetrics {
+    state: IntGaugeVec,
+    transitions: IntCounterVec,
+    source: String,
+}
+
+impl BreakerMetrics {
+    /// Shows `now` on the state gauge.
+    pub fn show(&self, now: crate::pipeline::BreakerState) {
+        crate::pipeline::breaker::show(&self.state, &self.source, now);
+    }
+
+    /// Counts a move to `to` and shows it.
+    pub fn moved(&self, to: crate::pipeline::BreakerState) {
+        self.transitions
+            .with_label_values(&[self.source.as_str(), to.as_str()])
+            .inc();
+        self.show(to);
+    }
 }
 
 /// The dead-letter operation counters of one source.
@@ -299,6 +332,25 @@ impl Metrics {
                 src,
             ),
             dlq_purged: counter(names::DLQ_PURGED, "Dead letters purged.", src),
+            breaker_state: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        names::BREAKER_STATE,
+                        "1 for the circuit breaker's state in front of the app.",
+                    ),
+                    &[labels::SOURCE, labels::STATE],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g
+            },
+            breaker_transitions: counter(
+                names::BREAKER_TRANSITIONS,
+                "Moves of the circuit breaker, by the state moved to.",
+                &[labels::SOURCE, labels::TO],
+            ),
             partitions: PartitionGauges::new(&registry),
             registry,
         }
@@ -327,6 +379,15 @@ impl Metrics {
         }
     }
 
+    /// The circuit breaker's metrics for one source.
+    pub fn breaker(&self, source: &str) -> BreakerMetrics {
+        BreakerMetrics {
+            state: self.breaker_state.clone(),
+            transitions: self.breaker_transitions.clone(),
+            source: source.to_owned(),
+        }
+    }
+
     /// The dead-letter operation counters of one source.
     pub fn dlq(&self, source: &str) -> DlqMetrics {
         DlqMetrics {
@@ -350,6 +411,11 @@ impl Default for Metrics {
 }
 
 impl SourceMetrics {
+    /// The circuit breaker's metrics for this source.
+    pub fn breaker(&self) -> BreakerMetrics {
+        self.metrics.breaker(&self.source)
+    }
+
     /// Counts one delivery attempt by the app's response class.
     pub fn attempt(&self, class: &str) {
         self.metrics

@@ -16,7 +16,10 @@ use crate::brokers::WithBroker;
 use crate::config::{Config, OnStoreError, ParkedAfterDeadLetter, RetryMode};
 use crate::delivery::{DeliverySettings, HeaderPlan, HttpDelivery};
 use crate::metrics::{Metrics, SourceMetrics};
-use crate::pipeline::{self, Dedup, Pipeline, Route, RouteTable, Routes, StoreFailureMode};
+use crate::pipeline::{
+    self, Breaker, BreakerSettings, Dedup, Pipeline, Probe, Route, RouteTable, Routes,
+    StoreFailureMode,
+};
 use crate::store::Store;
 
 /// Why `run` stopped before consuming: the policy cannot run (exit 64), or something it needs
@@ -54,6 +57,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         source: Default::default(),
         store: store.clone().map(store_probe),
         app: app_authority(&config),
+        breaker: Default::default(),
         token: config.admin.token.clone(),
         dlq: Some(crate::dlq::api::DlqApi::new(&config, &metrics)),
     });
@@ -69,6 +73,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     ));
 
     let pipeline = Arc::new(build_pipeline(&config, store, metrics.source(&source_name)));
+    *admin_state.breaker.write() = Some(pipeline.breaker.clone());
     let consume = Consume {
         config: &config,
         pipeline,
@@ -255,6 +260,7 @@ pub fn default_route(config: &Config) -> Route {
                 dead_letter_parked: config.retry.parked_after_dead_letter
                     == ParkedAfterDeadLetter::DeadLetter,
             }),
+            app_faults: config.breaker.enabled,
         },
         ordering: config.ordering.mode(&config.source),
         throttle: Default::default(),
@@ -271,11 +277,27 @@ pub fn build_pipeline<D>(
         OnStoreError::Pause => StoreFailureMode::Pause,
         OnStoreError::Deliver => StoreFailureMode::Deliver,
     };
+    let b = &config.breaker;
+    let breaker = Breaker::new(
+        BreakerSettings {
+            enabled: b.enabled,
+            failures: b.failures,
+            unavailable: b.unavailable,
+            probe: match &b.probe_url {
+                Some(url) => Probe::Http(url.clone()),
+                None => Probe::Connect(app_authority(config)),
+            },
+            probe_interval: b.probe_interval,
+            probe_max: b.probe_max,
+        },
+        metrics.breaker(),
+    );
     Pipeline {
         routes: RouteTable::new(Routes::single(default_route(config))),
         dedup: store.map(|store| Dedup { store, on_failure }),
         max_in_flight: usize::from(config.backpressure.max_in_flight),
         concurrency: Arc::new(Semaphore::new(config.backpressure.concurrency().max(1))),
+        breaker: Arc::new(breaker),
         grace_period: config.shutdown.grace_period,
         metrics,
     }

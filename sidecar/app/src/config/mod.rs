@@ -14,6 +14,7 @@
 //!   with `doc` mapping every error back to its key and position;
 //! - `errors`: [`ConfigError`] and [`ConfigErrors`]; `messages`: serde's words made TOML's.
 
+mod breaker;
 mod classify;
 mod de;
 mod dead_letter;
@@ -34,6 +35,7 @@ mod tests;
 
 use serde::Deserialize;
 
+pub use breaker::BreakerConfig;
 pub use classify::{ClassifyConfig, RuleConfig, StatusSpec};
 pub use dead_letter::DeadLetterConfig;
 pub use dedup::{DedupConfig, EmbeddedConfig, OnStoreError, RedisConfig, StoreKind};
@@ -75,6 +77,9 @@ pub struct Config {
     /// `[backpressure]`: how much is in flight at once.
     #[serde(default)]
     pub backpressure: BackpressureConfig,
+    /// `[breaker]`: what happens while the app cannot be reached.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
     /// `[admin]`: the metrics, probes and DLQ listener.
     #[serde(default)]
     pub admin: AdminConfig,

@@ -33,6 +33,7 @@ pub(crate) fn validate(config: &Config) -> Vec<Problem> {
     classify(config, &mut issues);
     operations(config, &mut issues);
     backpressure(config, &capabilities, &mut issues);
+    breaker(config, &mut issues);
     issues.into_vec()
 }
 
@@ -306,6 +307,40 @@ fn backpressure(c: &Config, capabilities: &Capabilities, v: &mut Problems) {
             &["backpressure.max_buffered_bytes"],
             "must be larger than 0B, or nothing could be fetched",
         );
+    }
+}
+
+fn breaker(c: &Config, v: &mut Problems) {
+    let b = &c.breaker;
+    if !b.enabled {
+        return;
+    }
+    for (path, n) in [
+        ("breaker.failures", b.failures),
+        ("breaker.unavailable", b.unavailable),
+    ] {
+        if n == 0 {
+            v.at(&[path], "must be at least 1");
+        }
+    }
+    v.positive("breaker.probe_interval", b.probe_interval);
+    if b.probe_max < b.probe_interval {
+        v.at(
+            &["breaker.probe_max", "breaker.probe_interval"],
+            format!(
+                "breaker.probe_max ({}) must not be shorter than breaker.probe_interval ({})",
+                humantime::format_duration(b.probe_max),
+                humantime::format_duration(b.probe_interval)
+            ),
+        );
+    }
+    if let Some(url) = &b.probe_url {
+        if url.scheme_str() != Some("http") || url.host().is_none() {
+            v.at(
+                &["breaker.probe_url"],
+                "expected an http:// URL with a host, like http://127.0.0.1:8080/healthz",
+            );
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! ([`worker`]), and on shutdown stops the source, returns what never started, lets in-flight
 //! messages finish within the grace period, then releases the rest back to the broker.
 
+pub mod breaker;
 mod parking;
 mod route;
 mod throttle;
@@ -30,6 +31,7 @@ use tracing::{info, warn};
 
 use crate::metrics::SourceMetrics;
 
+pub use breaker::{Breaker, BreakerSettings, BreakerState, Probe};
 pub use route::{Route, RouteTable, Routes};
 pub use throttle::ThrottleGate;
 
@@ -60,6 +62,8 @@ pub struct Pipeline<D> {
     pub max_in_flight: usize,
     /// Deliveries to the app at once.
     pub concurrency: Arc<Semaphore>,
+    /// The circuit breaker in front of the app.
+    pub breaker: Arc<Breaker>,
     /// How long in-flight messages may finish after shutdown begins.
     pub grace_period: Duration,
     /// Metrics of this source.
@@ -92,6 +96,14 @@ where
     let mut permit = None;
     let mut failure = None;
     let mut backoff = Duration::from_millis(100);
+    // The breaker is probed for as long as any message may wait for the app, drain included.
+    let stop_probing = CancellationToken::new();
+    let prober = {
+        let breaker = pipeline.breaker.clone();
+        let stop = stop_probing.clone();
+        tokio::spawn(async move { breaker.probe_while_open(stop).await })
+    };
+    let mut breaker = pipeline.breaker.watch();
     let spawn = |tasks: &mut JoinSet<()>, job: Job<S::Acker>| {
         let done = LaneDone {
             lane: job.lane,
@@ -107,9 +119,13 @@ where
         ));
     };
     loop {
+        // While the app cannot be reached, nothing more is taken from the broker: Kafka's
+        // prefetch and RabbitMQ's unacked window sit where they are.
+        let app_up = *breaker.borrow_and_update() == BreakerState::Closed;
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            Ok(()) = breaker.changed() => {}
             Some(lane) = done_rx.recv() => {
                 if let Some(next) = lanes.finish(&lane) {
                     spawn(&mut tasks, next);
@@ -118,7 +134,7 @@ where
             p = permits.clone().acquire_owned(), if permit.is_none() => {
                 permit = Some(p.expect("semaphore is never closed"));
             }
-            next = source.recv(), if permit.is_some() => match next {
+            next = source.recv(), if permit.is_some() && app_up => match next {
                 Ok(Some(delivery)) => {
                     backoff = Duration::from_millis(100);
                     let route = pipeline.routes.pick(&delivery.message);
@@ -177,6 +193,8 @@ where
     }
     pipeline.metrics.ordering_waiting.set(0);
     drain(&mut tasks, pipeline.grace_period, &abort).await;
+    stop_probing.cancel();
+    let _ = prober.await;
     // Only now: stopping commits (Kafka) what the drained work settled, and closes the channel
     // whose deliveries those workers acked (RabbitMQ). Nothing new was taken since the loop
     // ended; what the broker pushed meanwhile goes back with the stop.

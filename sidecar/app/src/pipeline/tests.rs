@@ -105,3 +105,152 @@ fn a_swapped_snapshot_applies_to_messages_taken_after_it() {
     );
     assert_eq!(table.pick(&message).delivery.url().path(), "/second");
 }
+
+/// An app on a fixed loopback port that can go away (connections refused) and come back;
+/// every connection carries one request (no keep-alive), so going away cuts nothing in flight.
+struct Flaky {
+    addr: std::net::SocketAddr,
+    /// Per idempotency key, the `outrigger-attempt` of each request the app answered.
+    seen: Arc<parking_lot::Mutex<std::collections::HashMap<String, Vec<u32>>>>,
+    serving: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Flaky {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut app = Self {
+            addr: listener.local_addr().unwrap(),
+            seen: Default::default(),
+            serving: None,
+        };
+        app.serve(listener);
+        app
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let seen = self.seen.clone();
+        self.serving = Some(tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: http::Request<_>| {
+                        let seen = seen.clone();
+                        async move {
+                            let header = |name| {
+                                request
+                                    .headers()
+                                    .get(name)
+                                    .and_then(|v: &http::HeaderValue| v.to_str().ok())
+                                    .map(str::to_owned)
+                            };
+                            let key = header("outrigger-idempotency-key").unwrap_or_default();
+                            let attempt = header("outrigger-attempt")
+                                .and_then(|a| a.parse().ok())
+                                .unwrap_or(0);
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            seen.lock().entry(key).or_default().push(attempt);
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                            ))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(false)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }));
+    }
+
+    /// Stops listening: connects are refused from now on.
+    fn go_down(&mut self) {
+        if let Some(task) = self.serving.take() {
+            task.abort();
+        }
+    }
+
+    async fn come_back(&mut self) {
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        self.serve(listener);
+    }
+
+    fn answered(&self) -> usize {
+        self.seen.lock().values().map(Vec::len).sum()
+    }
+}
+
+/// An app down for 30 s in the middle of a stream costs no attempt and no dead letter: the
+/// breaker opens, nothing more is taken from the broker, and once the app is back every
+/// message is delivered once, on its first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_down_for_thirty_seconds_costs_no_attempt_and_no_dead_letter() {
+    const MESSAGES: usize = 300;
+    let mut app = Flaky::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = policy(
+        &format!("http://{}/", app.addr),
+        dir.path(),
+        "max_in_flight = 16",
+    );
+    let broker = MemoryBroker::new();
+    for i in 0..MESSAGES {
+        broker.publish("q", Outgoing::new("{}").message_id(format!("m-{i}")));
+    }
+    let metrics = Metrics::new();
+    let source_metrics = metrics.source("q");
+    let store = Store::open(&config).await.unwrap();
+    let pipeline = Arc::new(build_pipeline(&config, Some(store), source_metrics.clone()));
+    let breaker = pipeline.breaker.clone();
+    let run = tokio::spawn(super::run(
+        pipeline,
+        broker.source("q", "q.dlq"),
+        CancellationToken::new(),
+    ));
+
+    wait_for(|| app.answered() >= 100).await;
+    app.go_down();
+    wait_for(|| breaker.state() == super::BreakerState::Open).await;
+    let consumed_when_open = source_metrics.consumed.get();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    // Open, it took nothing more from the broker (a half-open trial or two at most).
+    assert!(source_metrics.consumed.get() <= consumed_when_open + 2);
+    assert_ne!(breaker.state(), super::BreakerState::Closed);
+    let gauge = metrics.render();
+    assert!(
+        gauge.contains("outrigger_breaker_transitions_total{source=\"q\",to=\"open\"}"),
+        "{gauge}"
+    );
+    app.come_back().await;
+
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the stream finishes once the app is back")
+        .unwrap()
+        .unwrap();
+    assert_eq!(breaker.state(), super::BreakerState::Closed);
+    assert!(broker.ready("q.dlq").is_empty(), "nothing dead-lettered");
+    assert_eq!(source_metrics.delivered.get(), MESSAGES as u64);
+    let seen = app.seen.lock();
+    assert_eq!(seen.len(), MESSAGES, "every message reached the app");
+    for (key, attempts) in seen.iter() {
+        assert_eq!(
+            attempts,
+            &[1],
+            "{key}: delivered once, on its first attempt"
+        );
+    }
+}
+
+async fn wait_for(mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -12,7 +12,7 @@ use outrigger_core::{
     ParkingStore, Release, Reply, Settlement, Trail,
 };
 use outrigger_policies::chain::link::{self, ChainStep, Meeting, Settling};
-use outrigger_policies::{Attempts, Done, KeyError, Next, Tried};
+use outrigger_policies::{Attempts, Done, KeyError, Next, Tried, Wait};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn, Instrument};
@@ -69,6 +69,14 @@ impl Fate {
             Fate::Requeue => Settling::Requeue,
         }
     }
+}
+
+/// What waiting at the circuit breaker came to.
+enum Admitted<'a> {
+    /// Deliver.
+    Go(super::breaker::Pass<'a>),
+    /// The message leaves without a delivery: shutdown, or it outlived its age limit.
+    Gone(Fate),
 }
 
 /// A live dedup claim.
@@ -218,7 +226,17 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
     async fn decide(&self) -> Fate {
         let key = self.dedup_key().map_err(|e| e.to_string());
         let mut state = Attempts::start(self.message, SystemTime::now());
+        // What the last attempt found, for a dead letter when the wait for the app runs out.
+        let mut last: Option<Reply> = None;
         loop {
+            // Wait for the app before claiming: a message waiting for it holds no claim.
+            let pass = match &key {
+                Ok(_) => match self.admit(&state, last.as_ref()).await {
+                    Admitted::Go(pass) => Some(pass),
+                    Admitted::Gone(fate) => return fate,
+                },
+                Err(_) => None,
+            };
             let held = match &key {
                 Ok(k) => match self.claim(k).await {
                     Some(Ok(held)) => held,
@@ -238,6 +256,9 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                     }
                 },
             };
+            if let Some(pass) = pass {
+                self.p.breaker.record(pass, &reply);
+            }
             let key = key.as_deref().ok();
             self.p.metrics.attempt(reply.class());
             let verdict = self.route.classifier.classify(&reply);
@@ -267,15 +288,19 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                 }
                 Next::Again {
                     delay,
-                    throttle: true,
+                    wait: Wait::Throttle,
                     ..
                 } => {
                     self.p.metrics.throttled.inc();
                     self.route.throttle.engage(delay);
                     self.release(key, held, release).await;
                 }
-                Next::Again { delay, .. } => {
-                    self.p.metrics.retried.inc();
+                Next::Again { delay, wait, .. } => {
+                    match wait {
+                        Wait::Retry => self.p.metrics.retried.inc(),
+                        // Its dead letter, should it wait out its age limit, says why.
+                        _ => last = Some(reply.clone()),
+                    }
                     self.release(key, held, release).await;
                     if !sleep_unless(self.abort, delay).await {
                         return Fate::Requeue;
@@ -293,6 +318,37 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                 Next::Requeue => {
                     self.release(key, held, release).await;
                     return Fate::Requeue;
+                }
+            }
+        }
+    }
+
+    /// Waits at the circuit breaker for leave to deliver, no longer than the message may still
+    /// live: past its age limit while the app is down, it goes to the dead-letter queue.
+    async fn admit(&self, state: &Attempts, last: Option<&Reply>) -> Admitted<'_> {
+        let now = SystemTime::now();
+        let left = self.route.attempts.time_left(state, now);
+        let admit = self.p.breaker.admit(self.abort);
+        let waited = match left {
+            Some(left) => tokio::time::timeout(left, admit).await.ok(),
+            None => Some(admit.await),
+        };
+        match waited {
+            Some(Some(pass)) => Admitted::Go(pass),
+            Some(None) => Admitted::Gone(Fate::Requeue),
+            None => {
+                let last = last.cloned().unwrap_or_else(|| {
+                    Reply::Undeliverable("the app could not be reached".to_owned())
+                });
+                let key = self.dedup_key().ok();
+                match self.route.attempts.waited_too_long(
+                    state,
+                    &last,
+                    key.as_deref(),
+                    SystemTime::now(),
+                ) {
+                    Some(Next::DeadLetter(dl)) => Admitted::Gone(Fate::DeadLetter(dl)),
+                    _ => Admitted::Gone(Fate::Requeue),
                 }
             }
         }
