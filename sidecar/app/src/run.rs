@@ -18,7 +18,7 @@ use crate::delivery::{DeliverySettings, HeaderPlan, HttpDelivery};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::pipeline::{
     self, Breaker, BreakerSettings, Dedup, Pipeline, Probe, Route, RouteTable, Routes,
-    StoreFailureMode,
+    StoreFailureMode, Unrecorded,
 };
 use crate::store::Store;
 
@@ -294,7 +294,11 @@ pub fn build_pipeline<D>(
     );
     Pipeline {
         routes: RouteTable::new(Routes::single(default_route(config))),
-        dedup: store.map(|store| Dedup { store, on_failure }),
+        dedup: store.map(|store| Dedup {
+            store,
+            on_failure,
+            unrecorded: Unrecorded::default(),
+        }),
         max_in_flight: usize::from(config.backpressure.max_in_flight),
         concurrency: Arc::new(Semaphore::new(config.backpressure.concurrency().max(1))),
         breaker: Arc::new(breaker),

@@ -10,6 +10,7 @@ pub mod breaker;
 mod parking;
 mod route;
 mod throttle;
+mod unrecorded;
 mod worker;
 
 #[cfg(test)]
@@ -34,6 +35,7 @@ use crate::metrics::SourceMetrics;
 pub use breaker::{Breaker, BreakerSettings, BreakerState, Probe};
 pub use route::{Route, RouteTable, Routes};
 pub use throttle::ThrottleGate;
+pub use unrecorded::Unrecorded;
 
 /// What to do when the dedup store cannot be reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +52,8 @@ pub struct Dedup<D> {
     pub store: std::sync::Arc<D>,
     /// Behaviour while the store is unreachable.
     pub on_failure: StoreFailureMode,
+    /// Outcomes the store has not heard of yet; no new claim is made while there are any.
+    pub unrecorded: Unrecorded,
 }
 
 /// Everything a message meets between the broker and its settlement.

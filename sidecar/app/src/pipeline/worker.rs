@@ -391,6 +391,11 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         };
         let mut wait = Duration::from_millis(10);
         loop {
+            // What was delivered but not recorded goes to the store first (see `Unrecorded`),
+            // also when the store comes back while this claim waits for it.
+            if !dedup.unrecorded.settled(self.abort).await {
+                return None;
+            }
             let pause = match dedup.store.claim(key).await {
                 Ok(Claim::Acquired { fence, attempt }) => {
                     return Some(Ok(Some(Held { fence, attempt })))
@@ -427,6 +432,9 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
             return true;
         };
         let mut backoff = Doubling::up_to(WAIT_MAX);
+        // Held from the first failure until the completion is recorded: no claim is made
+        // meanwhile, so no copy of this key can be delivered again in between.
+        let mut waiting = None;
         loop {
             match dedup.store.complete(key, held.fence).await {
                 Ok(Completion::Completed) => return true,
@@ -447,6 +455,7 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                         return true;
                     }
                     warn!(error = %e, "Dedup store unreachable; cannot record the delivery yet.");
+                    waiting.get_or_insert_with(|| dedup.unrecorded.wait_for(key));
                 }
             }
             if !backoff.pause(self.abort).await {
