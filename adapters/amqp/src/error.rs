@@ -24,6 +24,12 @@ pub(crate) fn is_not_found(error: &lapin::Error) -> bool {
         if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)))
 }
 
+/// The broker refused a declare because the queue exists with other arguments.
+pub(crate) fn is_inequivalent(error: &lapin::Error) -> bool {
+    matches!(error.kind(), ErrorKind::ProtocolError(e)
+        if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)))
+}
+
 fn is_refusal(error: &lapin::Error) -> bool {
     let ErrorKind::ProtocolError(e) = error.kind() else {
         return false;

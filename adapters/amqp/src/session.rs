@@ -13,7 +13,7 @@ use outrigger_core::{HealthFlag, SourceError};
 use tokio::task::JoinHandle;
 
 use crate::config::AmqpSettings;
-use crate::error::{classify, is_not_found};
+use crate::error::{classify, is_inequivalent, is_not_found};
 use crate::publisher::Publisher;
 
 /// How long opening a connection may take before it counts as failed: a black-holed address
@@ -166,19 +166,27 @@ async fn check_queues(
         .await
         .map_err(|e| missing_or(&e, "source", &names.queue))?;
 
-    let dead_letter_exists = declare(connection, &names.dead_letter_queue, passive).await;
-    match dead_letter_exists {
+    if !config.declare_dead_letter_queue {
+        return declare(connection, &names.dead_letter_queue, passive)
+            .await
+            .map_err(|e| missing_or(&e, "dead-letter", &names.dead_letter_queue));
+    }
+    // Declared (durable) rather than looked up first: a lookup of a missing queue closes its
+    // channel, which the client logs as an error on every first start. A queue an operator
+    // created with arguments of their own (quorum type, length limits) refuses the plain
+    // declare as inequivalent: it exists, which is all that is needed.
+    match declare(
+        connection,
+        &names.dead_letter_queue,
+        QueueDeclareOptions::durable(),
+    )
+    .await
+    {
         Ok(()) => Ok(()),
-        // Declared only when missing: an operator may have created it with arguments of their
-        // own (quorum type, length limits), which a plain declare would clash with.
-        Err(e) if config.declare_dead_letter_queue && is_not_found(&e) => declare(
-            connection,
-            &names.dead_letter_queue,
-            QueueDeclareOptions::durable(),
-        )
-        .await
-        .map_err(|e| classify("declaring the dead-letter queue", &e)),
-        Err(e) => Err(missing_or(&e, "dead-letter", &names.dead_letter_queue)),
+        Err(e) if is_inequivalent(&e) => declare(connection, &names.dead_letter_queue, passive)
+            .await
+            .map_err(|e| missing_or(&e, "dead-letter", &names.dead_letter_queue)),
+        Err(e) => Err(classify("declaring the dead-letter queue", &e)),
     }
 }
 

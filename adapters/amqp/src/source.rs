@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicNackOptions};
 use lapin::types::ShortString;
 use lapin::BasicProperties;
-use outrigger_core::{Coordinates, Delivery, HealthFlag, Message, Source, SourceError};
+use outrigger_core::{Coordinates, Delivery, Episode, HealthFlag, Message, Source, SourceError};
 use tracing::{debug, info, warn};
 
 use crate::acker::AmqpAcker;
@@ -31,6 +31,8 @@ pub struct AmqpSource {
     session: Option<Session>,
     health: HealthFlag,
     backoff: ReconnectDelay,
+    /// Reconnect attempts that failed, logged once with a count.
+    reconnecting: Episode,
     stopped: bool,
 }
 
@@ -47,6 +49,10 @@ impl AmqpSource {
             session: Some(session),
             health,
             backoff: ReconnectDelay::default(),
+            reconnecting: Episode::new(
+                "RabbitMQ unreachable; reconnecting with backoff.",
+                "Reconnected to RabbitMQ.",
+            ),
             stopped: false,
         })
     }
@@ -60,7 +66,10 @@ impl AmqpSource {
             }
             match Session::open(&self.config, &self.names, &self.health).await {
                 Ok(session) => {
-                    info!(queue = %self.config.queue, "Reconnected to RabbitMQ.");
+                    if !self.reconnecting.is_active() {
+                        info!(queue = %self.config.queue, "Reconnected to RabbitMQ.");
+                    }
+                    self.reconnecting.recovered();
                     self.session = Some(session);
                     return Ok(());
                 }
@@ -69,7 +78,7 @@ impl AmqpSource {
                     if !error.is_retryable() {
                         return Err(error);
                     }
-                    warn!(queue = %self.config.queue, %error, "Reconnecting to RabbitMQ failed; retrying.");
+                    self.reconnecting.failed(&error);
                 }
             }
         }

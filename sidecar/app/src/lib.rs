@@ -16,7 +16,7 @@
 //! - [`dlq`]: `outrigger dlq` and the admin API's dead-letter routes.
 //! - [`metrics`]: metric names and the registry.
 //! - [`run`]: `outrigger run` wiring. [`demo`]: `outrigger demo`.
-//! - [`shutdown`], [`telemetry`]: signals and logging.
+//! - [`shutdown`], [`reload`], [`telemetry`]: SIGTERM/SIGINT, SIGHUP, and logging.
 
 pub mod admin;
 pub mod brokers;
@@ -27,6 +27,7 @@ pub mod demo;
 pub mod dlq;
 pub mod metrics;
 pub mod pipeline;
+pub mod reload;
 pub mod run;
 pub mod shutdown;
 pub mod store;

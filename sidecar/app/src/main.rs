@@ -4,6 +4,7 @@ use clap::Parser;
 use outrigger::cli::{Cli, Command};
 use outrigger::config::{self, Config, ConfigErrors};
 use outrigger::run::RunError;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 /// EX_USAGE: the config or the command line is wrong.
@@ -44,6 +45,20 @@ fn main() -> ExitCode {
             outrigger::telemetry::init(config.log.format, &config.log.level);
             runtime().block_on(async {
                 let shutdown = CancellationToken::new();
+                // Installed before anything else runs: SIGHUP's default would end the process.
+                let hangups = match signal(SignalKind::hangup()) {
+                    Ok(hangups) => hangups,
+                    Err(e) => {
+                        tracing::error!(error = %e, "Cannot handle SIGHUP.");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                tokio::spawn(outrigger::reload::on_hangup(
+                    hangups,
+                    path.clone(),
+                    config.clone(),
+                    shutdown.clone(),
+                ));
                 tokio::spawn(outrigger::shutdown::on_signal(shutdown.clone()));
                 match outrigger::run::run(config, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use outrigger_core::{Broker, ParkingStore, Source, SourceError, StatsProbe};
+use outrigger_core::{Broker, Episode, ParkingStore, Source, SourceError, StatsProbe};
 use outrigger_policies::{AttemptPolicy, RetryTiers};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::admin::{self, AdminState, StoreProbe};
 use crate::brokers::WithBroker;
@@ -155,11 +155,18 @@ where
     Fut: Future<Output = Result<S, SourceError>>,
 {
     let mut wait = Duration::from_millis(200);
+    let unreachable = Episode::new(
+        "The broker is unreachable; connecting with backoff.",
+        "Connected to the broker.",
+    );
     loop {
         match connect().await {
-            Ok(source) => return Ok(Some(source)),
+            Ok(source) => {
+                unreachable.recovered();
+                return Ok(Some(source));
+            }
             Err(e) if !e.is_retryable() => return Err(e),
-            Err(e) => warn!(error = %e, broker, "Broker unreachable; retrying."),
+            Err(e) => unreachable.failed(&format!("{broker}: {e}")),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
@@ -298,6 +305,16 @@ pub fn build_pipeline<D>(
             store,
             on_failure,
             unrecorded: Unrecorded::default(),
+            down: match on_failure {
+                StoreFailureMode::Pause => Episode::new(
+                    "Dedup store unreachable; holding messages until it is back.",
+                    "Dedup store reachable again.",
+                ),
+                StoreFailureMode::Deliver => Episode::new(
+                    "Dedup store unreachable; delivering without dedup as configured.",
+                    "Dedup store reachable again; deduplicating.",
+                ),
+            },
         }),
         max_in_flight: usize::from(config.backpressure.max_in_flight),
         concurrency: Arc::new(Semaphore::new(config.backpressure.concurrency().max(1))),

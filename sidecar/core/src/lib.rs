@@ -19,6 +19,7 @@
 //! - [`dlq`]: dead letters read back, and the [`DeadLetterQueue`] operators work on.
 //! - [`source`]: the adapter traits, [`Source`] and [`Acker`].
 //! - [`stats`]: what a source reports per partition, [`PartitionStats`].
+//! - [`episode`]: a repeated failure logged once when it starts and once when it clears.
 //! - [`dedup`]: the dedup store trait and its protocol types.
 //! - [`retry`]: retry queues: the trail a copy carries and the settlement that writes it.
 //! - [`parking`]: the store of parked-key chains, for retry queues that keep per-key order.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod dedup;
 pub mod dlq;
+pub mod episode;
 pub mod message;
 pub mod ordering;
 pub mod parking;
@@ -46,6 +48,7 @@ pub use dlq::{
     content_id, DeadLetterPass, DeadLetterQueue, DeadLetterRecord, Handled, HandledAction,
     Resubmission, Scope,
 };
+pub use episode::Episode;
 pub use message::{partition_name, Coordinates, Header, Message, ParseCoordinatesError};
 pub use ordering::OrderingMode;
 pub use parking::{ChainId, ParkingStore};

@@ -111,6 +111,29 @@ impl Config {
         }
     }
 
+    /// The sections (`delivery`, `retry`, ...) in which `other` differs from this policy.
+    pub fn changed_sections(&self, other: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut differs = |name, same: bool| {
+            if !same {
+                changed.push(name);
+            }
+        };
+        differs("source", self.source == other.source);
+        differs("delivery", self.delivery == other.delivery);
+        differs("dedup", self.dedup == other.dedup);
+        differs("retry", self.retry == other.retry);
+        differs("classify", self.classify == other.classify);
+        differs("dead_letter", self.dead_letter == other.dead_letter);
+        differs("ordering", self.ordering == other.ordering);
+        differs("backpressure", self.backpressure == other.backpressure);
+        differs("breaker", self.breaker == other.breaker);
+        differs("admin", self.admin == other.admin);
+        differs("log", self.log == other.log);
+        differs("shutdown", self.shutdown == other.shutdown);
+        changed
+    }
+
     /// One line on what this policy does, for `outrigger check`.
     pub fn summary(&self) -> String {
         let dedup = if self.dedup.enabled {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use outrigger_core::{
-    Acker, DedupStore, Delivery, Message, OrderingMode, ParkingStore, Settlement, Source,
+    Acker, DedupStore, Delivery, Episode, Message, OrderingMode, ParkingStore, Settlement, Source,
     SourceError,
 };
 use outrigger_policies::{Lane, Lanes};
@@ -54,6 +54,8 @@ pub struct Dedup<D> {
     pub on_failure: StoreFailureMode,
     /// Outcomes the store has not heard of yet; no new claim is made while there are any.
     pub unrecorded: Unrecorded,
+    /// The store being unreachable, logged once while it lasts.
+    pub down: Episode,
 }
 
 /// Everything a message meets between the broker and its settlement.
@@ -100,6 +102,10 @@ where
     let mut permit = None;
     let mut failure = None;
     let mut backoff = Duration::from_millis(100);
+    let source_down = Episode::new(
+        "The broker connection failed; retrying with backoff.",
+        "The broker connection is back.",
+    );
     // The breaker is probed for as long as any message may wait for the app, drain included.
     let stop_probing = CancellationToken::new();
     let prober = {
@@ -141,6 +147,7 @@ where
             next = source.recv(), if permit.is_some() && app_up => match next {
                 Ok(Some(delivery)) => {
                     backoff = Duration::from_millis(100);
+                    source_down.recovered();
                     let route = pipeline.routes.pick(&delivery.message);
                     let lane = lane_of(route.ordering, &delivery.message);
                     let job = Job {
@@ -174,7 +181,7 @@ where
                     break;
                 }
                 Err(e) => {
-                    warn!(error = %e, "Source failed; retrying.");
+                    source_down.failed(&e);
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(backoff) => {}

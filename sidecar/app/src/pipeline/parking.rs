@@ -5,11 +5,10 @@
 //! by compare-and-set, again from a fresh read when another replica changed it in between.
 
 use bytes::Bytes;
-use outrigger_core::{ChainId, Message, ParkingStore, StoreError};
+use outrigger_core::{ChainId, Episode, Message, ParkingStore, StoreError};
 use outrigger_policies::chain::link::{ChainStep, Role};
 use outrigger_policies::Chain;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 use super::{Doubling, WAIT_MAX};
 use crate::metrics::SourceMetrics;
@@ -44,6 +43,7 @@ impl Link {
 /// raced. Waits out store outages; `None` when `abort` interrupts the wait.
 pub(super) async fn update<D, R>(
     store: &D,
+    down: &Episode,
     id: &ChainId,
     abort: &CancellationToken,
     metrics: &SourceMetrics,
@@ -55,12 +55,15 @@ where
     let mut backoff = Doubling::up_to(WAIT_MAX);
     loop {
         match try_update(store, id, &mut change).await {
-            Ok(Some(answer)) => return Some(answer),
+            Ok(Some(answer)) => {
+                down.recovered();
+                return Some(answer);
+            }
             // Another replica changed it meanwhile: read it again.
             Ok(None) => continue,
             Err(error) => {
                 metrics.store_errors.inc();
-                warn!(%error, chain = %id, "Dedup store unreachable; the parked-key chain waits.");
+                down.failed(&format_args!("{error} (parked-key chain {id})"));
             }
         }
         if !backoff.pause(abort).await {
@@ -72,12 +75,13 @@ where
 /// Applies a step: see [`update`].
 pub(super) async fn apply<D: ParkingStore>(
     store: &D,
+    down: &Episode,
     link: &Link,
     step: &ChainStep,
     abort: &CancellationToken,
     metrics: &SourceMetrics,
 ) -> bool {
-    update(store, &link.id, abort, metrics, |chain| {
+    update(store, down, &link.id, abort, metrics, |chain| {
         step.apply(chain, &link.entry)
     })
     .await

@@ -162,18 +162,19 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
     /// Retry mode `queue`: what the message's chain says before it may run. `None`: run it.
     async fn enter(&self, link: Option<&mut Link>) -> Option<Fate> {
         let link = link?;
-        let store = &self.p.dedup.as_ref()?.store;
+        let dedup = self.p.dedup.as_ref()?;
+        let (store, down) = (&dedup.store, &dedup.down);
         let metrics = &self.p.metrics;
         let (role, meeting) = match &self.message.trail {
             None => {
-                let arrival = parking::update(&**store, &link.id, self.abort, metrics, |c| {
+                let arrival = parking::update(&**store, down, &link.id, self.abort, metrics, |c| {
                     c.arrive(&link.entry)
                 })
                 .await?;
                 link::arrive(arrival, &self.message.coordinates, SystemTime::now())
             }
             Some(trail) => {
-                let turn = parking::update(&**store, &link.id, self.abort, metrics, |c| {
+                let turn = parking::update(&**store, down, &link.id, self.abort, metrics, |c| {
                     c.turn(&link.entry, trail.hop)
                 })
                 .await?;
@@ -193,7 +194,8 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         let Some(dedup) = &self.p.dedup else {
             return true;
         };
-        parking::apply(&*dedup.store, link, step, self.abort, &self.p.metrics).await
+        let (store, down) = (&*dedup.store, &dedup.down);
+        parking::apply(store, down, link, step, self.abort, &self.p.metrics).await
     }
 
     /// The dead letter of a message its chain sends to the dead-letter queue.
@@ -396,7 +398,11 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
             if !dedup.unrecorded.settled(self.abort).await {
                 return None;
             }
-            let pause = match dedup.store.claim(key).await {
+            let claimed = dedup.store.claim(key).await;
+            if claimed.is_ok() {
+                dedup.down.recovered();
+            }
+            let pause = match claimed {
                 Ok(Claim::Acquired { fence, attempt }) => {
                     return Some(Ok(Some(Held { fence, attempt })))
                 }
@@ -409,11 +415,10 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                 }
                 Err(e) => {
                     self.p.metrics.store_errors.inc();
+                    dedup.down.failed(&e);
                     if dedup.on_failure == StoreFailureMode::Deliver {
-                        warn!(error = %e, "Dedup store unreachable; delivering without dedup as configured.");
                         return Some(Ok(None));
                     }
-                    warn!(error = %e, "Dedup store unreachable; holding the message until it is back.");
                     let w = wait;
                     wait = (wait * 2).min(WAIT_MAX);
                     w
@@ -436,7 +441,11 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         // meanwhile, so no copy of this key can be delivered again in between.
         let mut waiting = None;
         loop {
-            match dedup.store.complete(key, held.fence).await {
+            let completed = dedup.store.complete(key, held.fence).await;
+            if completed.is_ok() {
+                dedup.down.recovered();
+            }
+            match completed {
                 Ok(Completion::Completed) => return true,
                 Ok(Completion::Fenced { current }) => {
                     // A newer claimant owns the key now; its outcome decides the key's fate.
@@ -450,11 +459,10 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                 }
                 Err(e) => {
                     self.p.metrics.store_errors.inc();
+                    dedup.down.failed(&e);
                     if dedup.on_failure == StoreFailureMode::Deliver {
-                        warn!(error = %e, "Dedup store unreachable; acking without a done record as configured.");
                         return true;
                     }
-                    warn!(error = %e, "Dedup store unreachable; cannot record the delivery yet.");
                     waiting.get_or_insert_with(|| dedup.unrecorded.wait_for(key));
                 }
             }
