@@ -87,7 +87,70 @@ pub enum KeyError {
     Empty,
 }
 
+/// What makes a message's idempotency key, and what a message gets when nothing can.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// The template tried first.
+    pub template: KeyTemplate,
+    /// The template tried when the first one cannot be made.
+    pub fallback: Option<KeyTemplate>,
+    /// What happens when neither can.
+    pub missing: MissingKey,
+}
+
+/// What a message from which no key can be made gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MissingKey {
+    /// It cannot be delivered safely: the dead-letter queue, with the reason.
+    #[default]
+    DeadLetter,
+    /// It is delivered without dedup.
+    Deliver,
+}
+
+/// A message's key, or what to do without one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Keyed {
+    /// Deduplicate under this key.
+    Key(String),
+    /// Deliver without dedup (the policy says so); why there is no key.
+    Unkeyed(KeyError),
+    /// Do not deliver: why there is no key.
+    Missing(KeyError),
+}
+
+impl KeyPolicy {
+    /// A policy of one template, dead-lettering what it cannot key.
+    pub fn of(template: KeyTemplate) -> Self {
+        Self {
+            template,
+            fallback: None,
+            missing: MissingKey::DeadLetter,
+        }
+    }
+
+    /// The key of `msg`: the template's, else the fallback's, else what `missing` says.
+    pub fn key(&self, msg: &Message) -> Keyed {
+        let error = match self.template.extract(msg) {
+            Ok(key) => return Keyed::Key(key),
+            Err(e) => e,
+        };
+        if let Some(Ok(key)) = self.fallback.as_ref().map(|f| f.extract(msg)) {
+            return Keyed::Key(key);
+        }
+        match self.missing {
+            MissingKey::DeadLetter => Keyed::Missing(error),
+            MissingKey::Deliver => Keyed::Unkeyed(error),
+        }
+    }
+}
+
 impl KeyTemplate {
+    /// Whether the template reads the broker's message id (`{message_id}`).
+    pub fn uses_message_id(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::MessageId))
+    }
+
     /// Builds this message's key.
     pub fn extract(&self, msg: &Message) -> Result<String, KeyError> {
         // Parsed on first use and shared by every part, so a template that reads the payload

@@ -32,6 +32,6 @@ pub use classify::{
     Classifier, HeaderMatch, Matched, ParseStatusError, Rule, StatusRange, Verdict,
 };
 pub use dedup::{DedupRecord, DedupState, Step};
-pub use key::{KeyError, KeyTemplate, ParseKeyTemplateError};
+pub use key::{KeyError, KeyPolicy, KeyTemplate, Keyed, MissingKey, ParseKeyTemplateError};
 pub use ordering::{Lane, Lanes, OrderingMode};
 pub use retry::{Exhausted, RetryDecision, RetryPolicy};

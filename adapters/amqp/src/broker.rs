@@ -40,6 +40,7 @@ impl Broker for Amqp {
             partitioned: false,
             dead_letter_operations: true,
             in_process_only: false,
+            broker_message_ids: false,
         }
     }
 

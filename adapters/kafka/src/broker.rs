@@ -31,6 +31,7 @@ impl Broker for Kafka {
             partitioned: true,
             dead_letter_operations: true,
             in_process_only: false,
+            broker_message_ids: true,
         }
     }
 

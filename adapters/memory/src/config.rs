@@ -62,6 +62,7 @@ impl Broker for Memory {
             partitioned: false,
             dead_letter_operations: false,
             in_process_only: true,
+            broker_message_ids: false,
         }
     }
 

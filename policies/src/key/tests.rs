@@ -222,3 +222,30 @@ proptest! {
         prop_assert_eq!(t("{header:idempotency-key}").extract(&m), Ok(v));
     }
 }
+
+#[test]
+fn a_key_policy_falls_back_then_follows_what_it_says_for_a_missing_key() {
+    let mut m = msg("{\"id\": 7}");
+    m.message_id = None;
+    let policy = KeyPolicy {
+        template: "{message_id}".parse().unwrap(),
+        fallback: Some("order-{json:/id}".parse().unwrap()),
+        missing: MissingKey::DeadLetter,
+    };
+    assert_eq!(policy.key(&m), Keyed::Key("order-7".into()));
+    let no_json = msg("not json");
+    let mut bare = no_json.clone();
+    bare.message_id = None;
+    assert!(matches!(
+        policy.key(&bare),
+        Keyed::Missing(KeyError::NoMessageId)
+    ));
+    let deliver = KeyPolicy {
+        missing: MissingKey::Deliver,
+        ..policy
+    };
+    assert!(matches!(
+        deliver.key(&bare),
+        Keyed::Unkeyed(KeyError::NoMessageId)
+    ));
+}

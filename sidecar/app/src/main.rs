@@ -27,6 +27,9 @@ fn main() -> ExitCode {
         Command::Check { config } => match load(&config) {
             Ok(c) => {
                 println!("{}: OK ({})", config.display(), c.summary());
+                for warning in c.warnings() {
+                    println!("warning: {warning}");
+                }
                 if c.source.capabilities().in_process_only {
                     // Valid for `outrigger demo`, which is what such a policy is for; say that
                     // `run` will not take it rather than let it find out.

@@ -28,6 +28,8 @@ pub mod names {
     pub const DEAD_LETTERED: &str = "outrigger_dead_lettered_total";
     /// Messages dropped by policy.
     pub const DROPPED: &str = "outrigger_dropped_total";
+    /// Messages delivered without dedup because no key could be made (`dedup.on_missing_key`).
+    pub const WITHOUT_KEY: &str = "outrigger_delivered_without_key_total";
     /// Dedup store calls that failed.
     pub const STORE_ERRORS: &str = "outrigger_dedup_store_errors_total";
     /// Dead-letter publishes the broker did not confirm (the original stays unacked).
@@ -164,6 +166,7 @@ pub struct Metrics {
     throttled: IntCounterVec,
     dead_lettered: IntCounterVec,
     dropped: IntCounterVec,
+    without_key: IntCounterVec,
     store_errors: IntCounterVec,
     dlq_failures: IntCounterVec,
     fenced: IntCounterVec,
@@ -225,6 +228,8 @@ pub struct SourceMetrics {
     pub throttled: IntCounter,
     /// Dropped by policy.
     pub dropped: IntCounter,
+    /// Delivered without dedup: no key could be made.
+    pub delivered_without_key: IntCounter,
     /// Dedup store failures.
     pub store_errors: IntCounter,
     /// Unconfirmed dead-letter publishes.
@@ -287,6 +292,11 @@ impl Metrics {
                 src_class,
             ),
             dropped: counter(names::DROPPED, "Messages dropped by policy.", src),
+            without_key: counter(
+                names::WITHOUT_KEY,
+                "Messages delivered without dedup because no key could be made.",
+                src,
+            ),
             store_errors: counter(names::STORE_ERRORS, "Dedup store calls that failed.", src),
             dlq_failures: counter(
                 names::DLQ_FAILURES,
@@ -366,6 +376,7 @@ impl Metrics {
             retried: self.retried.with_label_values(l),
             throttled: self.throttled.with_label_values(l),
             dropped: self.dropped.with_label_values(l),
+            delivered_without_key: self.without_key.with_label_values(l),
             store_errors: self.store_errors.with_label_values(l),
             dlq_failures: self.dlq_failures.with_label_values(l),
             fenced: self.fenced.with_label_values(l),

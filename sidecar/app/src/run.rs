@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use outrigger_core::{Broker, Episode, ParkingStore, Source, SourceError, StatsProbe};
-use outrigger_policies::{AttemptPolicy, RetryTiers};
+use outrigger_policies::{AttemptPolicy, KeyPolicy, MissingKey, RetryTiers};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::admin::{self, AdminState, StoreProbe};
 use crate::brokers::WithBroker;
-use crate::config::{Config, OnStoreError, ParkedAfterDeadLetter, RetryMode};
+use crate::config::{Config, OnMissingKey, OnStoreError, ParkedAfterDeadLetter, RetryMode};
 use crate::delivery::{DeliverySettings, HeaderPlan, HttpDelivery};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::pipeline::{
@@ -39,6 +39,9 @@ pub enum RunError {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     if config.source.capabilities().in_process_only {
         return Err(RunError::Config(in_process_only(&config)));
+    }
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
     }
     let metrics = Metrics::new();
     let source_name = config.source.name();
@@ -258,7 +261,15 @@ pub fn default_route(config: &Config) -> Route {
                 ce_type: delivery.ce_type.clone(),
             },
         }),
-        key: config.dedup.key.clone(),
+        keys: KeyPolicy {
+            template: config.dedup.key.clone(),
+            fallback: config.dedup.fallback_key.clone(),
+            missing: match config.dedup.on_missing_key {
+                OnMissingKey::DeadLetter => MissingKey::DeadLetter,
+                OnMissingKey::Deliver => MissingKey::Deliver,
+            },
+        },
+        max_message_size: delivery.max_message_size.as_u64(),
         classifier: config.classify.classifier(),
         attempts: AttemptPolicy {
             retry: config.retry.policy(),

@@ -80,6 +80,9 @@ pub struct Capabilities {
     pub dead_letter_operations: bool,
     /// It exists only inside this process (`outrigger demo`): `run` refuses it.
     pub in_process_only: bool,
+    /// Every message carries a message id the broker gives it, the same on every redelivery
+    /// (`{message_id}` always makes a key). Otherwise only a producer that sets one.
+    pub broker_message_ids: bool,
 }
 
 /// The word for one and for several source names of a broker.

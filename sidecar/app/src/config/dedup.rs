@@ -20,6 +20,15 @@ pub struct DedupConfig {
     /// `{ce:id}`, `{message_id}` and `{key}`; for example `{header:tenant}:{json:/order/id}`.
     #[serde(default = "default_key")]
     pub key: KeyTemplate,
+    /// A second template, tried when `key` cannot be made from a message (a header or JSON
+    /// field it names is missing, the payload is not JSON, the broker gave no message id).
+    #[serde(default)]
+    pub fallback_key: Option<KeyTemplate>,
+    /// What happens to a message from which no key can be made: `dead_letter` (with class
+    /// `decode` and the reason; the safe default, nothing reaches the app undeduplicated) or
+    /// `deliver` (without dedup, counted in `outrigger_delivered_without_key_total`).
+    #[serde(default)]
+    pub on_missing_key: OnMissingKey,
     /// Where claims and done-records live: `redis` (shared by every replica) or `embedded`
     /// (on local disk; a single replica only).
     #[serde(default)]
@@ -83,6 +92,8 @@ impl Default for DedupConfig {
         Self {
             enabled: default_enabled(),
             key: default_key(),
+            fallback_key: None,
+            on_missing_key: OnMissingKey::default(),
             store: StoreKind::default(),
             redis: RedisConfig::default(),
             embedded: EmbeddedConfig::default(),
@@ -102,6 +113,17 @@ pub enum StoreKind {
     Redis,
     /// A file on local disk; correct only while one replica consumes.
     Embedded,
+}
+
+/// What a message gets when no idempotency key can be made from it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMissingKey {
+    /// Park it in the dead-letter queue, saying which part of the key was missing.
+    #[default]
+    DeadLetter,
+    /// Deliver it without dedup, and count it.
+    Deliver,
 }
 
 /// What to do while the dedup store is unreachable.

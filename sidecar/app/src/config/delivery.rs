@@ -49,6 +49,13 @@ pub struct DeliveryConfig {
     /// Speak HTTP/2 without TLS (h2c, prior knowledge) instead of HTTP/1.1 keep-alive.
     #[serde(default)]
     pub http2: bool,
+    /// The largest payload delivered; a larger one is dead-lettered (class `decode`) with the
+    /// reason, never sent.
+    #[serde(
+        default = "default_max_message_size",
+        deserialize_with = "de::byte_size"
+    )]
+    pub max_message_size: ByteSize,
 }
 
 impl DeliveryConfig {
@@ -88,6 +95,12 @@ fn default_ce_type() -> String {
     "outrigger.event".to_owned()
 }
 
+/// Past what brokers carry by default (Kafka 1 MB, RabbitMQ's 16 MiB frames of a larger
+/// message), yet a bound on what one delivery can take.
+fn default_max_message_size() -> ByteSize {
+    ByteSize::mib(16)
+}
+
 /// Enough of an error body to see what went wrong, small enough for every dead letter.
 fn default_response_excerpt() -> ByteSize {
     ByteSize::kib(4)
@@ -105,6 +118,7 @@ impl Default for DeliveryConfig {
             ce_type: default_ce_type(),
             response_excerpt: default_response_excerpt(),
             http2: false,
+            max_message_size: default_max_message_size(),
         }
     }
 }

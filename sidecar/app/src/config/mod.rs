@@ -38,7 +38,7 @@ use serde::Deserialize;
 pub use breaker::BreakerConfig;
 pub use classify::{ClassifyConfig, RuleConfig, StatusSpec};
 pub use dead_letter::DeadLetterConfig;
-pub use dedup::{DedupConfig, EmbeddedConfig, OnStoreError, RedisConfig, StoreKind};
+pub use dedup::{DedupConfig, EmbeddedConfig, OnMissingKey, OnStoreError, RedisConfig, StoreKind};
 pub use delivery::{BackpressureConfig, DeliveryConfig};
 pub use env::PREFIX as ENV_PREFIX;
 pub use errors::{ConfigError, ConfigErrors};
@@ -132,6 +132,30 @@ impl Config {
         differs("log", self.log == other.log);
         differs("shutdown", self.shutdown == other.shutdown);
         changed
+    }
+
+    /// What is valid but likely not what the user wants, in sentences: `check` prints them,
+    /// `run` logs them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let d = &self.dedup;
+        let capabilities = self.source.capabilities();
+        if d.enabled
+            && d.key.uses_message_id()
+            && !capabilities.broker_message_ids
+            && d.fallback_key.is_none()
+            && d.on_missing_key == OnMissingKey::DeadLetter
+        {
+            warnings.push(format!(
+                "dedup.key uses {{message_id}}, which {} messages carry only when their \
+                 producer sets one (pika, for one, does not by default): messages without it \
+                 are dead-lettered. Key on a business id ({{json:/order_id}}, \
+                 {{header:idempotency-key}}), set dedup.fallback_key, or set \
+                 dedup.on_missing_key = \"deliver\".",
+                self.source.kind()
+            ));
+        }
+        warnings
     }
 
     /// One line on what this policy does, for `outrigger check`.

@@ -82,6 +82,12 @@ fn delivery(c: &Config, v: &mut Problems) {
     let hint = "leave it out for the default";
     v.not_empty("delivery.ce_source", d.ce_source.as_deref(), hint);
     v.not_empty("delivery.ce_type", Some(&d.ce_type), "name the event type");
+    if d.max_message_size.as_u64() == 0 {
+        v.at(
+            &["delivery.max_message_size"],
+            "must be larger than 0B, or nothing could be delivered",
+        );
+    }
     if d.response_excerpt.as_u64() > MAX_EXCERPT_BYTES {
         v.at(
             &["delivery.response_excerpt"],

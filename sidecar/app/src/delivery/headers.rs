@@ -63,7 +63,9 @@ impl HeaderPlan {
                 "ce-type",
                 ce_attr(message, "type").unwrap_or(&self.ce_type),
             );
+            // A malformed time from the producer would break the app's CloudEvents reader.
             let time = ce_attr(message, "time")
+                .filter(|t| humantime::parse_rfc3339_weak(t.trim()).is_ok())
                 .map(str::to_owned)
                 .unwrap_or_else(|| {
                     humantime::format_rfc3339_millis(
@@ -130,6 +132,8 @@ pub fn cloudevents_id(message: &Message) -> Option<&str> {
 }
 
 /// A binary-mode CloudEvents attribute: `ce-x` (HTTP, Kafka), `ce_x` (AMQP), `cloudEvents:x`.
+/// One that is empty or cannot travel as an HTTP header value (control characters, bytes that
+/// are not UTF-8) counts as absent, so the default takes its place.
 fn ce_attr<'m>(message: &'m Message, attr: &str) -> Option<&'m str> {
     message.headers.iter().find_map(|h| {
         let name = h.name.as_str();
@@ -139,7 +143,9 @@ fn ce_attr<'m>(message: &'m Message, attr: &str) -> Option<&'m str> {
             .or_else(|| name.strip_prefix("cloudEvents:"))
             .or_else(|| name.strip_prefix("cloudEvents_"))?;
         if bare.eq_ignore_ascii_case(attr) {
-            std::str::from_utf8(&h.value).ok()
+            std::str::from_utf8(&h.value)
+                .ok()
+                .filter(|v| !v.trim().is_empty() && HeaderValue::from_str(v).is_ok())
         } else {
             None
         }
@@ -185,6 +191,29 @@ mod tests {
             Header::new("ce_type", "order.created"),
         ];
         m
+    }
+
+    #[test]
+    fn malformed_cloudevents_attributes_give_way_to_the_defaults() {
+        let mut m = message();
+        m.headers = vec![
+            Header::new("ce_id", "bad\nid"),
+            Header::new("ce_type", ""),
+            Header::new("ce_time", "yesterday"),
+            Header::new("ce_source", &b"\xff\xfe"[..]),
+        ];
+        let mut h = HeaderMap::new();
+        let attempt = Attempt {
+            key: None,
+            attempt: 1,
+            fence: None,
+        };
+        plan().apply(&mut h, &m, attempt);
+        assert_eq!(h["ce-id"], "m-1");
+        assert_eq!(h["ce-type"], "outrigger.event");
+        assert_eq!(h["ce-source"], "/amqp/orders");
+        let time = h["ce-time"].to_str().unwrap();
+        assert!(humantime::parse_rfc3339_weak(time).is_ok(), "{time}");
     }
 
     #[test]

@@ -176,7 +176,12 @@ impl Breaker {
     pub fn record(&self, mut pass: Pass<'_>, reply: &Reply) {
         let trial = std::mem::replace(&mut pass.trial, false);
         drop(pass);
-        if !self.settings.enabled {
+        // Nothing was sent (the message could not be delivered at all): nothing learnt.
+        if !self.settings.enabled || matches!(reply, Reply::Undeliverable(_)) {
+            if trial {
+                self.runs.lock().trial_out = false;
+                self.state.send_modify(|_| {});
+            }
             return;
         }
         let unreachable = reply.unreachable();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use outrigger_core::{Message, OrderingMode};
-use outrigger_policies::{AttemptPolicy, Classifier, KeyTemplate};
+use outrigger_policies::{AttemptPolicy, Classifier, KeyPolicy};
 
 use super::ThrottleGate;
 use crate::delivery::HttpDelivery;
@@ -20,8 +20,10 @@ pub struct Route {
     pub name: String,
     /// Where and how it is delivered.
     pub delivery: HttpDelivery,
-    /// How its idempotency key is made.
-    pub key: KeyTemplate,
+    /// How its idempotency key is made, and what a message without one gets.
+    pub keys: KeyPolicy,
+    /// The largest payload delivered; a larger one cannot be delivered.
+    pub max_message_size: u64,
     /// What the app's replies mean.
     pub classifier: Classifier,
     /// Its attempt budget, backoff and retry mode.

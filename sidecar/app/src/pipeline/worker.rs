@@ -12,7 +12,7 @@ use outrigger_core::{
     ParkingStore, Release, Reply, Settlement, Trail,
 };
 use outrigger_policies::chain::link::{self, ChainStep, Meeting, Settling};
-use outrigger_policies::{Attempts, Done, KeyError, Next, Tried, Wait};
+use outrigger_policies::{Attempts, Done, Keyed, Next, Tried, Wait};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn, Instrument};
@@ -209,35 +209,52 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
             attempts: trail.map_or(0, |t| t.attempts),
             first_failure: trail.and_then(|t| t.first_failure).unwrap_or(now),
             last_failure: now,
-            key: self.dedup_key().ok(),
+            key: self.dedup_key(),
             response_excerpt: Bytes::new(),
         }
     }
 
     /// The idempotency key: the original's for a resubmitted dead letter (see
-    /// `resubmit_headers::KEY`), else what the route's template makes of the message.
-    fn dedup_key(&self) -> Result<String, KeyError> {
+    /// `resubmit_headers::KEY`), else what the route's key policy makes of the message.
+    fn keyed(&self) -> Keyed {
         match self.message.header_str(resubmit_headers::KEY) {
-            Some(key) if !key.is_empty() => Ok(key.to_owned()),
-            _ => self.route.key.extract(self.message),
+            Some(key) if !key.is_empty() => Keyed::Key(key.to_owned()),
+            _ => self.route.keys.key(self.message),
+        }
+    }
+
+    /// The idempotency key, when one can be made.
+    fn dedup_key(&self) -> Option<String> {
+        match self.keyed() {
+            Keyed::Key(key) => Some(key),
+            Keyed::Unkeyed(_) | Keyed::Missing(_) => None,
         }
     }
 
     /// Runs attempts until the message has a fate: each attempt's outcome goes to the attempt
     /// machine, and its answer is executed here.
     async fn decide(&self) -> Fate {
-        let key = self.dedup_key().map_err(|e| e.to_string());
+        // A message without a key is delivered without dedup when the policy says so
+        // (`unkeyed`), and cannot be delivered otherwise.
+        let (key, unkeyed) = match self.keyed() {
+            Keyed::Key(k) => (Ok(k), false),
+            Keyed::Unkeyed(why) => {
+                self.p.metrics.delivered_without_key.inc();
+                (Err(why.to_string()), true)
+            }
+            Keyed::Missing(why) => (Err(why.to_string()), false),
+        };
         let mut state = Attempts::start(self.message, SystemTime::now());
         // What the last attempt found, for a dead letter when the wait for the app runs out.
         let mut last: Option<Reply> = None;
         loop {
             // Wait for the app before claiming: a message waiting for it holds no claim.
             let pass = match &key {
-                Ok(_) => match self.admit(&state, last.as_ref()).await {
+                Err(_) if !unkeyed => None,
+                _ => match self.admit(&state, last.as_ref()).await {
                     Admitted::Go(pass) => Some(pass),
                     Admitted::Gone(fate) => return fate,
                 },
-                Err(_) => None,
             };
             let held = match &key {
                 Ok(k) => match self.claim(k).await {
@@ -249,11 +266,12 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
             };
             let attempt = state.begin(held.map(|h| h.attempt));
             let reply = match &key {
-                Err(why) => Reply::Undeliverable(why.clone()),
-                Ok(k) => match self.deliver(k, attempt, held).await {
+                Err(why) if !unkeyed => Reply::Undeliverable(why.clone()),
+                _ => match self.deliver(key.as_deref().ok(), attempt, held).await {
                     Some(reply) => reply,
                     None => {
-                        self.release(Some(k), held, Next::Requeue.release()).await;
+                        let release = Next::Requeue.release();
+                        self.release(key.as_deref().ok(), held, release).await;
                         return Fate::Requeue;
                     }
                 },
@@ -342,7 +360,7 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                 let last = last.cloned().unwrap_or_else(|| {
                     Reply::Undeliverable("the app could not be reached".to_owned())
                 });
-                let key = self.dedup_key().ok();
+                let key = self.dedup_key();
                 match self.route.attempts.waited_too_long(
                     state,
                     &last,
@@ -358,7 +376,14 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
 
     /// One delivery attempt, behind the throttle gate and the app's concurrency limit; `None`
     /// when shutdown's abort came first.
-    async fn deliver(&self, key: &str, attempt: u32, held: Option<Held>) -> Option<Reply> {
+    async fn deliver(&self, key: Option<&str>, attempt: u32, held: Option<Held>) -> Option<Reply> {
+        let size = self.message.payload.len() as u64;
+        if size > self.route.max_message_size {
+            return Some(Reply::Undeliverable(format!(
+                "the payload of {size} bytes exceeds delivery.max_message_size ({} bytes)",
+                self.route.max_message_size
+            )));
+        }
         let send = async {
             self.route.throttle.wait().await;
             let _slot = self
@@ -368,7 +393,7 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                 .await
                 .expect("the concurrency semaphore is never closed");
             let attempt = Attempt {
-                key: Some(key),
+                key,
                 attempt,
                 fence: held.map(|h| h.fence),
             };
