@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{unique, wait_until, Policy, Rabbit, Sidecar, TestApp};
+use support::{unique, wait_until, Policy, Rabbit, Sidecar, TestApp, OUTRIGGER};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -14,7 +14,7 @@ async fn ready_when_broker_store_and_app_answer_and_metrics_are_prometheus_text(
     let queue = unique("admin");
     rabbit.declare(&queue).await;
     let app = TestApp::accepting().await;
-    let sidecar = Sidecar::start(Policy::amqp(&queue, &app.url(), &unique("ns")));
+    let sidecar = Sidecar::start(OUTRIGGER, Policy::amqp(&queue, &app.url(), &unique("ns")));
     wait_until("ready", LIMIT, || async {
         sidecar.get("/readyz").is_some_and(|(s, _)| s == 200)
     })
@@ -36,12 +36,11 @@ async fn not_ready_while_the_app_or_the_broker_is_unreachable() {
     let rabbit = Rabbit::connect().await;
     let queue = unique("admin");
     rabbit.declare(&queue).await;
-    let dead = support::sidecar::free_port();
-    let no_app = Sidecar::start(Policy::amqp(
-        &queue,
-        &format!("http://{dead}/"),
-        &unique("ns"),
-    ));
+    let dead = support::free_port();
+    let no_app = Sidecar::start(
+        OUTRIGGER,
+        Policy::amqp(&queue, &format!("http://{dead}/"), &unique("ns")),
+    );
     wait_until("app reported down", LIMIT, || async {
         no_app
             .get("/readyz")
@@ -51,6 +50,7 @@ async fn not_ready_while_the_app_or_the_broker_is_unreachable() {
 
     let app = TestApp::accepting().await;
     let no_broker = Sidecar::start(
+        OUTRIGGER,
         Policy::amqp(&queue, &app.url(), &unique("ns"))
             .set("source.amqp.url", format!("amqp://guest:guest@{dead}/%2f")),
     );

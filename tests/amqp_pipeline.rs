@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use support::{unique, wait_until, Policy, Proxy, Rabbit, Reply, Sidecar, TestApp};
+use support::{unique, wait_until, Policy, Proxy, Rabbit, Reply, Sidecar, TestApp, OUTRIGGER};
 
 const SETTLED: &str = "outrigger_messages_settled_total";
 const LIMIT: Duration = Duration::from_secs(90);
@@ -17,7 +17,7 @@ async fn duplicates_are_acked_and_each_key_is_handled_once() {
     let queue = unique("dedup");
     rabbit.declare(&queue).await;
     let app = TestApp::accepting().await;
-    let sidecar = Sidecar::start(Policy::amqp(&queue, &app.url(), &unique("ns")));
+    let sidecar = Sidecar::start(OUTRIGGER, Policy::amqp(&queue, &app.url(), &unique("ns")));
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(20);
     let mut keys: Vec<String> = Vec::new();
@@ -73,7 +73,7 @@ async fn transient_failures_are_retried_with_backoff() {
         .set("retry.multiplier", 2.0)
         .set("retry.max", "2s")
         .set("retry.max_attempts", 5);
-    let sidecar = Sidecar::start(policy);
+    let sidecar = Sidecar::start(OUTRIGGER, policy);
     for i in 0..5 {
         rabbit
             .publish_keyed(&queue, &format!("flaky-{i}"), b"{}")
@@ -137,7 +137,7 @@ async fn poison_messages_land_in_the_dlq_byte_for_byte_with_their_reason() {
         }
     })
     .await;
-    let sidecar = Sidecar::start(Policy::amqp(&queue, &app.url(), &unique("ns")));
+    let sidecar = Sidecar::start(OUTRIGGER, Policy::amqp(&queue, &app.url(), &unique("ns")));
 
     let mut originals = HashMap::new();
     for i in 0..3u8 {
@@ -198,7 +198,7 @@ async fn redis_outage_pauses_delivery_and_resumes_without_duplicates() {
         .set("dedup.redis.url", format!("redis://{}", redis.addr))
         .set("dedup.redis.timeout", "300ms")
         .set("backpressure.max_in_flight", 8);
-    let sidecar = Sidecar::start(policy);
+    let sidecar = Sidecar::start(OUTRIGGER, policy);
     for i in 0..50 {
         rabbit.publish_keyed(&queue, &format!("k-{i}"), b"{}").await;
     }
@@ -207,7 +207,7 @@ async fn redis_outage_pauses_delivery_and_resumes_without_duplicates() {
     })
     .await;
 
-    redis.set_up(false);
+    redis.refuse();
     wait_until("readiness reports the store down", LIMIT, || async {
         sidecar
             .get("/readyz")
@@ -234,7 +234,7 @@ async fn redis_outage_pauses_delivery_and_resumes_without_duplicates() {
         "no delivery without dedup during the outage"
     );
 
-    redis.set_up(true);
+    redis.allow();
     wait_until(
         "all 100 keys delivered after Redis is back",
         LIMIT,
@@ -267,7 +267,7 @@ async fn sigkill_mid_stream_loses_nothing_and_a_restart_resumes() {
     for i in 0..400 {
         rabbit.publish_keyed(&queue, &format!("k-{i}"), b"{}").await;
     }
-    let mut first = Sidecar::start(policy.clone());
+    let mut first = Sidecar::start(OUTRIGGER, policy.clone());
     wait_until("the first sidecar is mid-stream", LIMIT, || async {
         app.successes().len() >= 80
     })
@@ -276,7 +276,7 @@ async fn sigkill_mid_stream_loses_nothing_and_a_restart_resumes() {
     let at_kill = app.successes().len();
     assert!(at_kill < 400, "killed mid-stream");
 
-    let second = Sidecar::start(policy);
+    let second = Sidecar::start(OUTRIGGER, policy);
     wait_until("every key handled after the restart", LIMIT, || async {
         app.successes().len() == 400
     })
@@ -302,7 +302,7 @@ async fn sigterm_finishes_in_flight_work_and_leaves_the_rest_queued() {
     let policy = Policy::amqp(&queue, &app.url(), &unique("ns"))
         .set("backpressure.max_in_flight", 4)
         .set("shutdown.grace_period", "10s");
-    let sidecar = Sidecar::start(policy);
+    let sidecar = Sidecar::start(OUTRIGGER, policy);
     for i in 0..40 {
         rabbit.publish_keyed(&queue, &format!("k-{i}"), b"{}").await;
     }
@@ -335,7 +335,7 @@ async fn past_the_grace_period_in_flight_messages_go_back_to_the_queue() {
         .set("dedup.lease", "90s")
         .set("backpressure.max_in_flight", 3)
         .set("shutdown.grace_period", "500ms");
-    let sidecar = Sidecar::start(policy);
+    let sidecar = Sidecar::start(OUTRIGGER, policy);
     for i in 0..10 {
         rabbit.publish_keyed(&queue, &format!("k-{i}"), b"{}").await;
     }
@@ -362,6 +362,7 @@ async fn the_app_gets_cloudevents_attributes_trace_context_and_allowed_headers()
     let app = TestApp::accepting().await;
     let forward = toml_edit::Array::from_iter(["x-tenant"]);
     let sidecar = Sidecar::start(
+        OUTRIGGER,
         Policy::amqp(&queue, &app.url(), &unique("ns")).set("delivery.forward_headers", forward),
     );
     let mut headers = FieldTable::default();
@@ -418,12 +419,12 @@ async fn deliver_mode_keeps_messages_flowing_without_dedup_while_redis_is_down()
     rabbit.declare(&queue).await;
     let app = TestApp::accepting().await;
     let redis = Proxy::start("127.0.0.1:6379".parse().unwrap()).await;
-    redis.set_up(false);
+    redis.refuse();
     let policy = Policy::amqp(&queue, &app.url(), &unique("ns"))
         .set("dedup.redis.url", format!("redis://{}", redis.addr))
         .set("dedup.redis.timeout", "300ms")
         .set("dedup.on_store_error", "deliver");
-    let sidecar = Sidecar::start(policy);
+    let sidecar = Sidecar::start(OUTRIGGER, policy);
     for i in 0..5 {
         rabbit.publish_keyed(&queue, &format!("k-{i}"), b"{}").await;
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use support::{
     app_until_fixed, ids, kill_a_resubmit_halfway, lines_starting, resubmit_100_paced, set, unique,
-    wait_resubmitted_once, wait_until, Dlq, Policy, Rabbit, Reply, Sidecar, TestApp,
+    wait_resubmitted_once, wait_until, Dlq, Policy, Rabbit, Reply, Sidecar, TestApp, OUTRIGGER,
 };
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -33,7 +33,7 @@ async fn resubmit_by_reason_delivers_each_once_and_a_second_run_nothing() {
     })
     .await;
     let policy = Policy::amqp(&queue, &app.url(), &unique("ns")).set("retry.max_attempts", 2);
-    let sidecar = Sidecar::start(policy.clone());
+    let sidecar = Sidecar::start(OUTRIGGER, policy.clone());
     let cli = Dlq::new(&policy);
     for i in 0..50 {
         rabbit
@@ -94,7 +94,7 @@ async fn dry_run_changes_nothing_and_rate_paces_a_faithful_copy() {
     rabbit.declare(&replay).await;
     let app = TestApp::start(|_, _| Reply::status(400).body("no")).await;
     let policy = Policy::amqp(&queue, &app.url(), &unique("ns"));
-    let sidecar = Sidecar::start(policy.clone());
+    let sidecar = Sidecar::start(OUTRIGGER, policy.clone());
     for i in 0..100 {
         rabbit
             .publish_keyed(&queue, &format!("k-{i}"), format!("body-{i}").as_bytes())
@@ -163,7 +163,7 @@ async fn a_resubmit_killed_halfway_and_rerun_delivers_every_record_once() {
     rabbit.declare(&queue).await;
     let (app, fixed) = app_until_fixed(|_| Some(Reply::status(400))).await;
     let policy = Policy::amqp(&queue, &app.url(), &unique("ns"));
-    let sidecar = Sidecar::start(policy.clone());
+    let sidecar = Sidecar::start(OUTRIGGER, policy.clone());
     let cli = Dlq::new(&policy);
     for i in 0..100 {
         rabbit.publish_keyed(&queue, &format!("k-{i}"), b"{}").await;
@@ -212,7 +212,7 @@ async fn a_key_delivered_meanwhile_is_not_delivered_again() {
     rabbit.declare(&queue).await;
     let (app, fixed) = app_until_fixed(|_| Some(Reply::status(400))).await;
     let policy = Policy::amqp(&queue, &app.url(), &unique("ns"));
-    let sidecar = Sidecar::start(policy.clone());
+    let sidecar = Sidecar::start(OUTRIGGER, policy.clone());
     rabbit.publish_keyed(&queue, "order-1", b"first try").await;
     wait_until("dead-lettered", LIMIT, || async {
         rabbit.depth(&dlq).await == 1
@@ -242,8 +242,8 @@ async fn a_key_delivered_meanwhile_is_not_delivered_again() {
     rabbit.delete(&dlq).await;
 }
 
-#[path = "dlq/filters.rs"]
-mod filters;
-
-#[path = "dlq/api.rs"]
-mod api;
+// Filters and the admin API, in tests/dlq/.
+mod dlq {
+    mod api;
+    mod filters;
+}

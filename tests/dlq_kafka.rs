@@ -15,7 +15,7 @@ use support::kafka::{self, tansu::Tansu};
 use support::{
     app_refusing_a_and_b, app_until_fixed, ids, keys, kill_a_resubmit_halfway, lines_starting,
     resubmit_100_paced, set, unique, wait_resubmitted_once, wait_until, Dlq, Policy, Reply,
-    Sidecar, TestApp,
+    Sidecar, TestApp, OUTRIGGER,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -50,7 +50,10 @@ impl Setup {
 
     /// The sidecar on the policy, and `outrigger dlq` with the same policy.
     fn start(&self) -> (Sidecar, Dlq) {
-        (Sidecar::start(self.policy.clone()), Dlq::new(&self.policy))
+        (
+            Sidecar::start(OUTRIGGER, self.policy.clone()),
+            Dlq::new(&self.policy),
+        )
     }
 
     /// Produces `{"id":"<key>"}` under each key `<prefix>-0` to `<prefix>-<n - 1>`: the
@@ -62,7 +65,7 @@ impl Setup {
                 (key.clone(), format!(r#"{{"id":"{key}"}}"#))
             })
             .collect();
-        kafka::produce_keyed(&self.tansu.kafka, &self.topic, &records).await;
+        self.tansu.kafka.produce_keyed(&self.topic, &records).await;
     }
 
     /// Waits until `n` records were dead-lettered.

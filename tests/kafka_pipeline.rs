@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::mocking::MockCluster;
 use support::kafka::{self, tansu::Tansu};
-use support::{unique, wait_until, Policy, Reply, Sidecar, TestApp};
+use support::{unique, wait_until, Policy, Reply, Sidecar, TestApp, OUTRIGGER};
 
 const LIMIT: Duration = Duration::from_secs(120);
 const SETTLED: &str = "outrigger_messages_settled_total";
@@ -40,14 +40,14 @@ async fn run_ordered(tansu: &Tansu, mode: &str, records: &[(String, String)]) ->
     let topic = unique("ordered");
     tansu.kafka.create_topic(&topic, 4).await;
     tansu.kafka.create_topic(&format!("{topic}.dlq"), 1).await;
-    kafka::produce_keyed(&tansu.kafka, &topic, records).await;
+    tansu.kafka.produce_keyed(&topic, records).await;
     let app = TestApp::start(|_, _| Reply::status(200).after(Duration::from_millis(2))).await;
     let policy = kafka::policy(&tansu.kafka, &topic, &app)
         .set("ordering.mode", mode)
         .set("backpressure.max_in_flight", 32)
         .set("backpressure.max_in_flight_per_partition", 32);
     let started = Instant::now();
-    let sidecar = Sidecar::start(policy);
+    let sidecar = Sidecar::start(OUTRIGGER, policy);
     wait_until("every record settled", LIMIT, || async {
         sidecar.metric(SETTLED, "") >= records.len() as f64
     })
@@ -111,13 +111,13 @@ async fn a_poison_key_retries_and_dead_letters_while_other_keys_flow() {
         r#"{"id":"m-0","key":"poison","seq":0}"#.to_owned(),
     )];
     records.extend(keyed(300, 30).into_iter().skip(1));
-    kafka::produce_keyed(&tansu.kafka, &topic, &records).await;
+    tansu.kafka.produce_keyed(&topic, &records).await;
     let policy = kafka::policy(&tansu.kafka, &topic, &app)
         .set("ordering.mode", "key")
         .set("retry.max_attempts", 6)
         .set("retry.initial", "300ms")
         .set("retry.max", "300ms");
-    let sidecar = Sidecar::start(policy);
+    let sidecar = Sidecar::start(OUTRIGGER, policy);
     wait_until("every other key delivered", LIMIT, || async {
         app.successes().len() == 299
     })
@@ -160,7 +160,7 @@ async fn the_commit_waits_for_a_slow_message_then_jumps_to_the_end() {
     tansu.kafka.create_topic(&format!("{topic}.dlq"), 1).await;
     // Record 10 of 50 is slow; key mode lets the 40 after it finish first.
     let records = keyed(50, 50);
-    kafka::produce_keyed(&tansu.kafka, &topic, &records).await;
+    tansu.kafka.produce_keyed(&topic, &records).await;
     let app = TestApp::start(|key, _| {
         if key == "m-10" {
             Reply::status(200).after(Duration::from_secs(4))
@@ -177,7 +177,7 @@ async fn the_commit_waits_for_a_slow_message_then_jumps_to_the_end() {
         &unique("ns"),
     )
     .set("ordering.mode", "key");
-    let sidecar = Sidecar::start(policy);
+    let sidecar = Sidecar::start(OUTRIGGER, policy);
     wait_until("the other 49 delivered", LIMIT, || async {
         app.successes().len() == 49
     })
@@ -215,7 +215,7 @@ async fn a_stalled_app_pauses_the_partitions_and_bounds_what_is_buffered() {
             )
         })
         .collect();
-    kafka::produce_keyed(&tansu.kafka, &topic, &records).await;
+    tansu.kafka.produce_keyed(&topic, &records).await;
     let app = TestApp::start(|_, _| Reply::status(200).after(Duration::from_secs(600))).await;
     let policy = kafka::policy(&tansu.kafka, &topic, &app)
         .set("ordering.mode", "none")
@@ -223,7 +223,7 @@ async fn a_stalled_app_pauses_the_partitions_and_bounds_what_is_buffered() {
         .set("dedup.lease", "1000s")
         .set("backpressure.max_in_flight", 8)
         .set("backpressure.max_in_flight_per_partition", 4);
-    let sidecar = Sidecar::start(policy);
+    let sidecar = Sidecar::start(OUTRIGGER, policy);
     wait_until("both partitions paused", LIMIT, || async {
         sidecar.metric("outrigger_partition_paused", "") >= 2.0
     })
@@ -258,7 +258,7 @@ async fn two_sidecars_split_a_group_and_the_survivor_takes_over_after_a_sigkill(
     mock.create_topic(&topic, 4, 1).unwrap();
     mock.create_topic(&format!("{topic}.dlq"), 1, 1).unwrap();
     let records = keyed(2_000, 100);
-    kafka::produce_keyed(&broker, &topic, &records).await;
+    broker.produce_keyed(&topic, &records).await;
     let app = TestApp::start(|_, _| Reply::status(200).after(Duration::from_millis(5))).await;
     let max_in_flight = 16;
     let policy = Policy::kafka(&broker.bootstrap, &topic, &group, &app.url(), &unique("ns"))
@@ -267,8 +267,8 @@ async fn two_sidecars_split_a_group_and_the_survivor_takes_over_after_a_sigkill(
         // Notice a dead member within seconds rather than the 45 s default.
         .kafka_property("session.timeout.ms", "6000")
         .kafka_property("heartbeat.interval.ms", "1000");
-    let mut first = Sidecar::start(policy.clone());
-    let second = Sidecar::start(policy);
+    let mut first = Sidecar::start(OUTRIGGER, policy.clone());
+    let second = Sidecar::start(OUTRIGGER, policy);
     wait_until("both members consuming", LIMIT, || async {
         first.metric(SETTLED, "") > 0.0 && second.metric(SETTLED, "") > 0.0
     })
@@ -305,7 +305,7 @@ async fn parked_key_topic(tansu: &Tansu, name: &str) -> (String, Vec<(String, St
             )
         })
         .collect();
-    kafka::produce_keyed(&tansu.kafka, &topic, &records).await;
+    tansu.kafka.produce_keyed(&topic, &records).await;
     (topic, records)
 }
 
@@ -351,7 +351,10 @@ async fn queue_mode_parks_a_failing_keys_later_messages_while_the_partition_flow
     let (topic, records) = parked_key_topic(&tansu, "queue").await;
     let group = unique("g");
     let app = app_failing_m0_twice().await;
-    let sidecar = Sidecar::start(queue_policy(&tansu, &topic, &group, &app, &unique("ns")));
+    let sidecar = Sidecar::start(
+        OUTRIGGER,
+        queue_policy(&tansu, &topic, &group, &app, &unique("ns")),
+    );
     wait_until("key K parked", LIMIT, || async {
         sidecar.metric("outrigger_parked_keys", "") >= 1.0
     })
@@ -420,7 +423,7 @@ async fn parked_keys_survive_a_sigkill_and_keep_their_order() {
         // partitions: seconds, not the 45 s default.
         .kafka_property("session.timeout.ms", "6000")
         .kafka_property("heartbeat.interval.ms", "1000");
-    let mut first = Sidecar::start(policy.clone());
+    let mut first = Sidecar::start(OUTRIGGER, policy.clone());
     wait_until("K's later records parked", LIMIT, || async {
         first.metric(SETTLED, r#"outcome="parked""#) >= 4.0
     })
@@ -430,7 +433,7 @@ async fn parked_keys_survive_a_sigkill_and_keep_their_order() {
         !app.successes().contains_key("m-0"),
         "killed while m-0 was still waiting"
     );
-    let second = Sidecar::start(policy);
+    let second = Sidecar::start(OUTRIGGER, policy);
     wait_all_delivered(&app, &records).await;
     assert_eq!(k_successes(&app), ["m-0", "m-10", "m-20", "m-30", "m-40"]);
     second.stop();
@@ -453,7 +456,7 @@ async fn parked_records_follow_a_dead_lettered_head_when_the_policy_says_so() {
         .set("retry.tiers", toml_edit::Array::from_iter(["500ms"]))
         .set("retry.max_attempts", 2)
         .set("retry.parked_after_dead_letter", "dead_letter");
-    let sidecar = Sidecar::start(policy);
+    let sidecar = Sidecar::start(OUTRIGGER, policy);
     wait_until("K's five records dead-lettered", LIMIT, || async {
         sidecar.metric(SETTLED, r#"outcome="dead_lettered""#) >= 5.0
     })

@@ -1,6 +1,6 @@
 //! The admin API's `/dlq` routes, on a listener bound beyond loopback with a token.
 
-use super::*;
+use crate::*;
 
 const TOKEN: &str = "s3cret-token";
 
@@ -44,8 +44,9 @@ async fn the_api_refuses_requests_without_the_token_and_works_with_it() {
     rabbit.declare(&queue).await;
     let (app, fixed) = app_until_fixed(|_| Some(Reply::status(400))).await;
     let policy = Policy::amqp(&queue, &app.url(), &unique("ns")).set("admin.token", TOKEN);
-    let port = support::sidecar::free_port().port();
-    let sidecar = Sidecar::start_listening(policy, SocketAddr::from(([0, 0, 0, 0], port)));
+    let port = support::free_port().port();
+    let sidecar =
+        Sidecar::start_listening(OUTRIGGER, policy, SocketAddr::from(([0, 0, 0, 0], port)));
     for i in 0..3 {
         rabbit.publish_keyed(&queue, &format!("k-{i}"), b"{}").await;
     }

@@ -1,7 +1,7 @@
 //! Selecting dead letters: filters by time, reason, status, key and source; `show`; bad
 //! values; `purge` and its confirmation.
 
-use super::*;
+use crate::*;
 use support::{app_refusing_a_and_b, keys};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -12,7 +12,7 @@ async fn filters_select_exactly_the_expected_records() {
     rabbit.declare(&queue).await;
     let app = app_refusing_a_and_b().await;
     let policy = Policy::amqp(&queue, &app.url(), &unique("ns"));
-    let sidecar = Sidecar::start(policy.clone());
+    let sidecar = Sidecar::start(OUTRIGGER, policy.clone());
     let cli = Dlq::new(&policy);
     for i in 0..4 {
         let body = format!(r#"{{"order":{i},"amount":-1}}"#);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{wait_until, Policy, Reply, TestApp};
+use super::{wait_until, Policy, Reply, TestApp, OUTRIGGER};
 
 /// `outrigger dlq` with a policy file of its own.
 pub struct Dlq {
@@ -29,7 +29,7 @@ impl Dlq {
 
     /// `outrigger dlq ARGS --config FILE`, not started.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_outrigger"));
+        let mut c = Command::new(OUTRIGGER);
         c.arg("dlq")
             .args(args)
             .arg("--config")

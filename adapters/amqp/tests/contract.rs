@@ -1,364 +1,134 @@
 //! The source contract against a real RabbitMQ on 127.0.0.1:5672 (guest/guest), or the broker
-//! at `OUTRIGGER_TEST_AMQP_URL`.
-//!
-//! Each test works on its own queues, named after the test with a unique suffix, declared with
-//! `x-expires` so that a failed test's queues go away on their own, and deleted at the end.
+//! at `OUTRIGGER_TEST_AMQP_URL`. Sources connect through a proxy of the test's own, which cuts
+//! their connections on cue; the fixture itself talks to the broker directly.
 
-mod support;
-
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
-use lapin::types::{AMQPValue, ByteArray, FieldTable};
+use lapin::types::{AMQPValue, ByteArray, FieldTable, LongString};
 use lapin::BasicProperties;
-use outrigger_amqp::{AmqpSettings, AmqpSource};
-use outrigger_core::{Acker, Coordinates, Delivery, Settlement, Source, SourceError, Unsettled};
+use outrigger_amqp::{Amqp, AmqpConfig};
+use outrigger_core::{Coordinates, Header, Limits, Message, SourceContext};
+use outrigger_testkit::rabbit::{self, Got, Queues};
+use outrigger_testkit::{AfterCut, Faults, Outgoing, Proxy, Redelivery, SourceFixture};
 
-use support::proxy::Proxy;
-use support::{dead_letter, recv, unique, url, Fixture, DEADLINE, QUIET};
-
-#[tokio::test]
-async fn ack_removes_the_message_and_the_message_carries_its_properties() {
-    let f = Fixture::new("ack").await;
-    let properties = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_message_id("m-1".into())
-        .with_timestamp(1_700_000_000);
-    f.publish(br#"{"order":1}"#, properties).await;
-
-    let mut source = AmqpSource::connect(f.config()).await.unwrap();
-    assert!(source.health().is_up());
-    let Delivery { message, acker } = recv(&mut source).await;
-    assert_eq!(message.payload, Bytes::from_static(br#"{"order":1}"#));
-    assert_eq!(message.key.as_deref(), Some(f.queue.as_bytes()));
-    assert_eq!(message.message_id.as_deref(), Some("m-1"));
-    assert_eq!(message.content_type.as_deref(), Some("application/json"));
-    assert_eq!(
-        message.timestamp,
-        Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
-    );
-    assert!(!message.redelivered);
-    assert!(
-        matches!(&message.coordinates, Coordinates::Amqp { queue, .. } if *queue == f.queue),
-        "{:?}",
-        message.coordinates
-    );
-
-    acker.settle(Settlement::Ack).await.unwrap();
-    drop(source);
-    f.wait_for_ready(&f.queue, 0).await;
-    f.cleanup().await;
+/// A test's own queue and dead-letter queue, and a proxy in front of the broker.
+struct AmqpContract {
+    queues: Queues,
+    proxy: Proxy,
 }
 
-#[tokio::test]
-async fn dropping_an_unsettled_delivery_requeues_it() {
-    let f = Fixture::new("drop").await;
-    f.publish(b"keep me", BasicProperties::default()).await;
-    let mut source = AmqpSource::connect(f.config()).await.unwrap();
+impl SourceFixture for AmqpContract {
+    type Broker = Amqp;
+    const DEADLINE: Duration = rabbit::DEADLINE;
+    const REDELIVERY: Redelivery = Redelivery::SameSource;
+    const MARKS_REDELIVERED: bool = true;
 
-    let first = recv(&mut source).await;
-    assert!(!first.message.redelivered);
-    drop(first);
-
-    let again = recv(&mut source).await;
-    assert_eq!(again.message.payload, Bytes::from_static(b"keep me"));
-    assert!(again.message.redelivered);
-    again.acker.settle(Settlement::Ack).await.unwrap();
-    drop(source);
-    f.wait_for_ready(&f.queue, 0).await;
-    f.cleanup().await;
-}
-
-#[tokio::test]
-async fn requeue_hands_the_message_back() {
-    let f = Fixture::new("requeue").await;
-    f.publish(b"later", BasicProperties::default()).await;
-    let mut source = AmqpSource::connect(f.config()).await.unwrap();
-
-    let first = recv(&mut source).await;
-    first.acker.settle(Settlement::Requeue).await.unwrap();
-
-    let again = recv(&mut source).await;
-    assert_eq!(again.message.payload, Bytes::from_static(b"later"));
-    assert!(again.message.redelivered);
-    again.acker.settle(Settlement::Ack).await.unwrap();
-    f.cleanup().await;
-}
-
-#[tokio::test]
-async fn dead_letter_keeps_body_properties_and_typed_headers() {
-    let f = Fixture::new("dead-letter").await;
-    let body: &[u8] = &[0xff, 0xfe, 0x00, 0x80, b'x', 0xc3];
-    let mut headers = FieldTable::default();
-    headers.insert("trace".into(), AMQPValue::LongString("t-1".into()));
-    headers.insert("retries".into(), AMQPValue::LongInt(42));
-    headers.insert(
-        "sig".into(),
-        AMQPValue::ByteArray(ByteArray::from(vec![0xde, 0xad, 0xbe, 0xef])),
-    );
-    let properties = BasicProperties::default()
-        .with_content_type("application/octet-stream".into())
-        .with_message_id("m-42".into())
-        .with_timestamp(1_700_000_000)
-        .with_headers(headers.clone());
-    f.publish(body, properties).await;
-
-    let mut source = AmqpSource::connect(f.config()).await.unwrap();
-    let Delivery { message, acker } = recv(&mut source).await;
-    assert_eq!(message.header_str("trace"), Some("t-1"));
-    assert_eq!(message.header_str("retries"), Some("42"));
-    assert_eq!(
-        message.header("sig"),
-        Some(&Bytes::from_static(&[0xde, 0xad, 0xbe, 0xef]))
-    );
-    let source_coordinates = message.coordinates.to_string();
-    acker
-        .settle(Settlement::DeadLetter(dead_letter()))
-        .await
-        .unwrap();
-
-    let copy = f.take(&f.dead_letter_queue).await;
-    assert_eq!(copy.data, body, "body must be byte-identical");
-    let p = &copy.properties;
-    assert_eq!(
-        p.content_type().as_ref().map(|s| s.as_str()),
-        Some("application/octet-stream")
-    );
-    assert_eq!(p.message_id().as_ref().map(|s| s.as_str()), Some("m-42"));
-    assert_eq!(*p.timestamp(), Some(1_700_000_000));
-    let got = p
-        .headers()
-        .as_ref()
-        .expect("dead letter has headers")
-        .inner();
-    for (name, value) in headers.inner() {
-        assert_eq!(got.get(name), Some(value), "original header {name} changed");
-    }
-    let text = |name: &str| match got.get(name) {
-        Some(AMQPValue::LongString(s)) => String::from_utf8(s.as_bytes().to_vec()).unwrap(),
-        other => panic!("header {name} is {other:?}"),
-    };
-    assert_eq!(text("outrigger-dlq-reason"), "app answered HTTP 400");
-    assert_eq!(text("outrigger-dlq-class"), "4xx");
-    assert_eq!(text("outrigger-dlq-status"), "400");
-    assert_eq!(text("outrigger-dlq-attempts"), "3");
-    assert_eq!(text("outrigger-dlq-key"), "order-7");
-    assert_eq!(text("outrigger-dlq-response"), "bad order");
-    assert_eq!(text("outrigger-dlq-source"), source_coordinates);
-    assert_eq!(
-        text("outrigger-dlq-first-failure"),
-        "2023-11-14T22:13:20.000Z"
-    );
-
-    drop(source);
-    f.wait_for_ready(&f.queue, 0).await;
-    f.wait_for_ready(&f.dead_letter_queue, 0).await;
-    f.cleanup().await;
-}
-
-#[tokio::test]
-async fn unroutable_dead_letter_leaves_the_original_unacked() {
-    let f = Fixture::new("unroutable").await;
-    f.publish(b"poison", BasicProperties::default()).await;
-    let mut source = AmqpSource::connect(f.config()).await.unwrap();
-    // The queue vanishes after the source checked it: the publish has nowhere to go.
-    f.delete(&f.dead_letter_queue).await;
-
-    let delivery = recv(&mut source).await;
-    let unsettled = delivery
-        .acker
-        .settle(Settlement::DeadLetter(dead_letter()))
-        .await
-        .expect_err("an unroutable dead letter must not settle");
-    assert!(
-        matches!(&unsettled.error, SourceError::Publish(_)),
-        "{:?}",
-        unsettled.error
-    );
-    assert_eq!(unsettled.settlement, Settlement::DeadLetter(dead_letter()));
-
-    // Not acked: handing the acker back requeues the original, which comes round again.
-    drop(unsettled);
-    let again = recv(&mut source).await;
-    assert_eq!(again.message.payload, Bytes::from_static(b"poison"));
-    assert!(again.message.redelivered);
-
-    // And once the queue is back, the returned handle can try again and succeed.
-    let unsettled = again
-        .acker
-        .settle(Settlement::DeadLetter(dead_letter()))
-        .await
-        .expect_err("still unroutable");
-    f.declare(&f.dead_letter_queue).await;
-    let Unsettled {
-        acker, settlement, ..
-    } = *unsettled;
-    acker.settle(settlement).await.unwrap();
-    assert_eq!(f.take(&f.dead_letter_queue).await.data, b"poison");
-
-    drop(source);
-    f.wait_for_ready(&f.queue, 0).await;
-    f.cleanup().await;
-}
-
-#[tokio::test]
-async fn prefetch_bounds_unsettled_deliveries() {
-    let f = Fixture::new("prefetch").await;
-    for body in [&b"1"[..], b"2", b"3"] {
-        f.publish(body, BasicProperties::default()).await;
-    }
-    let config = AmqpSettings {
-        prefetch: 2,
-        ..f.config()
-    };
-    let mut source = AmqpSource::connect(config).await.unwrap();
-
-    let first = recv(&mut source).await;
-    let second = recv(&mut source).await;
-    assert!(
-        tokio::time::timeout(QUIET, source.recv()).await.is_err(),
-        "a third delivery arrived while two were unsettled with prefetch 2"
-    );
-
-    first.acker.settle(Settlement::Ack).await.unwrap();
-    let third = recv(&mut source).await;
-    assert_eq!(third.message.payload, Bytes::from_static(b"3"));
-    second.acker.settle(Settlement::Ack).await.unwrap();
-    third.acker.settle(Settlement::Ack).await.unwrap();
-    drop(source);
-    f.wait_for_ready(&f.queue, 0).await;
-    f.cleanup().await;
-}
-
-#[tokio::test]
-async fn stop_ends_the_stream_and_keeps_ackers_usable() {
-    let f = Fixture::new("stop").await;
-    for body in [&b"1"[..], b"2", b"3"] {
-        f.publish(body, BasicProperties::default()).await;
-    }
-    let mut source = AmqpSource::connect(f.config()).await.unwrap();
-    let in_flight = recv(&mut source).await;
-
-    source.stop().await;
-    assert!(source.recv().await.unwrap().is_none());
-    // The consumer is gone and what it had buffered went back to the queue.
-    f.wait_for_ready(&f.queue, 2).await;
-
-    in_flight.acker.settle(Settlement::Ack).await.unwrap();
-    drop(source);
-    f.wait_for_ready(&f.queue, 2).await;
-    f.cleanup().await;
-}
-
-#[tokio::test]
-async fn missing_queues_are_rejected() {
-    let f = Fixture::new("missing").await;
-    let missing = unique("missing-source");
-    let config = AmqpSettings {
-        queue: missing.clone(),
-        ..f.config()
-    };
-    match AmqpSource::connect(config).await {
-        Err(SourceError::Rejected(text)) => assert!(text.contains(&missing), "{text}"),
-        other => panic!("expected Rejected, got {:?}", other.map(|_| "a source")),
-    }
-
-    let missing_dlq = unique("missing-dlq");
-    let config = AmqpSettings {
-        dead_letter_queue: missing_dlq.clone(),
-        ..f.config()
-    };
-    match AmqpSource::connect(config).await {
-        Err(SourceError::Rejected(text)) => assert!(text.contains(&missing_dlq), "{text}"),
-        other => panic!("expected Rejected, got {:?}", other.map(|_| "a source")),
-    }
-
-    // Asked to, the source declares the dead-letter queue it does not find.
-    let config = AmqpSettings {
-        dead_letter_queue: missing_dlq.clone(),
-        declare_dead_letter_queue: true,
-        ..f.config()
-    };
-    let source = AmqpSource::connect(config).await.unwrap();
-    drop(source);
-    assert_eq!(f.counts(&missing_dlq).await.0, 0);
-    f.delete(&missing_dlq).await;
-    f.cleanup().await;
-}
-
-#[tokio::test]
-async fn recovers_when_the_broker_cancels_the_consumer() {
-    let f = Fixture::new("recover").await;
-    let mut source = AmqpSource::connect(f.config()).await.unwrap();
-    let health = source.health();
-    assert!(health.is_up());
-
-    // Deleting the queue makes the broker cancel the consumer; the queue is then missing.
-    f.delete(&f.queue).await;
-    let error = tokio::time::timeout(DEADLINE, source.recv())
-        .await
-        .expect("recv did not notice the cancel")
-        .map(|d| d.map(|d| d.message))
-        .expect_err("the queue is gone");
-    assert!(matches!(error, SourceError::Rejected(_)), "{error:?}");
-    assert!(!health.is_up());
-
-    f.declare(&f.queue).await;
-    f.publish(b"back", BasicProperties::default()).await;
-    let delivery = recv(&mut source).await;
-    assert_eq!(delivery.message.payload, Bytes::from_static(b"back"));
-    assert!(health.is_up());
-    delivery.acker.settle(Settlement::Ack).await.unwrap();
-    f.cleanup().await;
-}
-
-#[tokio::test]
-async fn reconnects_after_the_connection_breaks() {
-    let f = Fixture::new("reconnect").await;
-    let proxy = Proxy::start(&url()).await;
-    f.publish(b"survivor", BasicProperties::default()).await;
-    let config = AmqpSettings {
-        url: proxy.url(),
-        ..f.config()
-    };
-    let mut source = AmqpSource::connect(config).await.unwrap();
-    let health = source.health();
-    let before = recv(&mut source).await;
-    assert!(health.is_up());
-
-    proxy.cut();
-    // The watcher marks the source down even though nobody is polling recv.
-    let went_down = tokio::time::timeout(DEADLINE, async {
-        while health.is_up() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    async fn new(_faults: Faults) -> Self {
+        Self {
+            queues: Queues::new("contract").await,
+            proxy: Proxy::start(rabbit::address().await).await,
         }
-    })
-    .await;
-    assert!(
-        went_down.is_ok(),
-        "health stayed up after the connection broke"
-    );
+    }
 
-    // The old channel is gone: its acker cannot settle, and says why.
-    let unsettled = before
-        .acker
-        .settle(Settlement::Ack)
-        .await
-        .expect_err("an ack on a dead channel cannot succeed");
-    assert!(
-        matches!(unsettled.error, SourceError::Connection(_)),
-        "{:?}",
-        unsettled.error
-    );
-    drop(unsettled);
+    fn config(&self) -> AmqpConfig {
+        AmqpConfig::new(rabbit::url_through(&self.proxy), &self.queues.queue)
+    }
 
-    // recv reconnects by itself, and the broker hands the unacked message out again.
-    let again = recv(&mut source).await;
-    assert_eq!(again.message.payload, Bytes::from_static(b"survivor"));
-    assert!(again.message.redelivered);
-    assert!(health.is_up());
-    again.acker.settle(Settlement::Ack).await.unwrap();
-    drop(source);
-    f.wait_for_ready(&f.queue, 0).await;
-    f.cleanup().await;
+    fn context(&self) -> SourceContext {
+        SourceContext {
+            declare_dead_letters: false,
+            limits: Limits {
+                prefetch: Some(10),
+                ..Limits::default()
+            },
+            ..SourceContext::default()
+        }
+    }
+
+    async fn publish(&self, message: Outgoing) {
+        let mut headers = FieldTable::default();
+        for h in &message.headers {
+            // Text as a long string, other bytes as a byte array: what producers send.
+            let value = match std::str::from_utf8(&h.value) {
+                Ok(_) => AMQPValue::LongString(LongString::from(h.value.to_vec())),
+                Err(_) => AMQPValue::ByteArray(ByteArray::from(h.value.to_vec())),
+            };
+            headers.insert(h.name.as_str().into(), value);
+        }
+        let mut properties = BasicProperties::default().with_headers(headers);
+        if let Some(id) = &message.message_id {
+            properties = properties.with_message_id(id.as_str().into());
+        }
+        if let Some(content_type) = &message.content_type {
+            properties = properties.with_content_type(content_type.as_str().into());
+        }
+        self.queues
+            .publish_to_source(&message.payload, properties)
+            .await;
+    }
+
+    async fn dead_letters(&self) -> Vec<Message> {
+        let queue = &self.queues.dead_letter_queue;
+        self.queues
+            .peek(queue)
+            .await
+            .into_iter()
+            .map(|got| to_message(queue, got))
+            .collect()
+    }
+
+    /// The default exchange routes by queue name: a message's key is its queue's name.
+    fn delivered_key(&self, _published: &Outgoing) -> Option<Bytes> {
+        Some(Bytes::from(self.queues.queue.clone()))
+    }
+
+    fn dead_letter_key(&self, _published: &Outgoing) -> Option<Bytes> {
+        Some(Bytes::from(self.queues.dead_letter_queue.clone()))
+    }
+
+    fn cut_connections(&self) -> AfterCut {
+        self.proxy.cut();
+        AfterCut::Redelivered
+    }
+
+    /// The dead-letter queue goes away after the source checked it (the source declares none):
+    /// a dead letter has nowhere to be routed.
+    async fn break_dead_letter_writes(&self) {
+        self.queues.delete(&self.queues.dead_letter_queue).await;
+    }
+
+    async fn heal_dead_letter_writes(&self) {
+        self.queues.declare(&self.queues.dead_letter_queue).await;
+    }
+
+    async fn clean_up(self) {
+        self.queues.clean_up().await;
+    }
 }
+
+/// A message read from `queue` as a core message: body and headers byte for byte (long
+/// strings and byte arrays as they are, which is all the contract publishes).
+fn to_message(queue: &str, got: Got) -> Message {
+    let mut message = Message::new(
+        got.body,
+        Coordinates::Amqp {
+            queue: queue.to_owned(),
+            delivery_tag: got.delivery_tag,
+        },
+    );
+    message.key = Some(Bytes::from(got.routing_key));
+    if let Some(table) = got.properties.headers() {
+        for (name, value) in table.inner() {
+            let value = match value {
+                AMQPValue::LongString(s) => s.as_bytes().to_vec(),
+                AMQPValue::ByteArray(b) => b.as_slice().to_vec(),
+                other => format!("{other:?}").into_bytes(),
+            };
+            message.headers.push(Header::new(name.as_str(), value));
+        }
+    }
+    message
+}
+
+outrigger_testkit::source_contract!(AmqpContract);

@@ -1,9 +1,7 @@
-//! The dead-letter queue read back ([`AmqpDeadLetters`]) against a real RabbitMQ: passes that
-//! change nothing, stable ids, resubmission of a faithful copy, purge.
-
-// Shared with the contract suite, which uses what this file does not.
-#[allow(dead_code)]
-mod support;
+//! The dead-letter queue read back ([`AmqpDeadLetters`]) against a real RabbitMQ, as only AMQP
+//! has it: typed headers and properties kept through a resubmission, content ids of identical
+//! records, a pass dropped without finishing. What every broker's queue does is in
+//! `contract.rs`.
 
 use lapin::types::{AMQPValue, ByteArray, FieldTable, LongString};
 use lapin::BasicProperties;
@@ -12,8 +10,8 @@ use outrigger_core::{
     Acker, DeadLetterPass, DeadLetterQueue, DeadLetterRecord, Resubmission, Scope, Settlement,
     SourceError,
 };
-
-use support::{dead_letter, recv, url, Fixture};
+use outrigger_testkit::dead_letter;
+use outrigger_testkit::rabbit::{recv, url, Queues};
 
 /// Every record of one pass, which is then finished.
 async fn read_all(queue: &AmqpDeadLetters) -> Vec<DeadLetterRecord> {
@@ -45,11 +43,11 @@ fn typed_properties(n: u8) -> BasicProperties {
 
 #[tokio::test]
 async fn passes_change_nothing_and_resubmit_sends_the_original_back() {
-    let f = Fixture::new("dlq-pass").await;
+    let f = Queues::new("dlq-pass").await;
     for n in 0..3u8 {
-        f.publish(&[0xff, n], typed_properties(n)).await;
+        f.publish_to_source(&[0xff, n], typed_properties(n)).await;
     }
-    let mut source = AmqpSource::connect(f.config()).await.unwrap();
+    let mut source = AmqpSource::connect(f.settings()).await.unwrap();
     for _ in 0..3 {
         let d = recv(&mut source).await;
         d.acker
@@ -60,7 +58,7 @@ async fn passes_change_nothing_and_resubmit_sends_the_original_back() {
     drop(source);
     f.wait_for_ready(&f.dead_letter_queue, 3).await;
 
-    let dlq = AmqpDeadLetters::new(f.config()).unwrap();
+    let dlq = AmqpDeadLetters::new(f.settings()).unwrap();
     assert_eq!(dlq.name(), f.dead_letter_queue);
     let first = read_all(&dlq).await;
     assert_eq!(first.len(), 3);
@@ -94,7 +92,7 @@ async fn passes_change_nothing_and_resubmit_sends_the_original_back() {
     f.wait_for_ready(&f.queue, 1).await;
 
     let copy = f.take(&f.queue).await;
-    assert_eq!(copy.data, a.message.payload.to_vec(), "body byte for byte");
+    assert_eq!(copy.body, a.message.payload.to_vec(), "body byte for byte");
     let p = &copy.properties;
     assert_eq!(p.message_id().as_ref().map(|s| s.as_str()), Some("m-0"));
     assert_eq!(
@@ -113,15 +111,17 @@ async fn passes_change_nothing_and_resubmit_sends_the_original_back() {
         Some(&AMQPValue::LongString("1".into()))
     );
     assert!(h.keys().all(|k| !k.as_str().starts_with("outrigger-dlq-")));
-    f.cleanup().await;
+    f.clean_up().await;
 }
 
 #[tokio::test]
 async fn identical_records_get_distinct_ids_and_a_dropped_pass_gives_records_back() {
-    let f = Fixture::new("dlq-ids").await;
+    let f = Queues::new("dlq-ids").await;
     // Two byte-identical messages without any failure context, read as a dead-letter queue.
-    f.publish(b"same", BasicProperties::default()).await;
-    f.publish(b"same", BasicProperties::default()).await;
+    f.publish_to_source(b"same", BasicProperties::default())
+        .await;
+    f.publish_to_source(b"same", BasicProperties::default())
+        .await;
     let config = AmqpSettings {
         dead_letter_queue: f.queue.clone(),
         ..AmqpSettings::new(url(), &f.dead_letter_queue)
@@ -135,5 +135,5 @@ async fn identical_records_get_distinct_ids_and_a_dropped_pass_gives_records_bac
     assert!(pass.next().await.unwrap().is_none());
     drop(pass); // no finish: the connection goes, and the broker returns both
     f.wait_for_ready(&f.queue, 2).await;
-    f.cleanup().await;
+    f.clean_up().await;
 }

@@ -5,8 +5,6 @@
 //!
 //! tansu must be on PATH (or at `OUTRIGGER_TEST_TANSU`); without it these tests fail.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -16,10 +14,9 @@ use outrigger_core::{
     HandledAction, Resubmission, Scope, Settlement, Source, SourceError,
 };
 use outrigger_kafka::{KafkaDeadLetters, KafkaPass, KafkaSource};
+use outrigger_testkit::kafka::{headers_of, position, recv_n, Kafka};
+use outrigger_testkit::{dead_letter, unique, Tansu};
 use rdkafka::Message;
-
-use support::tansu::Tansu;
-use support::{dead_letter, headers_of, position, recv_n, unique, Kafka};
 
 /// A record the test produced to the source topic.
 #[derive(Clone, Debug)]

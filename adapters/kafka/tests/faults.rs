@@ -2,17 +2,15 @@
 //! Kafka-protocol server on loopback, with fault injection): failing dead-letter writes and
 //! brokers going away.
 
-mod support;
-
 use std::collections::BTreeMap;
 
 use outrigger_core::{Acker, Settlement, Source, SourceError, Unsettled};
 use outrigger_kafka::KafkaSource;
+use outrigger_testkit::kafka::{headers_of, partition, recv_n, Kafka, DEADLINE};
+use outrigger_testkit::{dead_letter, unique, wait_until};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::Message;
-
-use support::{dead_letter, eventually, headers_of, partition, recv_n, unique, Kafka};
 
 #[tokio::test]
 async fn a_failed_dead_letter_write_holds_the_commit_until_a_retry_succeeds() {
@@ -102,13 +100,13 @@ async fn health_follows_the_brokers() {
     delivery.acker.settle(Settlement::Ack).await.unwrap();
 
     mock.broker_down(1).unwrap();
-    eventually("health goes down with the only broker", || {
+    wait_until("health goes down with the only broker", DEADLINE, || {
         let health = health.clone();
         async move { !health.is_up() }
     })
     .await;
     mock.broker_up(1).unwrap();
-    eventually("health comes back with the broker", || {
+    wait_until("health comes back with the broker", DEADLINE, || {
         let health = health.clone();
         async move { health.is_up() }
     })

@@ -4,18 +4,15 @@
 //!
 //! tansu must be on PATH (or at `OUTRIGGER_TEST_TANSU`); without it these tests fail.
 
-mod support;
-
 use std::collections::BTreeSet;
 
 use outrigger_core::{Acker, Settlement, Source};
 use outrigger_kafka::{KafkaSettings, KafkaSource};
-use tokio::time::Instant;
-
-use support::tansu::Tansu;
-use support::{
-    ack, assert_quiet, eventually, partition, position, recv, recv_n, text, unique, DEADLINE,
+use outrigger_testkit::kafka::{
+    ack, assert_quiet, partition, position, recv, recv_n, text, DEADLINE,
 };
+use outrigger_testkit::{unique, wait_until, Tansu};
+use tokio::time::Instant;
 
 #[tokio::test]
 async fn a_partition_pauses_at_its_limit_and_resumes_after_settling() {
@@ -230,10 +227,14 @@ async fn a_leaving_member_hands_its_unsettled_records_to_the_survivor() {
         .await
         .unwrap();
     let (a, b) = (first.stats(), second.stats());
-    eventually("the partitions are split between the members", || {
-        let (a, b) = (a.partitions().len(), b.partitions().len());
-        async move { a >= 1 && b >= 1 && a + b == 4 }
-    })
+    wait_until(
+        "the partitions are split between the members",
+        DEADLINE,
+        || {
+            let (a, b) = (a.partitions().len(), b.partitions().len());
+            async move { a >= 1 && b >= 1 && a + b == 4 }
+        },
+    )
     .await;
     // Settlements from before the rebalance change nothing now.
     for delivery in held {

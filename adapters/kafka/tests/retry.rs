@@ -3,16 +3,13 @@
 //!
 //! tansu must be on PATH (or at `OUTRIGGER_TEST_TANSU`); without it these tests fail.
 
-mod support;
-
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use outrigger_core::{Acker, Coordinates, Settlement, Source, Trail};
 use outrigger_kafka::{KafkaSettings, KafkaSource};
-
-use support::tansu::Tansu;
-use support::{ack, headers_of, recv, unique};
+use outrigger_testkit::kafka::{ack, headers_of, recv};
+use outrigger_testkit::{unique, Tansu};
 
 #[tokio::test]
 async fn a_retry_copy_comes_back_after_its_tier_delay_as_its_origin() {

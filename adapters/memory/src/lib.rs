@@ -23,6 +23,3 @@ pub mod source;
 pub use broker::{MemoryBroker, Outgoing};
 pub use config::{Memory, MemoryConfig, IN_PROCESS_ONLY};
 pub use source::{MemoryAcker, MemorySource};
-
-#[cfg(test)]
-mod tests;

@@ -1,16 +1,11 @@
-//! Parked-key chains on the embedded store: the shared contract, then restarts.
+//! Parked-key chains on the embedded store across restarts. The contract every store keeps is
+//! in `contract.rs`.
 
-#[macro_use]
-#[path = "../../contract/parking.rs"]
-mod contract;
-
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
-use contract::chain;
 use outrigger_core::{DedupStore, ParkingStore};
 use outrigger_embedded::{EmbeddedStore, EmbeddedStoreConfig};
+use outrigger_testkit::store::parking::chain;
 use tempfile::TempDir;
 
 /// Shorter than the tests: chains must outlive every dedup record.
@@ -24,14 +19,6 @@ fn open(dir: &TempDir) -> EmbeddedStore {
     })
     .expect("store opens")
 }
-
-/// Runs a contract case on a store in a fresh directory.
-async fn run<Fut: Future<Output = ()>>(case: impl FnOnce(Arc<EmbeddedStore>) -> Fut) {
-    let dir = TempDir::new().unwrap();
-    case(Arc::new(open(&dir))).await;
-}
-
-parking_contract_tests!(run);
 
 #[tokio::test]
 async fn chains_and_counts_survive_a_restart() {

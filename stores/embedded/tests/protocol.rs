@@ -1,11 +1,13 @@
-//! The dedup protocol on the embedded store.
+//! The dedup protocol on the embedded store, where it is a file: many callers batched into one
+//! transaction, restarts, expiry, one process per file. The protocol every store keeps is in
+//! `contract.rs`.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use outrigger_core::{Claim, Completion, DedupStore, Release};
 use outrigger_embedded::{EmbeddedStore, EmbeddedStoreConfig};
+use outrigger_testkit::wait_until;
 use tempfile::TempDir;
 
 const LONG_LEASE: Duration = Duration::from_secs(30);
@@ -22,87 +24,6 @@ fn open(dir: &TempDir, lease: Duration, ttl: Duration) -> EmbeddedStore {
 
 fn acquired(fence: u64, attempt: u32) -> Result<Claim, outrigger_core::StoreError> {
     Ok(Claim::Acquired { fence, attempt })
-}
-
-/// Polls `check` until it yields a value or `deadline` passes.
-async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let give_up = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "condition not met within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-#[tokio::test]
-async fn completed_key_is_done_for_every_later_claim() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir, LONG_LEASE, TTL);
-
-    assert_eq!(store.claim("order-1").await, acquired(1, 1));
-    assert_eq!(
-        store.complete("order-1", 1).await,
-        Ok(Completion::Completed)
-    );
-    assert_eq!(store.claim("order-1").await, Ok(Claim::Done));
-    assert_eq!(store.claim("order-1").await, Ok(Claim::Done));
-    // A retried completion (its first reply lost) still succeeds.
-    assert_eq!(
-        store.complete("order-1", 1).await,
-        Ok(Completion::Completed)
-    );
-    assert_eq!(store.claim("order-2").await, acquired(1, 1));
-    assert_eq!(store.ping().await, Ok(()));
-}
-
-#[tokio::test]
-async fn live_lease_answers_busy() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir, LONG_LEASE, TTL);
-
-    store.claim("k").await.unwrap();
-    match store.claim("k").await {
-        Ok(Claim::Busy { retry_in }) => {
-            assert!(retry_in > Duration::from_secs(25) && retry_in <= LONG_LEASE);
-        }
-        other => panic!("expected busy, got {other:?}"),
-    }
-    // Busy spent no fence and no attempt: the holder still completes with fence 1.
-    assert_eq!(store.complete("k", 1).await, Ok(Completion::Completed));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_claims_acquire_once() {
-    let dir = TempDir::new().unwrap();
-    let store = Arc::new(open(&dir, LONG_LEASE, TTL));
-
-    let claims: Vec<_> = (0..32)
-        .map(|_| {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move { store.claim("k").await.unwrap() })
-        })
-        .collect();
-    let mut winners = 0;
-    for claim in claims {
-        match claim.await.unwrap() {
-            Claim::Acquired { fence, attempt } => {
-                assert_eq!((fence, attempt), (1, 1));
-                winners += 1;
-            }
-            Claim::Busy { .. } => {}
-            Claim::Done => panic!("nothing completed the key"),
-        }
-    }
-    assert_eq!(winners, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -211,73 +132,6 @@ async fn concurrent_operations_are_answered_and_durable() {
 }
 
 #[tokio::test]
-async fn expired_lease_is_taken_over_and_the_stale_holder_is_fenced() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir, Duration::from_millis(200), TTL);
-
-    assert_eq!(store.claim("k").await, acquired(1, 1));
-    let second = eventually(Duration::from_secs(5), || async {
-        match store.claim("k").await.unwrap() {
-            Claim::Busy { .. } => None,
-            other => Some(other),
-        }
-    })
-    .await;
-    assert_eq!(
-        second,
-        Claim::Acquired {
-            fence: 2,
-            attempt: 2
-        }
-    );
-
-    assert_eq!(
-        store.complete("k", 1).await,
-        Ok(Completion::Fenced { current: 2 })
-    );
-    assert_eq!(store.release("k", 1, Release::Reset).await, Ok(false));
-    // The stale calls left fence 2's claim in place.
-    assert_eq!(store.complete("k", 2).await, Ok(Completion::Completed));
-    assert_eq!(store.claim("k").await, Ok(Claim::Done));
-}
-
-#[tokio::test]
-async fn release_kinds_count_attempts() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir, LONG_LEASE, TTL);
-
-    assert_eq!(store.claim("k").await, acquired(1, 1));
-    assert_eq!(store.release("k", 1, Release::Retry).await, Ok(true));
-    assert_eq!(store.claim("k").await, acquired(2, 2));
-    assert_eq!(store.release("k", 2, Release::Refund).await, Ok(true));
-    assert_eq!(store.claim("k").await, acquired(3, 2));
-    assert_eq!(store.release("k", 3, Release::Reset).await, Ok(true));
-    assert_eq!(store.claim("k").await, acquired(4, 1));
-    assert_eq!(store.release("k", 4, Release::Refund).await, Ok(true));
-    assert_eq!(store.release("k", 4, Release::Reset).await, Ok(false));
-    assert_eq!(store.release("k", 3, Release::Reset).await, Ok(false));
-    assert_eq!(
-        store.complete("k", 4).await,
-        Ok(Completion::Fenced { current: 4 })
-    );
-    // Refunds stopped at zero.
-    assert_eq!(store.claim("k").await, acquired(5, 1));
-}
-
-#[tokio::test]
-async fn unknown_key_is_fenced_at_zero() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir, LONG_LEASE, TTL);
-
-    assert_eq!(
-        store.complete("nobody", 1).await,
-        Ok(Completion::Fenced { current: 0 })
-    );
-    assert_eq!(store.release("nobody", 1, Release::Retry).await, Ok(false));
-    assert_eq!(store.claim("nobody").await, acquired(1, 1));
-}
-
-#[tokio::test]
 async fn records_survive_a_restart() {
     let dir = TempDir::new().unwrap();
     {
@@ -306,12 +160,16 @@ async fn expired_records_are_forgotten() {
     assert_eq!(store.complete("k", 1).await, Ok(Completion::Completed));
     assert_eq!(store.claim("k").await, Ok(Claim::Done));
     // Once the done record's TTL is over the key starts from scratch: fence 1, attempt 1.
-    let claim = eventually(Duration::from_secs(5), || async {
-        match store.claim("k").await.unwrap() {
-            Claim::Done => None,
-            other => Some(other),
-        }
-    })
+    let claim = wait_until(
+        "the done record to expire",
+        Duration::from_secs(5),
+        || async {
+            match store.claim("k").await.unwrap() {
+                Claim::Done => None,
+                other => Some(other),
+            }
+        },
+    )
     .await;
     assert_eq!(
         claim,

@@ -1,38 +1,15 @@
-//! Parked-key chains against a real Redis at 127.0.0.1:6379: the shared contract, then where
-//! they live in Redis.
+//! Parked-key chains against a real Redis at 127.0.0.1:6379: where they live in Redis. The
+//! contract every store keeps is in `contract.rs`.
 
 mod common;
-#[macro_use]
-#[path = "../../contract/parking.rs"]
-mod contract;
 
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{cleanup, namespace, query, store};
-use contract::chain;
 use outrigger_core::ParkingStore;
-use outrigger_redis::RedisStore;
+use outrigger_testkit::store::parking::chain;
 
 const LEASE: Duration = Duration::from_secs(30);
-
-/// Runs a contract case on a store with a namespace of its own, then deletes that namespace,
-/// also when the case failed: chains have no TTL, so nothing else would.
-async fn run<Fut>(case: impl FnOnce(Arc<RedisStore>) -> Fut)
-where
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let ns = namespace();
-    let outcome = tokio::spawn(case(Arc::new(store(&ns, LEASE).await))).await;
-    cleanup(&ns).await;
-    if let Err(failed) = outcome {
-        std::panic::resume_unwind(failed.into_panic());
-    }
-}
-
-parking_contract_tests!(run);
-
 #[tokio::test]
 async fn chain_lives_under_a_readable_key_without_expiry() {
     let ns = namespace();

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use outrigger_core::{ChainId, DedupStore, ParkingStore, Release, StoreError};
 use outrigger_redis::{RedisStore, RedisStoreConfig};
-use tokio::net::{TcpListener, TcpStream};
+use outrigger_testkit::{free_port, wait_until, Proxy};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 const TIMEOUT: Duration = Duration::from_millis(300);
@@ -22,12 +23,6 @@ fn config(port: u16) -> RedisStoreConfig {
         ttl: Duration::from_secs(60),
         timeout: TIMEOUT,
     }
-}
-
-/// A port nothing listens on: bound, then released.
-async fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 async fn assert_every_call_unavailable(store: &RedisStore) {
@@ -58,7 +53,7 @@ async fn assert_every_call_unavailable(store: &RedisStore) {
 
 #[tokio::test]
 async fn refused_connection_is_unavailable_within_the_timeout() {
-    let port = closed_port().await;
+    let port = free_port().port();
     // Connecting does not need Redis: the sidecar starts while Redis is down.
     let store = RedisStore::connect(config(port)).await.unwrap();
     let started = Instant::now();
@@ -82,7 +77,7 @@ async fn silent_server_is_unavailable_within_the_timeout() {
 
 #[tokio::test]
 async fn store_recovers_when_redis_comes_back() {
-    let port = closed_port().await;
+    let port = free_port().port();
     let config = config(port);
     let namespace = config.namespace.clone();
     let store = RedisStore::connect(config).await.unwrap();
@@ -92,23 +87,17 @@ async fn store_recovers_when_redis_comes_back() {
     ));
 
     // "Redis comes back": a proxy to the real Redis starts on the port the store points at.
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let proxy = tokio::spawn(async move {
-        loop {
-            let (mut client, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut server = TcpStream::connect("127.0.0.1:6379").await.unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-            });
-        }
-    });
+    let redis = "127.0.0.1:6379".parse().unwrap();
+    let proxy = Proxy::start_at(([127, 0, 0, 1], port).into(), redis).await;
 
-    common::eventually(Duration::from_secs(10), || async {
-        store.ping().await.ok()
-    })
+    wait_until(
+        "the store to reach Redis",
+        Duration::from_secs(10),
+        || async { store.ping().await.is_ok() },
+    )
     .await;
     assert!(store.claim("k").await.is_ok());
 
-    proxy.abort();
+    drop(proxy);
     common::cleanup(&namespace).await;
 }

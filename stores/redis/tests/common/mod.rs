@@ -3,35 +3,36 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use outrigger_redis::{RedisStore, RedisStoreConfig};
+use outrigger_testkit::{unique, Lifetimes};
 
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// A namespace no other test (or concurrent test run) uses.
 pub fn namespace() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .subsec_nanos();
-    format!(
-        "test-{}-{nanos}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    unique("test")
 }
 
 pub fn config(namespace: &str, lease: Duration) -> RedisStoreConfig {
+    config_with(
+        namespace,
+        Lifetimes {
+            lease,
+            // Long enough for any test, short enough that a panicking test leaves nothing for
+            // long.
+            ttl: Duration::from_secs(120),
+        },
+    )
+}
+
+pub fn config_with(namespace: &str, lifetimes: Lifetimes) -> RedisStoreConfig {
     RedisStoreConfig {
         url: REDIS_URL.to_owned(),
         namespace: namespace.to_owned(),
-        lease,
-        // Long enough for any test, short enough that a panicking test leaves nothing for long.
-        ttl: Duration::from_secs(120),
+        lease: lifetimes.lease,
+        ttl: lifetimes.ttl,
         timeout: Duration::from_secs(2),
     }
 }
@@ -102,23 +103,4 @@ pub async fn cleanup(namespace: &str) {
 /// Runs one Redis command on a connection of its own, outside the store.
 pub async fn query<T: redis::FromRedisValue>(command: &redis::Cmd) -> T {
     command.query_async(&mut raw().await).await.expect("query")
-}
-
-/// Polls `check` until it yields a value or `deadline` passes.
-pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let give_up = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "condition not met within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

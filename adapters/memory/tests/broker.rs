@@ -1,40 +1,24 @@
-use std::future::Future;
-use std::time::{Duration, SystemTime};
+//! The memory broker itself: what a queue holds, in which order, and when a source ends. The
+//! source contract every adapter passes is in `contract.rs`.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use outrigger_core::dead_letter::headers;
-use outrigger_core::{Acker, Coordinates, DeadLetter, Delivery, Settlement, Source, SourceError};
+use outrigger_core::{Acker, Coordinates, Delivery, Settlement, Source, SourceError};
+use outrigger_memory::{MemoryAcker, MemoryBroker, MemorySource, Outgoing};
+use outrigger_testkit::{dead_letter, source};
 
-use crate::{MemoryAcker, MemoryBroker, MemorySource, Outgoing};
-
+/// In process, everything happens at once; the deadline only keeps a bug from hanging a test.
 const DEADLINE: Duration = Duration::from_secs(5);
 
-/// Waits for `f` with a deadline, so a bug fails the test instead of hanging it.
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(DEADLINE, f)
-        .await
-        .expect("timed out waiting")
+/// Waits for `f` with the deadline.
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    outrigger_testkit::within("the memory broker", DEADLINE, f).await
 }
 
 async fn next(source: &mut MemorySource) -> Delivery<MemoryAcker> {
-    within(source.recv())
-        .await
-        .expect("recv failed")
-        .expect("source ended early")
-}
-
-fn dead_letter() -> DeadLetter {
-    let t = SystemTime::now();
-    DeadLetter {
-        reason: "app answered HTTP 400".into(),
-        class: "4xx".into(),
-        last_status: Some(400),
-        attempts: 1,
-        first_failure: t,
-        last_failure: t,
-        key: Some("order-1".into()),
-        response_excerpt: Bytes::from_static(b"bad order"),
-    }
+    source::recv(source, DEADLINE).await
 }
 
 fn setup(n: usize) -> (MemoryBroker, MemorySource) {
@@ -137,7 +121,7 @@ async fn dead_letter_keeps_payload_and_headers_and_adds_context() {
     );
     assert_eq!(record.header_str(headers::STATUS), Some("400"));
     assert_eq!(record.header_str(headers::SOURCE), Some("memory:orders@1"));
-    assert_eq!(record.header_str(headers::KEY), Some("order-1"));
+    assert_eq!(record.header_str(headers::KEY), Some("order-7"));
     assert_eq!(record.key.as_deref(), Some(&b"customer-4"[..]));
     assert_eq!(record.message_id.as_deref(), Some("m-1"));
     assert_eq!(

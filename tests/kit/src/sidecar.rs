@@ -1,12 +1,16 @@
 //! The `outrigger` binary as a child process, the way users run it.
+//!
+//! Only the app's own tests know where cargo built the binary (`CARGO_BIN_EXE_outrigger`), so
+//! they pass its path in.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::Policy;
+use crate::names::free_port;
+use crate::Policy;
 
 /// A running sidecar.
 pub struct Sidecar {
@@ -17,30 +21,22 @@ pub struct Sidecar {
     log: PathBuf,
 }
 
-/// A free loopback port (bound then released; the sidecar binds it right after).
-pub fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 impl Sidecar {
-    /// Starts `outrigger run` with this policy (its admin address is set here).
-    pub fn start(policy: Policy) -> Self {
-        Self::start_listening(policy, free_port())
+    /// Starts `binary run` with this policy (its admin address is set here).
+    pub fn start(binary: impl AsRef<Path>, policy: Policy) -> Self {
+        Self::start_listening(binary, policy, free_port())
     }
 
-    /// Starts `outrigger run` with its admin listener on `listen`, which may be beyond
-    /// loopback (`0.0.0.0:PORT`); [`Sidecar::admin`] is then that port on loopback.
-    pub fn start_listening(policy: Policy, listen: SocketAddr) -> Self {
+    /// Starts `binary run` with its admin listener on `listen`, which may be beyond loopback
+    /// (`0.0.0.0:PORT`); [`Sidecar::admin`] is then that port on loopback.
+    pub fn start_listening(binary: impl AsRef<Path>, policy: Policy, listen: SocketAddr) -> Self {
         let admin = SocketAddr::from(([127, 0, 0, 1], listen.port()));
         let policy = policy.set("admin.listen", listen.to_string());
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("policy.toml");
         std::fs::write(&config, policy.text()).unwrap();
         let log = dir.path().join("stderr.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_outrigger"))
+        let child = Command::new(binary.as_ref())
             .arg("run")
             .arg("--config")
             .arg(&config)

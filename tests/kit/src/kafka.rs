@@ -1,15 +1,13 @@
-//! Test support: a test's own topics and group on a Kafka-protocol broker, and helpers to
-//! produce into them and look at what was committed and dead-lettered.
-
-#![allow(dead_code)] // Each test binary uses a different part of it.
+//! Kafka for tests: a broker a test reaches (a [`Tansu`] process of its own, or librdkafka's
+//! mock cluster), its topics and groups, producing into them, and reading back what was
+//! committed and written.
 
 pub mod tansu;
 
-use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
-use outrigger_core::{Acker, Coordinates, DeadLetter, Delivery, Settlement, Source};
+use outrigger_core::{Acker, Coordinates, Delivery, Header as CoreHeader, Settlement};
 use outrigger_kafka::{KafkaAcker, KafkaSettings, KafkaSource, PartitionStats};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -19,24 +17,22 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+pub use tansu::Tansu;
+
+use crate::names::unique;
+use crate::wait::wait_until;
+use crate::{Policy, TestApp};
+
 /// Upper bound for anything the broker is expected to do (a group join takes a few seconds);
 /// tests pass far below it.
 pub const DEADLINE: Duration = Duration::from_secs(40);
 /// Long enough for a record that would come to arrive on loopback.
 pub const QUIET: Duration = Duration::from_millis(1500);
 
-/// A topic or group name no other test or run uses.
-pub fn unique(test: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("outrigger-test.{test}.{}.{nanos}", std::process::id())
-}
-
 /// A broker the tests reach at `bootstrap`.
 #[derive(Clone, Debug)]
 pub struct Kafka {
+    /// `host:port` of the broker.
     pub bootstrap: String,
 }
 
@@ -56,6 +52,7 @@ impl Kafka {
         }
     }
 
+    /// Creates `topic` with `partitions` partitions, one replica.
     pub async fn create_topic(&self, topic: &str, partitions: i32) {
         let admin: AdminClient<DefaultClientContext> = self.client().create().unwrap();
         let results = admin
@@ -147,6 +144,29 @@ impl Kafka {
         }
     }
 
+    /// Produces `(key, payload)` records, 500 at a time, each confirmed, letting the
+    /// partitioner place them by key.
+    pub async fn produce_keyed(
+        &self,
+        topic: &str,
+        records: &[(impl AsRef<[u8]>, impl AsRef<[u8]>)],
+    ) {
+        let producer = self.producer();
+        for chunk in records.chunks(500) {
+            let sends = chunk.iter().map(|(key, payload)| {
+                producer.send(
+                    FutureRecord::to(topic)
+                        .key(key.as_ref())
+                        .payload(payload.as_ref()),
+                    DEADLINE,
+                )
+            });
+            for result in futures_util::future::join_all(sends).await {
+                result.unwrap_or_else(|(e, _)| panic!("produce: {e}"));
+            }
+        }
+    }
+
     /// A producer as clients are by default: records sent together share a record batch. On
     /// tansu a consumer must then never fetch from inside such a batch (see
     /// [`Kafka::producer`]): not after a restart or a rebalance, nor after holding back.
@@ -212,21 +232,11 @@ impl Kafka {
     /// Waits until the group's committed offsets are exactly `expected`.
     pub async fn wait_committed(&self, group: &str, topic: &str, expected: &[Option<i64>]) {
         let partitions = expected.len() as i32;
-        let mut last = Vec::new();
-        let reached = tokio::time::timeout(DEADLINE, async {
-            loop {
-                last = self.committed(group, topic, partitions).await;
-                if last == expected {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        let what = format!("committed offsets of {topic} in {group} to be {expected:?}");
+        wait_until(&what, DEADLINE, || async {
+            self.committed(group, topic, partitions).await == expected
         })
         .await;
-        assert!(
-            reached.is_ok(),
-            "committed offsets of {topic} are {last:?}, expected {expected:?}"
-        );
     }
 
     /// Reads `count` records from one partition of `topic` from the start, without a group.
@@ -319,44 +329,19 @@ pub fn headers_of(message: &OwnedMessage) -> Vec<(String, Option<Vec<u8>>)> {
         .unwrap_or_default()
 }
 
-/// The next delivery, which must come before the deadline.
+/// The next delivery, which must come within [`DEADLINE`].
 pub async fn recv(source: &mut KafkaSource) -> Delivery<KafkaAcker> {
-    tokio::time::timeout(DEADLINE, source.recv())
-        .await
-        .expect("no delivery before the deadline")
-        .expect("recv failed")
-        .expect("source ended")
+    crate::source::recv(source, DEADLINE).await
 }
 
-/// `n` deliveries.
+/// `n` deliveries, each within [`DEADLINE`].
 pub async fn recv_n(source: &mut KafkaSource, n: usize) -> Vec<Delivery<KafkaAcker>> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(recv(source).await);
-    }
-    out
+    crate::source::recv_n(source, n, DEADLINE).await
 }
 
-/// Asserts that no delivery arrives for a while.
+/// Asserts that no delivery arrives for [`QUIET`].
 pub async fn assert_quiet(source: &mut KafkaSource, why: &str) {
-    if let Ok(got) = tokio::time::timeout(QUIET, source.recv()).await {
-        panic!("{why}: got {:?}", got.map(|d| d.map(|d| d.message)));
-    }
-}
-
-/// Waits until `check` holds, polling every 20ms; panics with `what` at the deadline.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let reached = tokio::time::timeout(DEADLINE, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(reached.is_ok(), "timed out waiting until {what}");
+    crate::source::assert_quiet(source, QUIET, why).await;
 }
 
 /// The stats of one partition, which must be assigned.
@@ -373,21 +358,6 @@ pub fn text(delivery: &Delivery<KafkaAcker>) -> String {
     String::from_utf8(delivery.message.payload.to_vec()).unwrap()
 }
 
-/// A typical failure context.
-pub fn dead_letter() -> DeadLetter {
-    let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    DeadLetter {
-        reason: "app answered HTTP 400".into(),
-        class: "4xx".into(),
-        last_status: Some(400),
-        attempts: 3,
-        first_failure: at,
-        last_failure: at,
-        key: Some("order-7".into()),
-        response_excerpt: Bytes::from_static(b"bad order"),
-    }
-}
-
 /// Where a delivery sits: (partition, offset).
 pub fn position(delivery: &Delivery<KafkaAcker>) -> (i32, i64) {
     match &delivery.message.coordinates {
@@ -401,4 +371,39 @@ pub fn position(delivery: &Delivery<KafkaAcker>) -> (i32, i64) {
 /// Acks a delivery, which must succeed.
 pub async fn ack(delivery: Delivery<KafkaAcker>) {
     delivery.acker.settle(Settlement::Ack).await.unwrap();
+}
+
+/// A record read back as a core message: payload and header values byte for byte (a null one
+/// empty), the key, and where it sits.
+pub fn to_message(record: &OwnedMessage) -> outrigger_core::Message {
+    let mut message = outrigger_core::Message::new(
+        Bytes::copy_from_slice(record.payload().unwrap_or_default()),
+        Coordinates::Kafka {
+            topic: record.topic().to_owned(),
+            partition: record.partition(),
+            offset: record.offset(),
+        },
+    );
+    message.key = record.key().map(Bytes::copy_from_slice);
+    message.headers = headers_of(record)
+        .into_iter()
+        .map(|(name, value)| CoreHeader::new(name, value.unwrap_or_default()))
+        .collect();
+    message.timestamp = record
+        .timestamp()
+        .to_millis()
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+    message
+}
+
+/// `topic` on `broker` into `app`, with a consumer group and a Redis namespace of its own.
+pub fn policy(broker: &Kafka, topic: &str, app: &TestApp) -> Policy {
+    Policy::kafka(
+        &broker.bootstrap,
+        topic,
+        &unique("g"),
+        &app.url(),
+        &unique("ns"),
+    )
 }
