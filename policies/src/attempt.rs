@@ -150,7 +150,10 @@ impl Attempts {
     /// The progress of `message` as it arrives at `now`: fresh, or its origin's from a retry
     /// copy's trail.
     pub fn start(message: &Message, now: SystemTime) -> Self {
-        match &message.trail {
+        // The broker's count of earlier hand-outs is a floor: each was an attempt that ended
+        // without an outcome (the consumer died during it), even if nothing recorded it.
+        let handed_out_before = message.deliveries.map_or(0, |n| n.saturating_sub(1));
+        let mut state = match &message.trail {
             Some(trail) => Self {
                 origin: trail.origin.clone(),
                 first_seen: trail.first_seen,
@@ -169,13 +172,16 @@ impl Attempts {
                 unreachable: 0,
                 hop: 0,
             },
-        }
+        };
+        state.spent = state.spent.max(handed_out_before);
+        state
     }
 
     /// The number of the attempt about to start: the store's count when it keeps one
-    /// (`claimed`, counting across restarts and replicas), else this sidecar's own.
+    /// (`claimed`, counting across restarts and replicas), never below what this sidecar and
+    /// the broker know were spent.
     pub fn begin(&mut self, claimed: Option<u32>) -> u32 {
-        self.spent = claimed.unwrap_or(self.spent + 1);
+        self.spent = claimed.unwrap_or(0).max(self.spent + 1);
         self.spent
     }
 
@@ -319,6 +325,31 @@ impl AttemptPolicy {
 }
 
 impl AttemptPolicy {
+    /// Before attempt `attempt` goes out: a message past its budget before it is even
+    /// delivered (its earlier attempts ended without an outcome, a crash during each) goes to
+    /// the dead-letter queue instead of the app. `None`: deliver it.
+    pub fn before(
+        &self,
+        state: &Attempts,
+        attempt: u32,
+        key: Option<&str>,
+        now: SystemTime,
+    ) -> Option<Next> {
+        if attempt <= self.retry.max_attempts {
+            return None;
+        }
+        let reason = format!(
+            "gave up after {} attempts: attempt {attempt} would be past the budget, the earlier \
+             ones ended without an outcome (the sidecar or the app stopped during each)",
+            self.retry.max_attempts
+        );
+        let first = state.first_failure.unwrap_or(now);
+        let none = Reply::Undeliverable("no attempt ended with an answer".to_owned());
+        let mut dl = dead_letter(&none, reason, attempt - 1, first, now, key);
+        dl.class = "exhausted".to_owned();
+        Some(Next::DeadLetter(dl))
+    }
+
     /// The step for a message whose wait for the app (an open circuit) outlived the age
     /// limit at `now`: the dead-letter queue, saying why. `None` while it may wait on.
     pub fn waited_too_long(

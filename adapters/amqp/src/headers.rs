@@ -26,6 +26,22 @@ pub(crate) fn from_table(table: &FieldTable) -> Vec<Header> {
 }
 
 /// Sets a text header, replacing any value of that name, as an AMQP long string.
+/// A header value that counts something (`x-delivery-count`), whatever integer type the
+/// broker sent it as.
+pub(crate) fn as_count(value: &AMQPValue) -> Option<u32> {
+    let n: i128 = match value {
+        AMQPValue::ShortShortInt(v) => (*v).into(),
+        AMQPValue::ShortShortUInt(v) => (*v).into(),
+        AMQPValue::ShortInt(v) => (*v).into(),
+        AMQPValue::ShortUInt(v) => (*v).into(),
+        AMQPValue::LongInt(v) => (*v).into(),
+        AMQPValue::LongUInt(v) => (*v).into(),
+        AMQPValue::LongLongInt(v) => (*v).into(),
+        _ => return None,
+    };
+    u32::try_from(n).ok()
+}
+
 pub(crate) fn insert_text(table: &mut FieldTable, name: &str, value: String) {
     // ShortString panics past 255 bytes; header names here are our own constants, far shorter.
     table.insert(

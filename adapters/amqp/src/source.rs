@@ -234,6 +234,13 @@ pub(crate) fn to_message(
             .map(|secs| UNIX_EPOCH + Duration::from_secs(secs)),
         coordinates,
         redelivered,
+        // A quorum queue counts the earlier deliveries of a message in this header.
+        deliveries: properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-delivery-count"))
+            .and_then(headers::as_count)
+            .map(|earlier| earlier.saturating_add(1)),
         trail: None,
     }
 }

@@ -150,6 +150,7 @@ pub(crate) fn message(
             offset,
         },
         redelivered: false,
+        deliveries: None,
         trail: None,
     }
 }

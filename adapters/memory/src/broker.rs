@@ -128,6 +128,7 @@ impl Queue {
                 sequence,
             },
             redelivered: false,
+            deliveries: None,
             trail: None,
         };
         self.ready.push_back(Stored {

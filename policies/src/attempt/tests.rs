@@ -416,3 +416,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_message_handed_out_past_its_budget_is_dead_lettered_before_it_is_delivered() {
+    let p = policy(3, Duration::from_secs(3600), None);
+    let mut m = Message::new("x", origin());
+    // Redelivered for the fourth time: three earlier hand-outs ended without an outcome.
+    m.deliveries = Some(4);
+    let mut s = Attempts::start(&m, T0);
+    let attempt = s.begin(None);
+    assert_eq!(attempt, 4);
+    let Some(Next::DeadLetter(dl)) = p.before(&s, attempt, Some("k"), T0) else {
+        panic!("expected a dead letter");
+    };
+    assert_eq!((dl.attempts, dl.class.as_str()), (3, "exhausted"));
+    assert!(
+        dl.reason.starts_with("gave up after 3 attempts"),
+        "{}",
+        dl.reason
+    );
+    // A store that counted more wins; one that counted fewer (lost its record) does not.
+    let mut s = Attempts::start(&Message::new("x", origin()), T0);
+    assert_eq!(s.begin(Some(2)), 2);
+    assert!(p.before(&s, 2, None, T0).is_none());
+    let mut s = Attempts::start(&m, T0);
+    assert_eq!(s.begin(Some(1)), 4);
+}

@@ -205,6 +205,11 @@ pub struct Message {
     pub coordinates: Coordinates,
     /// The broker says this message was delivered before (to us or a peer).
     pub redelivered: bool,
+    /// How many times the broker has handed this message out, this time included, where it
+    /// counts (Redis Streams' times-delivered, JetStream's `num_delivered`, a RabbitMQ quorum
+    /// queue's `x-delivery-count` + 1). Attempts never count below it, so a message whose
+    /// deliveries keep ending without an outcome (a crash during each) runs out of attempts.
+    pub deliveries: Option<u32>,
     /// Set on a copy read from a retry queue: where the message first came from and how far
     /// it got. `coordinates` is then the origin too; the copy's own place is the adapter's.
     pub trail: Option<Trail>,
@@ -222,6 +227,7 @@ impl Message {
             timestamp: None,
             coordinates,
             redelivered: false,
+            deliveries: None,
             trail: None,
         }
     }

@@ -106,13 +106,15 @@ fn a_swapped_snapshot_applies_to_messages_taken_after_it() {
     assert_eq!(table.pick(&message).delivery.url().path(), "/second");
 }
 
-/// An app on a fixed loopback port that can go away (connections refused) and come back;
-/// every connection carries one request (no keep-alive), so going away cuts nothing in flight.
+/// An app on a fixed loopback port that can go away (connections refused) and come back.
+/// Going away is clean, like a rolling restart: it stops accepting, answers what it already
+/// read with `Connection: close`, and so never cuts a request it received.
 struct Flaky {
     addr: std::net::SocketAddr,
-    /// Per idempotency key, the `outrigger-attempt` of each request the app answered.
+    /// Per idempotency key, the `outrigger-attempt` of each request the app received.
     seen: Arc<parking_lot::Mutex<std::collections::HashMap<String, Vec<u32>>>>,
     serving: Option<tokio::task::JoinHandle<()>>,
+    closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Flaky {
@@ -122,6 +124,7 @@ impl Flaky {
             addr: listener.local_addr().unwrap(),
             seen: Default::default(),
             serving: None,
+            closing: Default::default(),
         };
         app.serve(listener);
         app
@@ -129,12 +132,14 @@ impl Flaky {
 
     fn serve(&mut self, listener: tokio::net::TcpListener) {
         let seen = self.seen.clone();
+        let closing = self.closing.clone();
+        closing.store(false, Ordering::SeqCst);
         self.serving = Some(tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let seen = seen.clone();
+                let (seen, closing) = (seen.clone(), closing.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request: http::Request<_>| {
-                        let seen = seen.clone();
+                        let (seen, closing) = (seen.clone(), closing.clone());
                         async move {
                             let header = |name| {
                                 request
@@ -147,15 +152,21 @@ impl Flaky {
                             let attempt = header("outrigger-attempt")
                                 .and_then(|a| a.parse().ok())
                                 .unwrap_or(0);
-                            tokio::time::sleep(Duration::from_millis(5)).await;
                             seen.lock().entry(key).or_default().push(attempt);
-                            Ok::<_, std::convert::Infallible>(http::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
-                            ))
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            let mut response = http::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from_static(b"ok"),
+                            ));
+                            if closing.load(Ordering::SeqCst) {
+                                response.headers_mut().insert(
+                                    http::header::CONNECTION,
+                                    http::HeaderValue::from_static("close"),
+                                );
+                            }
+                            Ok::<_, std::convert::Infallible>(response)
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(false)
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                         .await;
                 });
@@ -163,8 +174,10 @@ impl Flaky {
         }));
     }
 
-    /// Stops listening: connects are refused from now on.
+    /// Stops listening: connects are refused from now on, and each kept-alive connection
+    /// closes after the answer to the request it carries.
     fn go_down(&mut self) {
+        self.closing.store(true, Ordering::SeqCst);
         if let Some(task) = self.serving.take() {
             task.abort();
         }

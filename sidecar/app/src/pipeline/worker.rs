@@ -265,6 +265,18 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                 Err(_) => None,
             };
             let attempt = state.begin(held.map(|h| h.attempt));
+            let now = SystemTime::now();
+            if let Some(Next::DeadLetter(dl)) =
+                self.route
+                    .attempts
+                    .before(&state, attempt, key.as_deref().ok(), now)
+            {
+                // Past its budget before it is even sent: the earlier attempts died with the
+                // sidecar or the app; it goes where an operator sees it, not to the app again.
+                self.release(key.as_deref().ok(), held, Some(Release::Reset))
+                    .await;
+                return Fate::DeadLetter(dl);
+            }
             let reply = match &key {
                 Err(why) if !unkeyed => Reply::Undeliverable(why.clone()),
                 _ => match self.deliver(key.as_deref().ok(), attempt, held).await {
