@@ -9,6 +9,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::BasicProperties;
 use serde_json::Value;
 use support::{
     app_until_fixed, ids, kill_a_resubmit_halfway, lines_starting, resubmit_100_paced, set, unique,
@@ -219,10 +221,37 @@ async fn a_key_delivered_meanwhile_is_not_delivered_again() {
     })
     .await;
     fixed.store(true, Ordering::SeqCst);
+    // A copy of the key sent by the producer is recognised as already dead-lettered (a dead
+    // letter is written once); one resubmitted earlier (another replica's admin API, say) is
+    // new work, and is delivered.
     rabbit
         .publish_keyed(&queue, "order-1", b"sent again by the producer")
         .await;
-    wait_until("the producer's copy delivered", LIMIT, || async {
+    wait_until("the producer's copy settled", LIMIT, || async {
+        sidecar.metric(SETTLED, r#"outcome="already_dead_lettered""#) == 1.0
+    })
+    .await;
+    assert_eq!(
+        rabbit.depth(&dlq).await,
+        1,
+        "its dead letter is written once"
+    );
+    let mut headers = FieldTable::default();
+    for (name, value) in [
+        ("idempotency-key", "order-1"),
+        ("outrigger-resubmit-count", "1"),
+        ("outrigger-resubmitted-key", "order-1"),
+    ] {
+        headers.insert(
+            name.into(),
+            AMQPValue::LongString(LongString::from(value.as_bytes().to_vec())),
+        );
+    }
+    let earlier = BasicProperties::default().with_headers(headers);
+    rabbit
+        .publish(&queue, b"resubmitted earlier", earlier)
+        .await;
+    wait_until("the earlier resubmission delivered", LIMIT, || async {
         app.successes().get("order-1") == Some(&1)
     })
     .await;

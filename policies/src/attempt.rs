@@ -126,8 +126,8 @@ pub enum Next {
     /// Release the claim (the attempt counts), then write a retry copy carrying this trail and
     /// ack the original once the broker confirmed it.
     RetryQueue(Trail),
-    /// Reset the dedup record, then write the dead letter and ack the original once the broker
-    /// confirmed it.
+    /// Write the dead letter, ack the original once the broker confirmed it, then record the
+    /// key as dead-lettered (the claim is kept until then, so no copy runs meanwhile).
     DeadLetter(DeadLetter),
     /// Hand the message back to the broker unsettled, its claim refunded: shutdown came first.
     Requeue,
@@ -140,7 +140,7 @@ impl Next {
             Next::Complete(_) => None,
             Next::Again { release, .. } => Some(*release),
             Next::RetryQueue(_) => Some(Release::Retry),
-            Next::DeadLetter(_) => Some(Release::Reset),
+            Next::DeadLetter(_) => None,
             Next::Requeue => Some(Release::Refund),
         }
     }

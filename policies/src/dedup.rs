@@ -22,6 +22,9 @@ pub enum DedupState {
     Released,
     /// The key was handled successfully; it is never claimed again while the record lives.
     Done,
+    /// The key's message was dead-lettered (generation `generation`); only a newer
+    /// resubmission claims it again, after [`DedupRecord::revive`].
+    DeadLettered,
 }
 
 /// What a dedup store keeps per key.
@@ -36,6 +39,9 @@ pub struct DedupRecord {
     /// When the current lease ends, in milliseconds since the Unix epoch (meaningful only while
     /// `state` is [`DedupState::Claimed`]).
     pub lease_until_ms: u64,
+    /// The resubmission count of the copy that was dead-lettered (meaningful only while
+    /// `state` is [`DedupState::DeadLettered`]).
+    pub generation: u32,
 }
 
 /// The result of one transition: the caller's answer and the record to store, if it changed.
@@ -68,6 +74,11 @@ impl DedupRecord {
             Some(record) if record.state == DedupState::Done => {
                 return Step::unchanged(Claim::Done);
             }
+            Some(record) if record.state == DedupState::DeadLettered => {
+                return Step::unchanged(Claim::DeadLettered {
+                    generation: record.generation,
+                });
+            }
             Some(record)
                 if record.state == DedupState::Claimed && record.lease_until_ms > now_ms =>
             {
@@ -84,6 +95,7 @@ impl DedupRecord {
             fence: fence.saturating_add(1),
             attempts: attempts.saturating_add(1),
             lease_until_ms: now_ms.saturating_add(millis(lease)),
+            generation: 0,
         };
         Step {
             answer: Claim::Acquired {
@@ -141,6 +153,58 @@ impl DedupRecord {
         }
     }
 
+    /// Records the key as dead-lettered by the claim `fence`, as resubmission `generation`, once
+    /// its dead letter is confirmed. Like [`complete`](Self::complete): only the current claim
+    /// may, and doing it again with the same fence answers [`Completion::Completed`] unchanged.
+    /// Attempts start over, for a resubmission to begin at attempt 1.
+    pub fn dead_lettered(
+        current: Option<&DedupRecord>,
+        fence: u64,
+        generation: u32,
+    ) -> Step<Completion> {
+        let Some(record) = current else {
+            return Step::unchanged(Completion::Fenced { current: 0 });
+        };
+        match record.state {
+            DedupState::Claimed if record.fence == fence => Step {
+                answer: Completion::Completed,
+                write: Some(DedupRecord {
+                    state: DedupState::DeadLettered,
+                    attempts: 0,
+                    generation,
+                    ..*record
+                }),
+            },
+            DedupState::DeadLettered if record.fence == fence => {
+                Step::unchanged(Completion::Completed)
+            }
+            _ => Step::unchanged(Completion::Fenced {
+                current: record.fence,
+            }),
+        }
+    }
+
+    /// Makes a key dead-lettered as a generation older than `generation` claimable again: a
+    /// resubmitted copy. Answers false, changing nothing, for any other key.
+    pub fn revive(current: Option<&DedupRecord>, generation: u32) -> Step<bool> {
+        match current {
+            Some(record)
+                if record.state == DedupState::DeadLettered && record.generation < generation =>
+            {
+                Step {
+                    answer: true,
+                    write: Some(DedupRecord {
+                        state: DedupState::Released,
+                        attempts: 0,
+                        generation: 0,
+                        ..*record
+                    }),
+                }
+            }
+            _ => Step::unchanged(false),
+        }
+    }
+
     /// When a record written at `now_ms` may be forgotten, for a store whose record TTL is `ttl`.
     ///
     /// A live claim is kept at least until its lease ends even when the TTL is shorter: if the
@@ -150,7 +214,7 @@ impl DedupRecord {
         let expires = now_ms.saturating_add(millis(ttl));
         match self.state {
             DedupState::Claimed => expires.max(self.lease_until_ms),
-            DedupState::Released | DedupState::Done => expires,
+            DedupState::Released | DedupState::Done | DedupState::DeadLettered => expires,
         }
     }
 }

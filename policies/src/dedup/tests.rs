@@ -14,7 +14,42 @@ fn record(state: DedupState, fence: u64, attempts: u32) -> DedupRecord {
         fence,
         attempts,
         lease_until_ms: NOW + millis(LEASE),
+        generation: 0,
     }
+}
+
+#[test]
+fn a_dead_lettered_key_is_recognised_until_a_newer_resubmission_revives_it() {
+    let held = record(DedupState::Claimed, 3, 2);
+    let step = DedupRecord::dead_lettered(Some(&held), 2, 0);
+    assert_eq!(
+        step.answer,
+        Completion::Fenced { current: 3 },
+        "a stale holder"
+    );
+    let step = DedupRecord::dead_lettered(Some(&held), 3, 0);
+    assert_eq!(step.answer, Completion::Completed);
+    let dead = step.write.expect("written");
+    assert_eq!((dead.state, dead.attempts), (DedupState::DeadLettered, 0));
+    let again = DedupRecord::dead_lettered(Some(&dead), 3, 0);
+    assert_eq!((again.answer, again.write), (Completion::Completed, None));
+    let claim = DedupRecord::claim(Some(&dead), NOW, LEASE);
+    assert_eq!(claim.answer, Claim::DeadLettered { generation: 0 });
+    assert_eq!(claim.write, None);
+    assert!(
+        !DedupRecord::revive(Some(&dead), 0).answer,
+        "the same generation stays dead"
+    );
+    let revived = DedupRecord::revive(Some(&dead), 1);
+    assert!(revived.answer);
+    let claim = DedupRecord::claim(revived.write.as_ref(), NOW, LEASE);
+    assert_eq!(
+        claim.answer,
+        Claim::Acquired {
+            fence: 4,
+            attempt: 1
+        }
+    );
 }
 
 #[test]
@@ -167,6 +202,8 @@ enum Op {
     Claim(usize),
     Complete(usize),
     Release(usize, Release),
+    DeadLetter(usize, u32),
+    Revive(u32),
     Advance(u64),
 }
 
@@ -180,6 +217,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..ACTORS).prop_map(Op::Claim),
         2 => (0..ACTORS).prop_map(Op::Complete),
         2 => (0..ACTORS, how).prop_map(|(actor, how)| Op::Release(actor, how)),
+        1 => (0..ACTORS, 0u32..3).prop_map(|(actor, g)| Op::DeadLetter(actor, g)),
+        1 => (0u32..4).prop_map(Op::Revive),
         2 => (0..=2 * PROP_LEASE_MS).prop_map(Op::Advance),
     ]
 }
@@ -203,6 +242,8 @@ proptest! {
         let mut actors = [Actor::default(); ACTORS];
         let mut highest_fence = 0;
         let mut done = false;
+        // The generation the key was dead-lettered as, while it is.
+        let mut dead: Option<u32> = None;
         // Counted independently of the model: claims minus refunds, zeroed by a reset.
         let mut attempts: u32 = 0;
 
@@ -213,6 +254,7 @@ proptest! {
                     match step.answer {
                         Claim::Acquired { fence, attempt } => {
                             prop_assert!(!done, "a done key was acquired again");
+                            prop_assert!(dead.is_none(), "a dead-lettered key was acquired");
                             prop_assert!(fence > highest_fence, "fence {fence} after {highest_fence}");
                             highest_fence = fence;
                             let live_other = actors.iter().enumerate().any(|(i, a)| {
@@ -234,6 +276,9 @@ proptest! {
                             prop_assert!(holder, "busy without a live holder");
                         }
                         Claim::Done => prop_assert!(done, "done before any completion"),
+                        Claim::DeadLettered { generation } => {
+                            prop_assert_eq!(Some(generation), dead);
+                        }
                     }
                     if !matches!(step.answer, Claim::Acquired { .. }) {
                         prop_assert_eq!(step.write, None);
@@ -270,12 +315,40 @@ proptest! {
                     }
                     stored = step.write.or(stored);
                 }
+                Op::DeadLetter(me, generation) => {
+                    let fence = actors[me].fence;
+                    let step = DedupRecord::dead_lettered(stored.as_ref(), fence, generation);
+                    let holder = stored
+                        .is_some_and(|r| r.state == DedupState::Claimed && r.fence == fence);
+                    if holder {
+                        prop_assert_eq!(step.answer, Completion::Completed);
+                        dead = Some(generation);
+                        attempts = 0;
+                        actors[me].holding = false;
+                    } else {
+                        prop_assert_eq!(step.write, None);
+                    }
+                    stored = step.write.or(stored);
+                }
+                Op::Revive(generation) => {
+                    let step = DedupRecord::revive(stored.as_ref(), generation);
+                    let revives = dead.is_some_and(|g| g < generation);
+                    prop_assert_eq!(step.answer, revives);
+                    if revives {
+                        dead = None;
+                        attempts = 0;
+                    } else {
+                        prop_assert_eq!(step.write, None);
+                    }
+                    stored = step.write.or(stored);
+                }
                 Op::Advance(ms) => now += ms,
             }
             if let Some(record) = stored {
                 prop_assert_eq!(record.fence, highest_fence);
                 prop_assert_eq!(record.attempts, attempts);
                 prop_assert_eq!(record.state == DedupState::Done, done);
+                prop_assert_eq!(record.state == DedupState::DeadLettered, dead.is_some());
             }
         }
     }

@@ -65,6 +65,25 @@ impl DedupStore for Store {
         }
     }
 
+    async fn dead_lettered(
+        &self,
+        key: &str,
+        fence: u64,
+        generation: u32,
+    ) -> Result<Completion, StoreError> {
+        match self {
+            Store::Redis(s) => s.dead_lettered(key, fence, generation).await,
+            Store::Embedded(s) => s.dead_lettered(key, fence, generation).await,
+        }
+    }
+
+    async fn revive(&self, key: &str, generation: u32) -> Result<bool, StoreError> {
+        match self {
+            Store::Redis(s) => s.revive(key, generation).await,
+            Store::Embedded(s) => s.revive(key, generation).await,
+        }
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Store::Redis(s) => s.ping().await,

@@ -6,8 +6,9 @@
 //! can refuse its writes (the fence is sent as `outrigger-fence`).
 //!
 //! Every store keeps the same record per key, for the store's lease and TTL:
-//! `state` (claimed, released, done), `fence` (last fence handed out), `attempts` (attempts
-//! spent, reset on dead letter), `lease_until`.
+//! `state` (claimed, released, done, dead-lettered), `fence` (last fence handed out),
+//! `attempts` (attempts spent, reset on dead letter), `lease_until`, and for a dead-lettered
+//! key the resubmission `generation` of the copy that was dead-lettered.
 
 use std::future::Future;
 use std::time::Duration;
@@ -25,6 +26,14 @@ pub enum Claim {
     },
     /// The key was already handled successfully: skip the message.
     Done,
+    /// The key's message was dead-lettered, as resubmission `generation` (0: never
+    /// resubmitted), and the broker confirmed the dead letter: a copy of that generation or
+    /// older is settled without delivery; a newer one (a resubmitted copy) revives the key
+    /// with [`DedupStore::revive`] and claims it again.
+    DeadLettered {
+        /// The resubmission count of the copy that was dead-lettered.
+        generation: u32,
+    },
     /// Another holder's lease is live: try again after this long.
     Busy {
         /// Time left on the other holder's lease.
@@ -74,6 +83,26 @@ pub trait DedupStore: Send + Sync + 'static {
         key: &str,
         fence: u64,
         how: Release,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records that the message of `key`, claimed with `fence`, was dead-lettered as
+    /// resubmission `generation`, once the broker confirmed its dead letter: a copy handed out
+    /// again is then recognised ([`Claim::DeadLettered`]) instead of delivered and dead-lettered
+    /// a second time. Attempts start over for a resubmission. A newer claim wins, as for
+    /// [`complete`](Self::complete).
+    fn dead_lettered(
+        &self,
+        key: &str,
+        fence: u64,
+        generation: u32,
+    ) -> impl Future<Output = Result<Completion, StoreError>> + Send;
+
+    /// Makes a key whose message was dead-lettered as a generation older than `generation`
+    /// claimable again (a resubmitted copy); false, changing nothing, for any other key.
+    fn revive(
+        &self,
+        key: &str,
+        generation: u32,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Checks the store answers.

@@ -148,6 +148,34 @@ impl DedupStore for EmbeddedStore {
         }
     }
 
+    async fn dead_lettered(
+        &self,
+        key: &str,
+        fence: u64,
+        generation: u32,
+    ) -> Result<Completion, StoreError> {
+        let op = Op::DeadLettered {
+            key: key.to_owned(),
+            fence,
+            generation,
+        };
+        match self.call(op).await? {
+            Answer::Complete(completion) => Ok(completion),
+            other => Err(mismatched("dead letter", other)),
+        }
+    }
+
+    async fn revive(&self, key: &str, generation: u32) -> Result<bool, StoreError> {
+        let op = Op::Revive {
+            key: key.to_owned(),
+            generation,
+        };
+        match self.call(op).await? {
+            Answer::Release(revived) => Ok(revived),
+            other => Err(mismatched("revive", other)),
+        }
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         match self.call(Op::Ping).await? {
             Answer::Ping => Ok(()),

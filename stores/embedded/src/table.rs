@@ -9,7 +9,8 @@ use outrigger_core::StoreError;
 use outrigger_policies::dedup::{DedupRecord, DedupState};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
-/// (state, fence, attempts, lease end ms, expiry ms).
+/// (state, fence, attempts, lease end ms, expiry ms). A dead-lettered record keeps its
+/// generation where a claimed one keeps its lease end, which only a claim has.
 pub(crate) type Stored = (u8, u64, u32, u64, u64);
 
 /// Key → record.
@@ -79,40 +80,52 @@ impl<'txn> Tables<'txn> {
 const CLAIMED: u8 = 1;
 const RELEASED: u8 = 2;
 const DONE: u8 = 3;
+const DEAD_LETTERED: u8 = 4;
 
 fn encode(record: &DedupRecord, expires_at_ms: u64) -> Stored {
     let state = match record.state {
         DedupState::Claimed => CLAIMED,
         DedupState::Released => RELEASED,
         DedupState::Done => DONE,
+        DedupState::DeadLettered => DEAD_LETTERED,
+    };
+    let lease_or_generation = match record.state {
+        DedupState::DeadLettered => u64::from(record.generation),
+        _ => record.lease_until_ms,
     };
     (
         state,
         record.fence,
         record.attempts,
-        record.lease_until_ms,
+        lease_or_generation,
         expires_at_ms,
     )
 }
 
 /// The record and its expiry.
 pub(crate) fn decode(stored: Stored) -> Result<(DedupRecord, u64), StoreError> {
-    let (state, fence, attempts, lease_until_ms, expires_at_ms) = stored;
+    let (state, fence, attempts, lease_or_generation, expires_at_ms) = stored;
     let state = match state {
         CLAIMED => DedupState::Claimed,
         RELEASED => DedupState::Released,
         DONE => DedupState::Done,
+        DEAD_LETTERED => DedupState::DeadLettered,
         other => {
             return Err(StoreError::Protocol(format!(
                 "dedup record has unknown state {other}"
             )))
         }
     };
+    let (lease_until_ms, generation) = match state {
+        DedupState::DeadLettered => (0, u32::try_from(lease_or_generation).unwrap_or(u32::MAX)),
+        _ => (lease_or_generation, 0),
+    };
     let record = DedupRecord {
         state,
         fence,
         attempts,
         lease_until_ms,
+        generation,
     };
     Ok((record, expires_at_ms))
 }
@@ -129,9 +142,18 @@ mod tests {
                 fence: u64::MAX,
                 attempts: 7,
                 lease_until_ms: 1_700_000_000_123,
+                generation: 0,
             };
             assert_eq!(decode(encode(&record, 42)), Ok((record, 42)));
         }
+        let dead = DedupRecord {
+            state: DedupState::DeadLettered,
+            fence: 9,
+            attempts: 0,
+            lease_until_ms: 0,
+            generation: 3,
+        };
+        assert_eq!(decode(encode(&dead, 42)), Ok((dead, 42)));
     }
 
     #[test]

@@ -43,6 +43,15 @@ pub(crate) enum Op {
         fence: u64,
         how: Release,
     },
+    DeadLettered {
+        key: String,
+        fence: u64,
+        generation: u32,
+    },
+    Revive {
+        key: String,
+        generation: u32,
+    },
     /// Checks a write transaction opens; answered with the rest of its batch.
     Ping,
     LoadChain {
@@ -204,6 +213,18 @@ impl Batch<'_> {
                 .map(Answer::Complete),
             Op::Release { key, fence, how } => self
                 .transition(key, |current| DedupRecord::release(current, *fence, *how))?
+                .map(Answer::Release),
+            Op::DeadLettered {
+                key,
+                fence,
+                generation,
+            } => self
+                .transition(key, |current| {
+                    DedupRecord::dead_lettered(current, *fence, *generation)
+                })?
+                .map(Answer::Complete),
+            Op::Revive { key, generation } => self
+                .transition(key, |current| DedupRecord::revive(current, *generation))?
                 .map(Answer::Release),
             Op::Ping => Ok(Answer::Ping),
             Op::LoadChain { chain } => Ok(Answer::LoadChain(self.chains.load(chain)?)),

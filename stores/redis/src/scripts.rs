@@ -22,14 +22,18 @@ use outrigger_core::{Claim, Completion, Release, StoreError};
 use redis::Script;
 
 /// KEYS[1] record; ARGV[1] lease ms, ARGV[2] ttl ms.
-/// Replies `{0}` done, `{1, retry_in_ms}` busy, `{2, fence, attempt}` acquired.
+/// Replies `{0}` done, `{1, retry_in_ms}` busy, `{2, fence, attempt}` acquired,
+/// `{3, generation}` dead-lettered.
 const CLAIM: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = tonumber(ARGV[1])
-local r = redis.call('HMGET', KEYS[1], 's', 'l')
+local r = redis.call('HMGET', KEYS[1], 's', 'l', 'g')
 if r[1] == 'done' then
   return {0}
+end
+if r[1] == 'dead' then
+  return {3, tonumber(r[3]) or 0}
 end
 local lease_until = tonumber(r[2]) or 0
 if r[1] == 'claimed' and lease_until > now then
@@ -56,6 +60,35 @@ if r[2] == ARGV[1] then
   end
 end
 return {1, tonumber(r[2]) or 0}
+";
+
+/// KEYS[1] record; ARGV[1] fence, ARGV[2] generation, ARGV[3] ttl ms.
+/// Replies `{0}` recorded, `{1, current_fence}` fenced.
+const DEAD_LETTERED: &str = r"
+local r = redis.call('HMGET', KEYS[1], 's', 'f')
+if r[2] == ARGV[1] then
+  if r[1] == 'claimed' then
+    redis.call('HSET', KEYS[1], 's', 'dead', 'a', 0, 'g', ARGV[2])
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    return {0}
+  elseif r[1] == 'dead' then
+    return {0}
+  end
+end
+return {1, tonumber(r[2]) or 0}
+";
+
+/// KEYS[1] record; ARGV[1] generation, ARGV[2] ttl ms. Replies 1 revived, 0 not dead-lettered
+/// as an older generation.
+const REVIVE: &str = r"
+local r = redis.call('HMGET', KEYS[1], 's', 'g')
+if r[1] ~= 'dead' or (tonumber(r[2]) or 0) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 's', 'released', 'a', 0)
+redis.call('HDEL', KEYS[1], 'g')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
 ";
 
 /// KEYS[1] record; ARGV[1] fence, ARGV[2] `retry` | `refund` | `reset`, ARGV[3] ttl ms.
@@ -108,6 +141,8 @@ pub(crate) struct Scripts {
     pub(crate) claim: Script,
     pub(crate) complete: Script,
     pub(crate) release: Script,
+    pub(crate) dead_lettered: Script,
+    pub(crate) revive: Script,
     pub(crate) swap_chain: Script,
 }
 
@@ -117,6 +152,8 @@ impl Scripts {
             claim: Script::new(CLAIM),
             complete: Script::new(COMPLETE),
             release: Script::new(RELEASE),
+            dead_lettered: Script::new(DEAD_LETTERED),
+            revive: Script::new(REVIVE),
             swap_chain: Script::new(SWAP_CHAIN),
         }
     }
@@ -141,6 +178,9 @@ pub(crate) fn decode_claim(reply: &[i64]) -> Result<Claim, StoreError> {
             fence: to_u64(fence, reply)?,
             attempt: u32::try_from(attempt).map_err(|_| unexpected("claim", reply))?,
         }),
+        [3, generation] => Ok(Claim::DeadLettered {
+            generation: u32::try_from(generation).map_err(|_| unexpected("claim", reply))?,
+        }),
         _ => Err(unexpected("claim", reply)),
     }
 }
@@ -153,6 +193,10 @@ pub(crate) fn decode_complete(reply: &[i64]) -> Result<Completion, StoreError> {
         }),
         _ => Err(unexpected("complete", reply)),
     }
+}
+
+pub(crate) fn decode_revive(reply: i64) -> Result<bool, StoreError> {
+    decode_flag("revive", reply)
 }
 
 pub(crate) fn decode_release(reply: i64) -> Result<bool, StoreError> {
@@ -198,6 +242,10 @@ mod tests {
                 fence: 7,
                 attempt: 3
             })
+        );
+        assert_eq!(
+            decode_claim(&[3, 2]),
+            Ok(Claim::DeadLettered { generation: 2 })
         );
         assert_eq!(
             decode_complete(&[1, 4]),

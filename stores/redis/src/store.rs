@@ -13,7 +13,8 @@ use crate::config::RedisStoreConfig;
 use crate::error::store_error;
 use crate::keys::Keys;
 use crate::scripts::{
-    decode_claim, decode_complete, decode_release, decode_swap_chain, release_arg, Scripts,
+    decode_claim, decode_complete, decode_release, decode_revive, decode_swap_chain, release_arg,
+    Scripts,
 };
 
 /// Reconnection attempts inside one connection round. Few, because every store call is bounded
@@ -133,6 +134,32 @@ impl DedupStore for RedisStore {
             .bounded("release", invocation.invoke_async(&mut connection))
             .await?;
         decode_release(reply)
+    }
+
+    async fn dead_lettered(
+        &self,
+        key: &str,
+        fence: u64,
+        generation: u32,
+    ) -> Result<Completion, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.scripts.dead_lettered.key(self.keys.dedup(key));
+        invocation.arg(fence).arg(generation).arg(self.ttl_ms);
+        let reply: Vec<i64> = self
+            .bounded("dead_lettered", invocation.invoke_async(&mut connection))
+            .await?;
+        // The same replies as a completion.
+        decode_complete(&reply)
+    }
+
+    async fn revive(&self, key: &str, generation: u32) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.scripts.revive.key(self.keys.dedup(key));
+        invocation.arg(generation).arg(self.ttl_ms);
+        let reply: i64 = self
+            .bounded("revive", invocation.invoke_async(&mut connection))
+            .await?;
+        decode_revive(reply)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -19,6 +19,8 @@ enum Op {
     Claim(usize),
     Complete(usize, u64),
     Release(usize, u64, Release),
+    DeadLettered(usize, u64, u32),
+    Revive(usize, u32),
 }
 
 /// The answers compared; `Busy` loses its `retry_in`, which depends on the server's clock.
@@ -27,6 +29,7 @@ enum Answer {
     Claim(Option<Claim>),
     Complete(Completion),
     Release(bool),
+    Revive(bool),
 }
 
 fn claim_answer(claim: Claim) -> Answer {
@@ -48,7 +51,9 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => key.clone().prop_map(Op::Claim),
         2 => (key.clone(), fence.clone()).prop_map(|(k, f)| Op::Complete(k, f)),
-        3 => (key, fence, how).prop_map(|(k, f, h)| Op::Release(k, f, h)),
+        3 => (key.clone(), fence.clone(), how).prop_map(|(k, f, h)| Op::Release(k, f, h)),
+        1 => (key.clone(), fence, 0u32..3).prop_map(|(k, f, g)| Op::DeadLettered(k, f, g)),
+        1 => (key, 0u32..4).prop_map(|(k, g)| Op::Revive(k, g)),
     ]
 }
 
@@ -85,6 +90,19 @@ proptest! {
                         from_store.push(Answer::Release(store.release(KEYS[k], fence, how).await.unwrap()));
                         let step = DedupRecord::release(model.get(&k), fence, how);
                         from_model.push(Answer::Release(step.answer));
+                        if let Some(record) = step.write { model.insert(k, record); }
+                    }
+                    Op::DeadLettered(k, fence, generation) => {
+                        let answer = store.dead_lettered(KEYS[k], fence, generation).await.unwrap();
+                        from_store.push(Answer::Complete(answer));
+                        let step = DedupRecord::dead_lettered(model.get(&k), fence, generation);
+                        from_model.push(Answer::Complete(step.answer));
+                        if let Some(record) = step.write { model.insert(k, record); }
+                    }
+                    Op::Revive(k, generation) => {
+                        from_store.push(Answer::Revive(store.revive(KEYS[k], generation).await.unwrap()));
+                        let step = DedupRecord::revive(model.get(&k), generation);
+                        from_model.push(Answer::Revive(step.answer));
                         if let Some(record) = step.write { model.insert(k, record); }
                     }
                 }

@@ -74,6 +74,7 @@ macro_rules! store_contract {
                 expired_lease_is_taken_over_and_the_stale_holder_is_fenced,
                 release_kinds_count_attempts,
                 unknown_key_is_fenced_at_zero,
+                dead_lettered_key_is_recognised_until_a_resubmission_revives_it,
             ];
             parking: [
                 swap_is_compare_and_set,

@@ -129,10 +129,10 @@ pub struct Expected {
     pub delivered: u64,
     /// Events the app drops.
     pub dropped: u64,
-    /// Dead letters: every copy of a poison or hopeless event (a duplicate of a failed event
-    /// is not skipped: the original never succeeded, so nothing is lost by trying it).
+    /// Dead letters: one per poison or hopeless event, however many copies were published.
     pub dead_lettered: u64,
-    /// Later copies of accepted or dropped events, skipped by dedup.
+    /// Later copies of every event, skipped by dedup (those of a dead-lettered event because
+    /// its dead letter is written once).
     pub duplicates: u64,
 }
 
@@ -144,15 +144,13 @@ impl Expected {
             let copies = u64::from(e.copies);
             x.published += copies;
             if e.kind.is_dead_letter() {
-                x.dead_lettered += copies;
+                x.dead_lettered += 1;
+            } else if e.kind.is_accepted() {
+                x.delivered += 1;
             } else {
-                if e.kind.is_accepted() {
-                    x.delivered += 1;
-                } else {
-                    x.dropped += 1;
-                }
-                x.duplicates += copies - 1;
+                x.dropped += 1;
             }
+            x.duplicates += copies - 1;
         }
         x
     }

@@ -161,6 +161,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
             m.header_str(dlq::REASON)?
         ))
     });
+    let dead_keys: std::collections::HashSet<&str> =
+        dead.iter().filter_map(|m| m.header_str(dlq::KEY)).collect();
     let checks = [
         (
             total == expected.published && got == expected,
@@ -185,6 +187,14 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
             format!(
                 "every dead letter says why{}",
                 sample.map(|s| format!(", e.g. {s}")).unwrap_or_default()
+            ),
+        ),
+        (
+            dead_keys.len() == dead.len(),
+            format!(
+                "each dead letter was written once ({} dead letters for {} events)",
+                dead.len(),
+                dead_keys.len()
             ),
         ),
         (

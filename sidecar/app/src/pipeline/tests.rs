@@ -267,3 +267,88 @@ async fn wait_for(mut done: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A message whose dead letter is written is not delivered or dead-lettered again when the
+/// broker hands a copy out again (a crash before the ack or the commit); a resubmitted copy is
+/// new work and is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_written_once_and_a_resubmitted_copy_is_still_delivered() {
+    let hits = Arc::new(parking_lot::Mutex::new(Vec::<(String, String)>::new()));
+    let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (h, f) = (hits.clone(), fixed.clone());
+    let app = Router::new().route(
+        "/",
+        post(move |headers: http::HeaderMap| {
+            let (hits, fixed) = (h.clone(), f.clone());
+            async move {
+                let header = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                hits.lock().push((
+                    header("outrigger-idempotency-key"),
+                    header("outrigger-attempt"),
+                ));
+                if fixed.load(Ordering::SeqCst) {
+                    http::StatusCode::OK
+                } else {
+                    http::StatusCode::BAD_REQUEST
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let config = policy(&url, dir.path(), "");
+    let store = Store::open(&config).await.unwrap();
+    let broker = MemoryBroker::new();
+    let run_once = |broker: &MemoryBroker, store: Arc<Store>| {
+        let metrics = Metrics::new().source("q");
+        let pipeline = Arc::new(build_pipeline(&config, Some(store), metrics.clone()));
+        let source = broker.source("q", "q.dlq");
+        async move {
+            super::run(pipeline, source, CancellationToken::new())
+                .await
+                .unwrap();
+            metrics
+        }
+    };
+
+    broker.publish("q", Outgoing::new("{}").message_id("p-1"));
+    run_once(&broker, store.clone()).await;
+    assert_eq!(broker.ready("q.dlq").len(), 1, "dead-lettered");
+    assert_eq!(hits.lock().len(), 1);
+
+    // The broker hands the same message out again (its ack or commit was lost in a crash).
+    broker.publish("q", Outgoing::new("{}").message_id("p-1"));
+    let again = run_once(&broker, store.clone()).await;
+    assert_eq!(
+        broker.ready("q.dlq").len(),
+        1,
+        "its dead letter is not written twice"
+    );
+    assert_eq!(hits.lock().len(), 1, "nor is it delivered again");
+    assert_eq!(again.delivered.get(), 0);
+
+    // An operator fixed the app and resubmitted it: the copy is delivered, from attempt 1.
+    fixed.store(true, Ordering::SeqCst);
+    broker.publish(
+        "q",
+        Outgoing::new("{}")
+            .message_id("copy-of-p-1")
+            .header("outrigger-resubmit-count", "1")
+            .header("outrigger-resubmitted-key", "p-1"),
+    );
+    let resubmitted = run_once(&broker, store.clone()).await;
+    assert_eq!(resubmitted.delivered.get(), 1);
+    assert_eq!(
+        hits.lock().last().cloned(),
+        Some(("p-1".to_owned(), "1".to_owned()))
+    );
+    assert_eq!(broker.ready("q.dlq").len(), 1);
+}

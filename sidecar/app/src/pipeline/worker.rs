@@ -25,6 +25,8 @@ use crate::delivery::Attempt;
 mod outcome {
     pub const DELIVERED: &str = "delivered";
     pub const DUPLICATE: &str = "duplicate";
+    /// A copy of a message whose dead letter was already written (read again after a crash).
+    pub const ALREADY_DEAD_LETTERED: &str = "already_dead_lettered";
     pub const DROPPED: &str = "dropped";
     pub const DEAD_LETTERED: &str = "dead_lettered";
     /// Written to a retry queue after a failure (retry mode `queue`).
@@ -33,6 +35,14 @@ mod outcome {
     pub const PARKED: &str = "parked";
     /// A retry copy that was read again after its message was settled.
     pub const STALE: &str = "stale";
+}
+
+/// The claim to record as dead-lettered, when there is one.
+fn mark(key: Option<&str>, held: Option<Held>) -> Option<Mark> {
+    Some(Mark {
+        key: key?.to_owned(),
+        held: held?,
+    })
 }
 
 /// The failure class of dead letters a chain caused (followers, interrupted writes).
@@ -48,8 +58,10 @@ const BUSY_POLL_MAX: Duration = Duration::from_millis(250);
 enum Fate {
     /// Ack at the broker; the label says why.
     Ack(&'static str),
-    /// Publish to the dead-letter destination, then ack.
-    DeadLetter(DeadLetter),
+    /// Publish to the dead-letter destination, then ack; then, when the message held a claim,
+    /// record its key as dead-lettered, so a copy handed out again is not delivered and
+    /// dead-lettered a second time.
+    DeadLetter(DeadLetter, Option<Mark>),
     /// Write to a retry queue, then ack (retry mode `queue`).
     Retry(Trail),
     /// Hand back to the broker unsettled (shutdown past its grace period).
@@ -61,7 +73,7 @@ impl Fate {
     fn settling(&self) -> Settling<'_> {
         match self {
             Fate::Ack(_) => Settling::Ack,
-            Fate::DeadLetter(dl) => Settling::DeadLetter(&dl.reason),
+            Fate::DeadLetter(dl, _) => Settling::DeadLetter(&dl.reason),
             Fate::Retry(t) => Settling::Retry {
                 tier: t.tier,
                 hop: t.hop,
@@ -77,6 +89,13 @@ enum Admitted<'a> {
     Go(super::breaker::Pass<'a>),
     /// The message leaves without a delivery: shutdown, or it outlived its age limit.
     Gone(Fate),
+}
+
+/// The claim of a message going to the dead-letter queue, to record as dead-lettered once the
+/// broker confirmed the dead letter.
+struct Mark {
+    key: String,
+    held: Held,
 }
 
 /// A live dedup claim.
@@ -136,9 +155,13 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         let mut link = queue
             .and_then(|_| Link::of(self.message))
             .filter(|_| self.route.ordering != OrderingMode::None);
-        let fate = match self.enter(link.as_mut()).await {
+        let mut fate = match self.enter(link.as_mut()).await {
             Some(fate) => fate,
             None => self.decide().await,
+        };
+        let mark = match &mut fate {
+            Fate::DeadLetter(_, mark) => mark.take(),
+            _ => None,
         };
         let follow = queue.is_some_and(|q| q.dead_letter_parked);
         let (before, after) = match &link {
@@ -148,15 +171,73 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         if let (Some(link), Some(step)) = (&link, &before) {
             if !self.chain(link, step).await {
                 // Shutdown interrupted a store outage: the broker delivers it again.
+                self.give_up(mark).await;
                 self.settle(acker, Fate::Requeue).await;
                 return;
             }
         }
         if self.settle(acker, fate).await {
+            if let Some(mark) = mark {
+                self.dead_lettered(mark).await;
+            }
             if let (Some(link), Some(step)) = (&link, &after) {
                 self.chain(link, step).await;
             }
+        } else {
+            self.give_up(mark).await;
         }
+    }
+
+    /// The dead letter of a claimed message is confirmed: its key is recorded as
+    /// dead-lettered, waiting out a store outage like a completion (no new claim is made
+    /// meanwhile), so a copy handed out again is settled without delivery.
+    async fn dead_lettered(&self, mark: Mark) {
+        let Some(dedup) = &self.p.dedup else {
+            return;
+        };
+        let generation = self.generation();
+        let mut backoff = Doubling::up_to(WAIT_MAX);
+        let mut waiting = None;
+        loop {
+            match dedup
+                .store
+                .dead_lettered(&mark.key, mark.held.fence, generation)
+                .await
+            {
+                Ok(_) => {
+                    dedup.down.recovered();
+                    return;
+                }
+                Err(e) => {
+                    self.p.metrics.store_errors.inc();
+                    dedup.down.failed(&e);
+                    if dedup.on_failure == StoreFailureMode::Deliver {
+                        return;
+                    }
+                    waiting.get_or_insert_with(|| dedup.unrecorded.wait_for(&mark.key));
+                }
+            }
+            if !backoff.pause(self.abort).await {
+                return;
+            }
+        }
+    }
+
+    /// A dead letter that was not written after all (shutdown): its claim goes back, the
+    /// attempt spent.
+    async fn give_up(&self, mark: Option<Mark>) {
+        if let Some(mark) = mark {
+            self.release(Some(&mark.key), Some(mark.held), Some(Release::Retry))
+                .await;
+        }
+    }
+
+    /// Which resubmission this message is: 0 for one never resubmitted.
+    fn generation(&self) -> u32 {
+        self.message
+            .header_str(resubmit_headers::COUNT)
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Retry mode `queue`: what the message's chain says before it may run. `None`: run it.
@@ -186,7 +267,9 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
             Meeting::Run => None,
             Meeting::Park(trail) => Some(Fate::Retry(trail)),
             Meeting::Stale => Some(Fate::Ack(outcome::STALE)),
-            Meeting::DeadLetter(reason) => Some(Fate::DeadLetter(self.chain_dead_letter(reason))),
+            Meeting::DeadLetter(reason) => {
+                Some(Fate::DeadLetter(self.chain_dead_letter(reason), None))
+            }
         }
     }
 
@@ -273,9 +356,7 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
             {
                 // Past its budget before it is even sent: the earlier attempts died with the
                 // sidecar or the app; it goes where an operator sees it, not to the app again.
-                self.release(key.as_deref().ok(), held, Some(Release::Reset))
-                    .await;
-                return Fate::DeadLetter(dl);
+                return Fate::DeadLetter(dl, mark(key.as_deref().ok(), held));
             }
             let reply = match &key {
                 Err(why) if !unkeyed => Reply::Undeliverable(why.clone()),
@@ -345,7 +426,7 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                 }
                 Next::DeadLetter(dl) => {
                     self.release(key, held, release).await;
-                    return Fate::DeadLetter(dl);
+                    return Fate::DeadLetter(dl, mark(key, held));
                 }
                 Next::Requeue => {
                     self.release(key, held, release).await;
@@ -379,7 +460,7 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                     key.as_deref(),
                     SystemTime::now(),
                 ) {
-                    Some(Next::DeadLetter(dl)) => Admitted::Gone(Fate::DeadLetter(dl)),
+                    Some(Next::DeadLetter(dl)) => Admitted::Gone(Fate::DeadLetter(dl, None)),
                     _ => Admitted::Gone(Fate::Requeue),
                 }
             }
@@ -444,6 +525,23 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                     return Some(Ok(Some(Held { fence, attempt })))
                 }
                 Ok(Claim::Done) => return Some(Err(Fate::Ack(outcome::DUPLICATE))),
+                Ok(Claim::DeadLettered { generation }) => {
+                    // A resubmitted copy (a newer generation) is new work; any other copy is
+                    // one whose dead letter is already written.
+                    if self.generation() <= generation {
+                        return Some(Err(Fate::Ack(outcome::ALREADY_DEAD_LETTERED)));
+                    }
+                    match dedup.store.revive(key, self.generation()).await {
+                        Ok(_) => continue,
+                        Err(e) => {
+                            self.p.metrics.store_errors.inc();
+                            dedup.down.failed(&e);
+                            let w = wait;
+                            wait = (wait * 2).min(WAIT_MAX);
+                            w
+                        }
+                    }
+                }
                 // Another holder is working on this key: wait for it, never run twice at once.
                 Ok(Claim::Busy { retry_in }) => {
                     let w = wait.min(retry_in).max(Duration::from_millis(1));
@@ -527,7 +625,7 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         let metrics = &self.p.metrics;
         let (label, class, settlement) = match fate {
             Fate::Ack(label) => (Some(label), None, Settlement::Ack),
-            Fate::DeadLetter(dl) => {
+            Fate::DeadLetter(dl, _) => {
                 let class = dl.class.clone();
                 (
                     Some(outcome::DEAD_LETTERED),
@@ -575,7 +673,7 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         }
         match label {
             Some(outcome::DELIVERED) => metrics.delivered.inc(),
-            Some(outcome::DUPLICATE) => metrics.duplicates.inc(),
+            Some(outcome::DUPLICATE | outcome::ALREADY_DEAD_LETTERED) => metrics.duplicates.inc(),
             Some(outcome::DROPPED) => metrics.dropped.inc(),
             _ => {}
         }

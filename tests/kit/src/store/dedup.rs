@@ -78,7 +78,7 @@ pub async fn concurrent_claims_acquire_once<F: StoreFixture>() {
                     acquired += 1;
                 }
                 Claim::Busy { .. } => {}
-                Claim::Done => panic!("nothing completed the key"),
+                Claim::Done | Claim::DeadLettered { .. } => panic!("nothing settled the key"),
             }
         }
         assert_eq!(acquired, 1);
@@ -159,6 +159,55 @@ pub async fn unknown_key_is_fenced_at_zero<F: StoreFixture>() {
         assert_eq!(store.release("nobody", 1, Release::Retry).await, Ok(false));
         assert_eq!(store.ping().await, Ok(()));
         assert_eq!(store.claim("nobody").await, acquired(1, 1));
+    })
+    .await;
+}
+
+/// A key recorded as dead-lettered by its holder is recognised by every later claim, survives
+/// a stale holder's attempts, and only a newer resubmission revives it, starting at attempt 1.
+pub async fn dead_lettered_key_is_recognised_until_a_resubmission_revives_it<F: StoreFixture>() {
+    with_store::<F, _, _>(LONG, |store| async move {
+        assert_eq!(store.claim("poison").await, acquired(1, 1));
+        store.release("poison", 1, Release::Retry).await.unwrap();
+        assert_eq!(store.claim("poison").await, acquired(2, 2));
+        // A stale holder cannot record it.
+        assert_eq!(
+            store.dead_lettered("poison", 1, 0).await,
+            Ok(Completion::Fenced { current: 2 })
+        );
+        assert_eq!(
+            store.dead_lettered("poison", 2, 0).await,
+            Ok(Completion::Completed)
+        );
+        // Recording it again (the first reply lost) still succeeds.
+        assert_eq!(
+            store.dead_lettered("poison", 2, 0).await,
+            Ok(Completion::Completed)
+        );
+        assert_eq!(
+            store.claim("poison").await,
+            Ok(Claim::DeadLettered { generation: 0 })
+        );
+        assert!(!store.release("poison", 2, Release::Retry).await.unwrap());
+        assert_eq!(
+            store.complete("poison", 2).await,
+            Ok(Completion::Fenced { current: 2 })
+        );
+        // The same generation stays dead; a resubmission revives it, once.
+        assert_eq!(store.revive("poison", 0).await, Ok(false));
+        assert_eq!(store.revive("poison", 1).await, Ok(true));
+        assert_eq!(store.revive("poison", 1).await, Ok(false));
+        assert_eq!(store.claim("poison").await, acquired(3, 1));
+        assert_eq!(
+            store.dead_lettered("poison", 3, 1).await,
+            Ok(Completion::Completed)
+        );
+        assert_eq!(
+            store.claim("poison").await,
+            Ok(Claim::DeadLettered { generation: 1 })
+        );
+        // A done key is not revived; a key never seen neither.
+        assert_eq!(store.revive("never", 5).await, Ok(false));
     })
     .await;
 }
