@@ -1,0 +1,206 @@
+//! Settles one entry: `XACK`, a dead letter and its `XACK` in one step, or a requeue.
+//!
+//! - `Ack`: `XACK`, tried again when the connection broke under it (acknowledging twice is
+//!   harmless). The consumer keeps its pending entries across reconnects, so an acker handed
+//!   out before a broken connection still settles after it.
+//! - `DeadLetter`: the dead letter (the entry's fields, then the context) is written and the
+//!   entry acknowledged by one script; a failed write leaves the entry pending, and the handle
+//!   comes back with [`SourceError::Publish`].
+//! - `Requeue`: the entry is handed out again by the same source, its delivery count
+//!   unchanged (a requeue is the sidecar's doing: shutdown, a lost claim, not an attempt).
+//!   Once the source is stopped, it stays pending for the next consumer of this name, its
+//!   count set back by one so that the next read counts this hand-out only once.
+//! - Dropped unsettled: handed out again, its delivery count up by one (something went wrong
+//!   during it); after stop, left pending for the next consumer.
+
+use std::fmt;
+use std::sync::Arc;
+
+use outrigger_core::{Acker, Coordinates, DeadLetter, Settlement, SourceError, Unsettled};
+use tracing::debug;
+
+use crate::dead_letter::{self, Target, Written};
+use crate::error::source_error;
+use crate::shared::{Held, Shared};
+
+/// The handle of one entry. Dropped unsettled, it hands the entry out again.
+#[must_use = "dropping an acker unsettled hands its entry out again"]
+pub struct RedisStreamsAcker {
+    shared: Arc<Shared>,
+    held: Arc<Held>,
+    /// The hand-outs so far, this one included.
+    deliveries: u32,
+    settled: bool,
+}
+
+impl RedisStreamsAcker {
+    pub(crate) fn new(shared: Arc<Shared>, held: Arc<Held>, deliveries: u32) -> Self {
+        Self {
+            shared,
+            held,
+            deliveries,
+            settled: false,
+        }
+    }
+
+    fn stream(&self) -> &str {
+        self.shared.stream(self.held.stream)
+    }
+
+    fn coordinates(&self) -> Coordinates {
+        Coordinates::RedisStream {
+            stream: self.stream().to_owned(),
+            id: self.held.id.clone(),
+        }
+    }
+
+    async fn ack(&self) -> Result<(), SourceError> {
+        let s = &self.shared.settings;
+        let mut cmd = redis::cmd("XACK");
+        cmd.arg(self.stream()).arg(&s.group).arg(&self.held.id);
+        let _: i64 = self
+            .shared
+            .redis
+            .query_again(&cmd)
+            .await
+            .map_err(|e| source_error(&format!("acknowledging {}", self.coordinates()), &e))?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, context: &DeadLetter) -> Result<(), SourceError> {
+        let s = &self.shared.settings;
+        let fields = dead_letter::fields(&self.held.fields, context, &self.coordinates());
+        let target = Target {
+            dead_letters: &self.shared.dead_letters[self.held.stream],
+            stream: self.stream(),
+            group: &s.group,
+            id: &self.held.id,
+            create: s.declare_dead_letters,
+        };
+        let written = dead_letter::write(&self.shared.redis, &target, true, &fields).await;
+        self.shared
+            .ledger
+            .set_stalled(self.held.stream, written.is_err());
+        if let Ok(Written::Settled) = written {
+            debug!(source = %self.coordinates(), "The entry was settled already; no dead letter written.");
+        }
+        written.map(|_| ())
+    }
+
+    /// Hands the entry back: out again at once, or (stopped) left pending, its count set back.
+    async fn requeue(&self) -> Result<(), SourceError> {
+        if self.shared.ledger.is_stopped() {
+            let s = &self.shared.settings;
+            self.shared
+                .redis
+                .claim_own(
+                    self.stream(),
+                    &s.group,
+                    &s.consumer,
+                    Some(self.deliveries.saturating_sub(1)),
+                    std::slice::from_ref(&self.held.id),
+                )
+                .await?;
+            self.shared.ledger.release(self.held.stream, &self.held.id);
+            return Ok(());
+        }
+        let again = self
+            .shared
+            .delivery(Arc::clone(&self.held), self.deliveries, true);
+        self.shared.hand_out_again(again);
+        Ok(())
+    }
+}
+
+impl RedisStreamsAcker {
+    /// Settles nothing and hands nothing back when dropped: for a delivery that never left
+    /// the source.
+    pub(crate) fn forget(mut self) -> (usize, String) {
+        self.settled = true;
+        (self.held.stream, self.held.id.clone())
+    }
+
+    /// The hand-outs so far, this one included.
+    pub(crate) fn deliveries(&self) -> u32 {
+        self.deliveries
+    }
+}
+
+impl Acker for RedisStreamsAcker {
+    async fn settle(mut self, settlement: Settlement) -> Result<(), Box<Unsettled<Self>>> {
+        let result = match &settlement {
+            Settlement::Ack => self.ack().await,
+            Settlement::Requeue => self.requeue().await,
+            Settlement::DeadLetter(context) => self.dead_letter(context).await,
+            Settlement::Retry(_) => Err(SourceError::Rejected(
+                "retry queues are not available for Redis Streams sources; use retry mode \
+                 \"in_place\""
+                    .to_owned(),
+            )),
+        };
+        match result {
+            Ok(()) => {
+                self.settled = true;
+                if !matches!(settlement, Settlement::Requeue) {
+                    self.shared.ledger.release(self.held.stream, &self.held.id);
+                }
+                Ok(())
+            }
+            Err(error) => Err(Box::new(Unsettled {
+                acker: self,
+                settlement,
+                error,
+            })),
+        }
+    }
+}
+
+impl Drop for RedisStreamsAcker {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        let held = Arc::clone(&self.held);
+        if shared.ledger.is_stopped() {
+            // Left pending: the next consumer of this name reads it, or a peer claims it.
+            shared.ledger.release(held.stream, &held.id);
+            return;
+        }
+        // Without a runtime (process teardown) nothing can be sent; the entry stays pending.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            shared.ledger.release(held.stream, &held.id);
+            return;
+        };
+        let deliveries = self.deliveries.saturating_add(1);
+        runtime.spawn(async move {
+            let s = &shared.settings;
+            let stream = shared.stream(held.stream).to_owned();
+            if let Err(error) = shared
+                .redis
+                .claim_own(
+                    &stream,
+                    &s.group,
+                    &s.consumer,
+                    Some(deliveries),
+                    std::slice::from_ref(&held.id),
+                )
+                .await
+            {
+                debug!(%error, stream, id = held.id, "Could not count the hand-back of a dropped delivery.");
+            }
+            let again = shared.delivery(held, deliveries, true);
+            shared.hand_out_again(again);
+        });
+    }
+}
+
+impl fmt::Debug for RedisStreamsAcker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStreamsAcker")
+            .field("coordinates", &self.coordinates().to_string())
+            .field("deliveries", &self.deliveries)
+            .field("settled", &self.settled)
+            .finish_non_exhaustive()
+    }
+}
