@@ -25,6 +25,7 @@
 pub mod app;
 pub mod kafka;
 pub mod names;
+pub mod nats;
 pub mod policy;
 pub mod proxy;
 pub mod rabbit;

@@ -1,0 +1,207 @@
+//! What a source checks and creates at connect: the stream, the durable pull consumer, and the
+//! stream that captures the dead-letter subject.
+
+use std::fmt::Display;
+
+use async_nats::jetstream::consumer::{self, pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::stream::{self, Stream};
+use async_nats::jetstream::Context;
+use outrigger_core::SourceError;
+use tracing::{info, warn};
+
+use crate::config::{NatsConfig, NatsSettings, StartFrom};
+
+/// JetStream's error codes the adapter tells apart.
+const STREAM_NOT_FOUND: u64 = 10059;
+const JETSTREAM_NOT_ENABLED: u64 = 10076;
+const JETSTREAM_NOT_ENABLED_FOR_ACCOUNT: u64 = 10039;
+
+/// Whether a JetStream error carries this error code (async-nats writes it into the text of
+/// every kind of error that wraps one).
+pub(crate) fn has_code(error: &dyn Display, code: u64) -> bool {
+    error.to_string().contains(&format!("error code {code})"))
+}
+
+/// A failed JetStream API call: a refusal no retry cures (JetStream off, denied) is
+/// [`SourceError::Rejected`], anything else [`SourceError::Connection`].
+pub(crate) fn api_error(doing: &str, error: &dyn Display) -> SourceError {
+    let text = format!("{doing}: {error}");
+    if has_code(error, JETSTREAM_NOT_ENABLED) || has_code(error, JETSTREAM_NOT_ENABLED_FOR_ACCOUNT)
+    {
+        SourceError::Rejected(format!("{text}; the server must run with JetStream (-js)"))
+    } else if text.contains("Permissions Violation") || text.contains("permissions violation") {
+        SourceError::Rejected(text)
+    } else {
+        SourceError::Connection(text)
+    }
+}
+
+/// The source stream: found, or created when `create_stream` says so.
+pub(crate) async fn stream(js: &Context, config: &NatsConfig) -> Result<Stream, SourceError> {
+    match js.get_stream(&config.stream).await {
+        Ok(stream) => Ok(stream),
+        Err(e) if has_code(&e, STREAM_NOT_FOUND) && config.create_stream => {
+            let created = js
+                .create_stream(stream::Config {
+                    name: config.stream.clone(),
+                    subjects: config.subjects.clone(),
+                    ..stream::Config::default()
+                })
+                .await
+                .map_err(|e| {
+                    SourceError::Rejected(format!("creating stream {:?}: {e}", config.stream))
+                })?;
+            info!(stream = %config.stream, subjects = ?config.subjects, "Created the stream.");
+            Ok(created)
+        }
+        Err(e) if has_code(&e, STREAM_NOT_FOUND) => Err(SourceError::Rejected(format!(
+            "stream {:?} does not exist; create it, or set source.nats.create_stream = true \
+             with its subjects",
+            config.stream
+        ))),
+        Err(e) => Err(api_error(
+            &format!("looking up stream {:?}", config.stream),
+            &e,
+        )),
+    }
+}
+
+/// The durable pull consumer: found and checked, or created with the policy's settings when
+/// `create_consumer` says so.
+pub(crate) async fn consumer(
+    stream: &Stream,
+    settings: &NatsSettings,
+) -> Result<PullConsumer, SourceError> {
+    let config = &settings.config;
+    let name = &config.consumer;
+    use async_nats::jetstream::context::ConsumerInfoErrorKind;
+    match stream.consumer_info(name).await {
+        Ok(found) => {
+            check_bound(&found, settings)?;
+            stream
+                .get_consumer::<pull::Config>(name)
+                .await
+                .map_err(|e| api_error(&format!("binding consumer {name:?}"), &e))
+        }
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound && config.create_consumer => {
+            let wanted = pull::Config {
+                durable_name: Some(name.clone()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_ack_pending: i64::from(settings.max_ack_pending),
+                // The pipeline counts attempts and dead-letters past its budget: JetStream must
+                // never stop delivering a message on its own, with no dead letter kept.
+                max_deliver: -1,
+                filter_subject: config.filter_subject.clone().unwrap_or_default(),
+                deliver_policy: match config.start_from {
+                    StartFrom::All => DeliverPolicy::All,
+                    StartFrom::New => DeliverPolicy::New,
+                },
+                ..pull::Config::default()
+            };
+            let created = stream
+                .create_consumer(wanted)
+                .await
+                .map_err(|e| api_error(&format!("creating consumer {name:?}"), &e))?;
+            info!(stream = %config.stream, consumer = %name, "Created the durable consumer.");
+            Ok(created)
+        }
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
+            Err(SourceError::Rejected(format!(
+                "consumer {name:?} of stream {:?} does not exist; create it, or set \
+             source.nats.create_consumer = true",
+                config.stream
+            )))
+        }
+        Err(e) => Err(api_error(&format!("looking up consumer {name:?}"), &e)),
+    }
+}
+
+/// An existing consumer the sidecar can use: durable, pull, explicit acks. What would only
+/// weaken a guarantee is a warning.
+fn check_bound(found: &consumer::Info, settings: &NatsSettings) -> Result<(), SourceError> {
+    let c = &found.config;
+    let name = &found.name;
+    if c.deliver_subject.is_some() {
+        return Err(SourceError::Rejected(format!(
+            "consumer {name:?} is a push consumer; the sidecar needs a pull consumer"
+        )));
+    }
+    if c.ack_policy != AckPolicy::Explicit {
+        return Err(SourceError::Rejected(format!(
+            "consumer {name:?} acks {:?}; the sidecar acks each message once its outcome is \
+             durable and needs ack_policy explicit",
+            c.ack_policy
+        )));
+    }
+    if c.durable_name.is_none() {
+        warn!(consumer = %name, "The consumer is not durable: it goes away once unused.");
+    }
+    if c.max_deliver > 0 {
+        warn!(
+            consumer = %name,
+            max_deliver = c.max_deliver,
+            "The consumer stops delivering a message after max_deliver deliveries, without a \
+             dead letter; give it max_deliver -1 and let retry.max_attempts decide."
+        );
+    }
+    if c.max_ack_pending > 0 && (c.max_ack_pending as u64) < settings.max_in_flight as u64 {
+        warn!(
+            consumer = %name,
+            max_ack_pending = c.max_ack_pending,
+            max_in_flight = settings.max_in_flight,
+            "The consumer's max_ack_pending is below backpressure.max_in_flight; JetStream \
+             hands out no more than it allows."
+        );
+    }
+    Ok(())
+}
+
+/// The name of the stream that captures the dead-letter subject: found, or created when
+/// `dead_letter.declare` is on. Refused when it is the source stream.
+pub(crate) async fn dead_letter_stream(
+    js: &Context,
+    settings: &NatsSettings,
+    declare: bool,
+) -> Result<String, SourceError> {
+    let subject = &settings.dead_letter_subject;
+    let config = &settings.config;
+    match js.stream_by_subject(subject.clone()).await {
+        Ok(name) if name == config.stream => Err(SourceError::Rejected(format!(
+            "the dead-letter subject {subject:?} is captured by the source stream {name:?}, so \
+             dead letters would be consumed again; set dead_letter.destination to a subject \
+             outside it"
+        ))),
+        Ok(name) => Ok(name),
+        Err(e)
+            if e.kind() == async_nats::jetstream::context::GetStreamByNameErrorKind::NotFound =>
+        {
+            if !declare {
+                return Err(SourceError::Rejected(format!(
+                    "no stream captures the dead-letter subject {subject:?}; create one, or \
+                     set dead_letter.declare = true"
+                )));
+            }
+            let name = config.dead_letter_stream_name();
+            js.create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![subject.clone()],
+                // Dead letters wait for an operator: never dropped for age or count.
+                storage: stream::StorageType::File,
+                ..stream::Config::default()
+            })
+            .await
+            .map_err(|e| {
+                SourceError::Rejected(format!(
+                    "creating the dead-letter stream {name:?} for {subject:?}: {e}"
+                ))
+            })?;
+            info!(stream = %name, subject = %subject, "Created the dead-letter stream.");
+            Ok(name)
+        }
+        Err(e) => Err(api_error(
+            &format!("looking up the stream of the dead-letter subject {subject:?}"),
+            &e,
+        )),
+    }
+}
