@@ -319,3 +319,172 @@ async fn the_memory_source_is_checked_and_run_refuses_it_saying_why() {
         "{text}"
     );
 }
+
+/// A NATS source on the default server: `run` must be refused before it looks for it.
+macro_rules! nats {
+    ($rest:literal) => {
+        concat!("[source.nats]\nstream = \"S\"\nconsumer = \"c\"\n", $rest)
+    };
+}
+
+const NATS: &[Case] = &[
+    Case {
+        policy: nats!("servers = []\n"),
+        at: "4:1: source.nats.servers",
+        says: "must list at least one server",
+    },
+    Case {
+        policy: nats!("servers = [\"http://n:4222\"]\n"),
+        at: "4:12: source.nats.servers[0]",
+        says: "expected a nats:// or tls:// URL",
+    },
+    Case {
+        policy: nats!("servers = [\"nats://n:port\"]\n"),
+        at: "4:12: source.nats.servers[0]",
+        says: "not a valid NATS server URL",
+    },
+    Case {
+        policy: "[source.nats]\nstream = \"\"\nconsumer = \"c\"\n",
+        at: "2:1: source.nats.stream",
+        says: "must not be empty",
+    },
+    Case {
+        policy: "[source.nats]\nstream = \"orders.eu\"\nconsumer = \"c\"\n",
+        at: "2:1: source.nats.stream",
+        says: "not a valid JetStream stream name",
+    },
+    Case {
+        policy: concat!(
+            "[source.nats]\nconsumer = \"c\"\nstream = \"",
+            "ssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss",
+            "ssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss",
+            "ssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss",
+            "ssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss\"\n"
+        ),
+        at: "3:1: source.nats.stream",
+        says: "JetStream stream names have at most 255 bytes",
+    },
+    Case {
+        policy: "[source.nats]\nstream = \"S\"\nconsumer = \"billing*\"\n",
+        at: "3:1: source.nats.consumer",
+        says: "not a valid JetStream consumer name",
+    },
+    Case {
+        policy: nats!("dead_letter_stream = \"S\"\n"),
+        at: "4:1: source.nats.dead_letter_stream",
+        says: "must differ from source.nats.stream",
+    },
+    Case {
+        policy: nats!("dead_letter_stream = \"S dlq\"\n"),
+        at: "4:1: source.nats.dead_letter_stream",
+        says: "not a valid JetStream stream name",
+    },
+    Case {
+        policy: nats!("create_stream = true\n"),
+        at: "4:1: source.nats.create_stream",
+        says: "must list the subjects the stream captures when create_stream is on",
+    },
+    Case {
+        policy: nats!("subjects = [\"orders..eu\"]\n"),
+        at: "4:13: source.nats.subjects[0]",
+        says: "not a valid NATS subject",
+    },
+    Case {
+        policy: nats!("filter_subject = \"orders.>.eu\"\n"),
+        at: "4:1: source.nats.filter_subject",
+        says: "`*` is a whole token, `>` the whole last one",
+    },
+    Case {
+        policy: nats!("[dead_letter]\ndestination = \"dlq.*\"\n"),
+        at: "5:1: dead_letter.destination",
+        says: "must be one subject, without `*` or `>`",
+    },
+    Case {
+        policy: nats!("create_stream = true\nsubjects = [\"S.>\"]\n"),
+        at: "5:13: source.nats.subjects[0]",
+        says: "dead letters go to \"S.dlq\", which the source stream captures",
+    },
+    Case {
+        policy: nats!("ack_wait = \"500ms\"\n"),
+        at: "4:1: source.nats.ack_wait",
+        says: "must be at least 1s",
+    },
+    Case {
+        policy: nats!("max_ack_pending = 0\n"),
+        at: "4:1: source.nats.max_ack_pending",
+        says: "must be at least 1",
+    },
+    Case {
+        policy: nats!("key_header = \"order id\"\n"),
+        at: "4:1: source.nats.key_header",
+        says: "not a valid NATS header name",
+    },
+    Case {
+        policy: nats!("name = \" \"\n"),
+        at: "4:1: source.nats.name",
+        says: "name the connection",
+    },
+    Case {
+        policy: nats!("user = \" \"\npassword = \"p\"\n"),
+        at: "4:1: source.nats.user",
+        says: "must not be empty; name the user",
+    },
+    Case {
+        policy: nats!("token = \"\"\n"),
+        at: "4:1: source.nats.token",
+        says: "must not be empty; set the token",
+    },
+    Case {
+        policy: nats!("user = \"app\"\n"),
+        at: "4:1: source.nats.user",
+        says: "needs source.nats.password",
+    },
+    Case {
+        policy: nats!("password = \"p\"\n"),
+        at: "4:1: source.nats.password",
+        says: "needs source.nats.user",
+    },
+    Case {
+        policy: nats!("token = \"t\"\ncredentials_file = \"app.creds\"\n"),
+        at: "5:1: source.nats.credentials_file",
+        says: "source.nats.token and source.nats.credentials_file are two ways to authenticate",
+    },
+    Case {
+        policy: nats!("nkey_seed_file = \"\"\n"),
+        at: "4:1: source.nats.nkey_seed_file",
+        says: "must not be empty; name the file",
+    },
+    Case {
+        policy: nats!("tls = { cert_file = \"c.pem\" }\n"),
+        at: "4:9: source.nats.tls.cert_file",
+        says: "needs source.nats.tls.key_file",
+    },
+    Case {
+        policy: nats!("tls = { key_file = \"k.pem\" }\n"),
+        at: "4:9: source.nats.tls.key_file",
+        says: "needs source.nats.tls.cert_file",
+    },
+    Case {
+        policy: nats!("[dead_letter]\ndestination = \"S\"\n"),
+        at: "5:1: dead_letter.destination",
+        says: "must differ from the source stream",
+    },
+];
+
+#[tokio::test]
+async fn every_nats_start_check_is_reported_by_check_and_refused_by_run() {
+    for case in NATS {
+        refused_by_check_and_run(case);
+        let config: outrigger_nats::NatsConfig = table(case.policy, "nats");
+        let destination = case
+            .policy
+            .split_once("destination = \"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(d, _)| d.to_owned());
+        let context = SourceContext {
+            dead_letter_destination: destination,
+            ..SourceContext::default()
+        };
+        connect_refuses::<outrigger_nats::Nats>(&config, &context, case.says).await;
+    }
+}

@@ -201,12 +201,14 @@ impl NatsConfig {
         name(&mut p, "source.nats.stream", &self.stream, "stream");
         name(&mut p, "source.nats.consumer", &self.consumer, "consumer");
         if let Some(stream) = &self.dead_letter_stream {
-            name(&mut p, "source.nats.dead_letter_stream", stream, "stream");
-        } else if !self.stream.is_empty() && self.dead_letter_stream_name() == self.stream {
-            p.at(
-                &["source.nats.dead_letter_stream"],
-                "must differ from source.nats.stream",
-            );
+            if *stream == self.stream {
+                p.at(
+                    &["source.nats.dead_letter_stream", "source.nats.stream"],
+                    "must differ from source.nats.stream, or dead letters would be consumed again",
+                );
+            } else {
+                name(&mut p, "source.nats.dead_letter_stream", stream, "stream");
+            }
         }
         let subjects = KeyPath::parse("source.nats.subjects");
         if self.create_stream && self.subjects.is_empty() {
