@@ -166,16 +166,18 @@ impl ContextError {
     }
 }
 
+/// The last millisecond RFC 3339 can write: 9999-12-31T23:59:59.999Z.
+const LAST_RFC3339_MS: u128 = 253_402_300_799_999;
+
 /// RFC 3339 with millisecond precision, UTC.
 pub fn rfc3339(t: SystemTime) -> String {
-    // Times before the epoch do not occur for failures; clamp rather than panic.
+    // Times before the epoch do not occur for failures, nor do times past year 9999, which
+    // RFC 3339 cannot write, but a producer's timestamp can be either: clamp rather than panic.
     let t = if t < UNIX_EPOCH {
         UNIX_EPOCH
     } else {
-        UNIX_EPOCH
-            + Duration::from_millis(
-                t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-            )
+        let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        UNIX_EPOCH + Duration::from_millis(ms.min(LAST_RFC3339_MS) as u64)
     };
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -241,6 +243,14 @@ mod tests {
         assert_eq!(source_from_headers(&headers), Some(source));
         assert!(headers::is_context("Outrigger-DLQ-Reason"));
         assert!(!headers::is_context("idempotency-key"));
+    }
+
+    #[test]
+    fn times_rfc3339_cannot_write_are_clamped() {
+        let far = UNIX_EPOCH + Duration::from_secs(1_700_000_000_000_000);
+        assert_eq!(rfc3339(far), "9999-12-31T23:59:59.999Z");
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(rfc3339(before), "1970-01-01T00:00:00.000Z");
     }
 
     #[test]

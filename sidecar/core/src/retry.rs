@@ -35,7 +35,10 @@ pub mod headers {
 
     /// Whether a header is one of the retry headers.
     pub fn is_retry(name: &str) -> bool {
-        name.len() >= PREFIX.len() && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
+        // `get`, not indexing: a name with a multi-byte character across the prefix's end
+        // is no retry header, not a panic.
+        name.get(..PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
     }
 }
 
@@ -173,6 +176,10 @@ mod tests {
         assert_eq!(Trail::from_headers(&all), Some(Ok(trail.clone())));
         assert!(trail.to_headers().iter().all(|(n, _)| headers::is_retry(n)));
         assert!(!headers::is_retry("traceparent"));
+        assert!(
+            !headers::is_retry("x-trace-contexté"),
+            "byte 16 inside a character"
+        );
     }
 
     #[test]
