@@ -260,6 +260,117 @@ async fn every_kafka_start_check_is_reported_by_check_and_refused_by_run() {
     }
 }
 
+/// A Redis Streams source on a Redis that does not exist: `run` must not get as far as
+/// looking for it.
+macro_rules! redis_streams {
+    ($rest:literal) => {
+        concat!(
+            "[source.redis_streams]\nurl = \"redis://127.0.0.1:1\"\ngroup = \"g\"\n",
+            $rest
+        )
+    };
+}
+
+const REDIS_STREAMS: &[Case] = &[
+    Case {
+        policy:
+            "[source.redis_streams]\nstreams = [\"o\"]\ngroup = \"g\"\nurl = \"http://redis\"\n",
+        at: "4:1: source.redis_streams.url",
+        says: "expected a redis:// URL (rediss:// for TLS, redis+unix:// for a socket)",
+    },
+    Case {
+        policy:
+            "[source.redis_streams]\nstreams = [\"o\"]\ngroup = \"g\"\nurl = \"rediss://redis\"\n",
+        at: "4:1: source.redis_streams.url",
+        says: "not a valid Redis URL: can't connect with TLS, the feature is not enabled",
+    },
+    Case {
+        policy: redis_streams!("streams = []\n"),
+        at: "4:1: source.redis_streams.streams",
+        says: "must list at least one stream",
+    },
+    Case {
+        policy: redis_streams!("streams = [\" \"]\n"),
+        at: "4:12: source.redis_streams.streams[0]",
+        says: "must not be empty",
+    },
+    Case {
+        policy: redis_streams!("streams = [\"o\", \"o\"]\n"),
+        at: "4:17: source.redis_streams.streams[1]",
+        says: "listed twice: each stream is consumed once",
+    },
+    Case {
+        policy: "[source.redis_streams]\nstreams = [\"o\"]\ngroup = \" \"\n",
+        at: "3:1: source.redis_streams.group",
+        says: "name the consumer group",
+    },
+    Case {
+        policy: redis_streams!("streams = [\"o\"]\nconsumer = \"\"\n"),
+        at: "5:1: source.redis_streams.consumer",
+        says: "leave it out to use the hostname",
+    },
+    Case {
+        policy: redis_streams!("streams = [\"o\"]\npayload_field = \"\"\n"),
+        at: "5:1: source.redis_streams.payload_field",
+        says: "must not be empty: name an entry field",
+    },
+    Case {
+        policy: redis_streams!("streams = [\"o\"]\nkey_field = \"outrigger-dlq-reason\"\n"),
+        at: "5:1: source.redis_streams.key_field",
+        says: "is a field the sidecar writes on dead letters",
+    },
+    Case {
+        policy: redis_streams!("streams = [\"o\"]\nkey_field = \"payload\"\n"),
+        at: "5:1: source.redis_streams.key_field",
+        says: "must differ from payload_field",
+    },
+    Case {
+        policy: redis_streams!("streams = [\"o\"]\nblock = \"0s\"\n"),
+        at: "5:1: source.redis_streams.block",
+        says: "must be at least 1ms",
+    },
+    Case {
+        policy: redis_streams!("streams = [\"o\"]\nclaim_idle = \"500ms\"\n"),
+        at: "5:1: source.redis_streams.claim_idle",
+        says: "must be at least 1s",
+    },
+    Case {
+        policy: redis_streams!("streams = [\"o\"]\nblock = \"30s\"\n"),
+        at: "5:1: source.redis_streams.block",
+        says: "block (30s) must be shorter than source.redis_streams.claim_idle (30s)",
+    },
+    Case {
+        policy: redis_streams!("streams = [\"o\"]\ntimeout = \"0s\"\n"),
+        at: "5:1: source.redis_streams.timeout",
+        says: "must be longer than 0s",
+    },
+    Case {
+        policy: redis_streams!("streams = [\"o\", \"o.dlq\"]\n"),
+        at: "4:17: source.redis_streams.streams[1]",
+        says: "dead letters of stream \"o\" go to \"o.dlq\" by default",
+    },
+    Case {
+        policy: redis_streams!("streams = [\"o\"]\n[dead_letter]\ndestination = \"o\"\n"),
+        at: "6:1: dead_letter.destination",
+        says: "must differ from every source stream",
+    },
+];
+
+#[tokio::test]
+async fn every_redis_streams_start_check_is_reported_by_check_and_refused_by_run() {
+    for case in REDIS_STREAMS {
+        refused_by_check_and_run(case);
+        let config: outrigger_redis_streams::RedisStreamsConfig =
+            table(case.policy, "redis_streams");
+        let context = SourceContext {
+            dead_letter_destination: case.policy.contains("destination").then(|| "o".into()),
+            ..SourceContext::default()
+        };
+        connect_refuses::<outrigger_redis_streams::RedisStreams>(&config, &context, case.says)
+            .await;
+    }
+}
+
 /// The example of issue 8: `check` used to say OK and `run` stopped with exit 1.
 #[test]
 fn a_retry_topic_consumed_as_a_source_and_a_revoke_past_the_poll_interval_are_both_caught() {

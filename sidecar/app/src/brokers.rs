@@ -208,6 +208,7 @@ macro_rules! brokers {
 brokers! {
     Amqp = "amqp" => outrigger_amqp::Amqp,
     Kafka = "kafka" => outrigger_kafka::Kafka,
+    RedisStreams = "redis_streams" => outrigger_redis_streams::RedisStreams,
     Nats = "nats" => outrigger_nats::Nats,
     Memory = "memory" => outrigger_memory::Memory,
 }

@@ -10,14 +10,16 @@ use yaml_serde::Value;
 
 /// Sources the values files already show that the sidecar does not have yet (their issues are
 /// open): `outrigger check` may refuse them, but only as an unknown source.
-const PENDING_SOURCES: &[&str] = &["redis", "nats"];
+const PENDING_SOURCES: &[&str] = &["nats"];
 
 /// Plausible values for what the chart reads from Secrets.
 fn secret_value(var: &str) -> &'static str {
     match var {
         "OUTRIGGER__ADMIN__TOKEN" => "0123456789",
         v if v.ends_with("AMQP__URL") => "amqp://orders:s3cret@rabbitmq:5672/%2f",
-        v if v.ends_with("REDIS__URL") => "redis://:s3cret@redis:6379",
+        v if v.ends_with("REDIS__URL") || v.ends_with("REDIS_STREAMS__URL") => {
+            "redis://:s3cret@redis:6379"
+        }
         v if v.ends_with("NATS__URL") => "nats://orders:s3cret@nats:4222",
         _ => "s3cret",
     }
