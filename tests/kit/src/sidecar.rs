@@ -53,6 +53,11 @@ impl Sidecar {
         }
     }
 
+    /// The process id, for signals the fixture has no method for (SIGHUP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the sidecar logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
