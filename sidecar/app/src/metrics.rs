@@ -12,6 +12,8 @@ use prometheus::{
 pub mod names {
     /// Messages taken from the broker.
     pub const CONSUMED: &str = "outrigger_messages_consumed_total";
+    /// Messages the broker handed out again (marked redelivered, or counted more than once).
+    pub const REDELIVERED: &str = "outrigger_redelivered_total";
     /// Messages acked at the broker, by final outcome.
     pub const SETTLED: &str = "outrigger_messages_settled_total";
     /// Messages the app handled successfully.
@@ -158,6 +160,7 @@ pub struct Metrics {
     /// Per-partition gauges (Kafka).
     pub partitions: PartitionGauges,
     consumed: IntCounterVec,
+    redelivered: IntCounterVec,
     settled: IntCounterVec,
     delivered: IntCounterVec,
     duplicates: IntCounterVec,
@@ -218,6 +221,8 @@ pub struct DlqMetrics {
 pub struct SourceMetrics {
     /// Messages consumed.
     pub consumed: IntCounter,
+    /// Messages handed out again by the broker.
+    pub redelivered: IntCounter,
     /// Handled by the app.
     pub delivered: IntCounter,
     /// Acked as duplicates.
@@ -272,6 +277,11 @@ impl Metrics {
         let src_class = &[labels::SOURCE, labels::CLASS][..];
         Metrics {
             consumed: counter(names::CONSUMED, "Messages taken from the broker.", src),
+            redelivered: counter(
+                names::REDELIVERED,
+                "Messages the broker handed out again.",
+                src,
+            ),
             settled: counter(
                 names::SETTLED,
                 "Messages acked at the broker, by final outcome.",
@@ -371,6 +381,7 @@ impl Metrics {
         let l = &[source];
         SourceMetrics {
             consumed: self.consumed.with_label_values(l),
+            redelivered: self.redelivered.with_label_values(l),
             delivered: self.delivered.with_label_values(l),
             duplicates: self.duplicates.with_label_values(l),
             retried: self.retried.with_label_values(l),

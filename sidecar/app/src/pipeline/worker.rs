@@ -121,6 +121,9 @@ pub(super) async fn process<A, D>(
     let metrics = &pipeline.metrics;
     let bytes = message.payload.len() as i64;
     metrics.consumed.inc();
+    if message.redelivered || message.deliveries.is_some_and(|n| n > 1) {
+        metrics.redelivered.inc();
+    }
     metrics.in_flight.inc();
     metrics.buffered_bytes.add(bytes);
     let span = tracing::debug_span!("delivery", source = %message.coordinates);
