@@ -51,6 +51,20 @@ impl DedupStore for Store {
         }
     }
 
+    async fn claim_many(&self, keys: &[&str]) -> Result<Vec<Claim>, StoreError> {
+        match self {
+            Store::Redis(s) => s.claim_many(keys).await,
+            Store::Embedded(s) => s.claim_many(keys).await,
+        }
+    }
+
+    async fn complete_many(&self, claims: &[(&str, u64)]) -> Result<Vec<Completion>, StoreError> {
+        match self {
+            Store::Redis(s) => s.complete_many(claims).await,
+            Store::Embedded(s) => s.complete_many(claims).await,
+        }
+    }
+
     async fn complete(&self, key: &str, fence: u64) -> Result<Completion, StoreError> {
         match self {
             Store::Redis(s) => s.complete(key, fence).await,

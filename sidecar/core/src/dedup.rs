@@ -70,6 +70,36 @@ pub trait DedupStore: Send + Sync + 'static {
     /// Claims `key` for one delivery attempt.
     fn claim(&self, key: &str) -> impl Future<Output = Result<Claim, StoreError>> + Send;
 
+    /// Claims several keys in one call, one round trip where the store can: per key, in
+    /// order, what [`claim`](Self::claim) would answer. A failure fails them all.
+    fn claim_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> impl Future<Output = Result<Vec<Claim>, StoreError>> + Send + 'a {
+        async move {
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                out.push(self.claim(key).await?);
+            }
+            Ok(out)
+        }
+    }
+
+    /// Completes several claims `(key, fence)` in one call: per claim, in order, what
+    /// [`complete`](Self::complete) would answer. A failure fails them all.
+    fn complete_many<'a>(
+        &'a self,
+        claims: &'a [(&'a str, u64)],
+    ) -> impl Future<Output = Result<Vec<Completion>, StoreError>> + Send + 'a {
+        async move {
+            let mut out = Vec::with_capacity(claims.len());
+            for (key, fence) in claims {
+                out.push(self.complete(key, *fence).await?);
+            }
+            Ok(out)
+        }
+    }
+
     /// Marks `key` done if `fence` is still the current claim.
     fn complete(
         &self,

@@ -78,6 +78,26 @@ impl EmbeddedStore {
         })
     }
 
+    /// Queues every op before waiting for any, so the writer takes them into one transaction
+    /// (one fsync), and returns their answers in order.
+    async fn call_all(&self, ops: Vec<Op>) -> Result<Vec<Answer>, StoreError> {
+        let mut answers = Vec::with_capacity(ops.len());
+        for op in ops {
+            let (reply, answer) = oneshot::channel();
+            self.inner
+                .requests
+                .send(Request { op, reply })
+                .await
+                .map_err(|_| writer_stopped())?;
+            answers.push(answer);
+        }
+        let mut out = Vec::with_capacity(answers.len());
+        for answer in answers {
+            out.push(answer.await.map_err(|_| writer_stopped())??);
+        }
+        Ok(out)
+    }
+
     /// Queues `op` and waits until the transaction holding it has committed.
     async fn call(&self, op: Op) -> Result<Answer, StoreError> {
         let (reply, answer) = oneshot::channel();
@@ -123,6 +143,41 @@ impl DedupStore for EmbeddedStore {
             Answer::Claim(claim) => Ok(claim),
             other => Err(mismatched("claim", other)),
         }
+    }
+
+    async fn claim_many(&self, keys: &[&str]) -> Result<Vec<Claim>, StoreError> {
+        let ops = keys
+            .iter()
+            .map(|key| Op::Claim {
+                key: (*key).to_owned(),
+            })
+            .collect();
+        self.call_all(ops)
+            .await?
+            .into_iter()
+            .map(|answer| match answer {
+                Answer::Claim(claim) => Ok(claim),
+                other => Err(mismatched("claim", other)),
+            })
+            .collect()
+    }
+
+    async fn complete_many(&self, claims: &[(&str, u64)]) -> Result<Vec<Completion>, StoreError> {
+        let ops = claims
+            .iter()
+            .map(|(key, fence)| Op::Complete {
+                key: (*key).to_owned(),
+                fence: *fence,
+            })
+            .collect();
+        self.call_all(ops)
+            .await?
+            .into_iter()
+            .map(|answer| match answer {
+                Answer::Complete(completion) => Ok(completion),
+                other => Err(mismatched("completion", other)),
+            })
+            .collect()
     }
 
     async fn complete(&self, key: &str, fence: u64) -> Result<Completion, StoreError> {

@@ -21,46 +21,93 @@ use std::time::Duration;
 use outrigger_core::{Claim, Completion, Release, StoreError};
 use redis::Script;
 
-/// KEYS[1] record; ARGV[1] lease ms, ARGV[2] ttl ms.
-/// Replies `{0}` done, `{1, retry_in_ms}` busy, `{2, fence, attempt}` acquired,
+/// The claim of one record `k` at `now` (ms), as a Lua function the single and the batched
+/// script share. Replies `{0}` done, `{1, retry_in_ms}` busy, `{2, fence, attempt}` acquired,
 /// `{3, generation}` dead-lettered.
-const CLAIM: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lease = tonumber(ARGV[1])
-local r = redis.call('HMGET', KEYS[1], 's', 'l', 'g')
-if r[1] == 'done' then
-  return {0}
-end
-if r[1] == 'dead' then
-  return {3, tonumber(r[3]) or 0}
-end
-local lease_until = tonumber(r[2]) or 0
-if r[1] == 'claimed' and lease_until > now then
-  return {1, lease_until - now}
-end
-local fence = redis.call('HINCRBY', KEYS[1], 'f', 1)
-local attempts = redis.call('HINCRBY', KEYS[1], 'a', 1)
-redis.call('HSET', KEYS[1], 's', 'claimed', 'l', string.format('%d', now + lease))
-redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[2]), lease))
-return {2, fence, attempts}
-";
-
-/// KEYS[1] record; ARGV[1] fence, ARGV[2] ttl ms.
-/// Replies `{0}` completed, `{1, current_fence}` fenced.
-const COMPLETE: &str = r"
-local r = redis.call('HMGET', KEYS[1], 's', 'f')
-if r[2] == ARGV[1] then
-  if r[1] == 'claimed' then
-    redis.call('HSET', KEYS[1], 's', 'done')
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return {0}
-  elseif r[1] == 'done' then
+macro_rules! claim_fn {
+    () => {
+        r"
+local function claim(k, now, lease, ttl)
+  local r = redis.call('HMGET', k, 's', 'l', 'g')
+  if r[1] == 'done' then
     return {0}
   end
+  if r[1] == 'dead' then
+    return {3, tonumber(r[3]) or 0}
+  end
+  local lease_until = tonumber(r[2]) or 0
+  if r[1] == 'claimed' and lease_until > now then
+    return {1, lease_until - now}
+  end
+  local fence = redis.call('HINCRBY', k, 'f', 1)
+  local attempts = redis.call('HINCRBY', k, 'a', 1)
+  redis.call('HSET', k, 's', 'claimed', 'l', string.format('%d', now + lease))
+  redis.call('PEXPIRE', k, math.max(ttl, lease))
+  return {2, fence, attempts}
 end
-return {1, tonumber(r[2]) or 0}
-";
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"
+    };
+}
+
+/// KEYS[1] record; ARGV[1] lease ms, ARGV[2] ttl ms. Replies as `claim_fn`.
+const CLAIM: &str = concat!(
+    claim_fn!(),
+    "return claim(KEYS[1], now, tonumber(ARGV[1]), tonumber(ARGV[2]))"
+);
+
+/// KEYS every record; ARGV[1] lease ms, ARGV[2] ttl ms. Replies one `claim_fn` reply per key,
+/// in order: one round trip for many claims.
+const CLAIM_MANY: &str = concat!(
+    claim_fn!(),
+    r"
+local out = {}
+for i, k in ipairs(KEYS) do
+  out[i] = claim(k, now, tonumber(ARGV[1]), tonumber(ARGV[2]))
+end
+return out
+"
+);
+
+/// The completion of record `k` by `fence`, shared by the single and the batched script.
+/// Replies `{0}` completed, `{1, current_fence}` fenced.
+macro_rules! complete_fn {
+    () => {
+        r"
+local function complete(k, fence, ttl)
+  local r = redis.call('HMGET', k, 's', 'f')
+  if r[2] == fence then
+    if r[1] == 'claimed' then
+      redis.call('HSET', k, 's', 'done')
+      redis.call('PEXPIRE', k, ttl)
+      return {0}
+    elseif r[1] == 'done' then
+      return {0}
+    end
+  end
+  return {1, tonumber(r[2]) or 0}
+end
+"
+    };
+}
+
+/// KEYS[1] record; ARGV[1] fence, ARGV[2] ttl ms. Replies as `complete_fn`.
+const COMPLETE: &str = concat!(complete_fn!(), "return complete(KEYS[1], ARGV[1], ARGV[2])");
+
+/// KEYS every record; ARGV[i] the fence of KEYS[i], then the ttl ms last. Replies one
+/// `complete_fn` reply per key, in order.
+const COMPLETE_MANY: &str = concat!(
+    complete_fn!(),
+    r"
+local ttl = ARGV[#KEYS + 1]
+local out = {}
+for i, k in ipairs(KEYS) do
+  out[i] = complete(k, ARGV[i], ttl)
+end
+return out
+"
+);
 
 /// KEYS[1] record; ARGV[1] fence, ARGV[2] generation, ARGV[3] ttl ms.
 /// Replies `{0}` recorded, `{1, current_fence}` fenced.
@@ -139,7 +186,9 @@ return 1
 /// The scripts, hashed once so calls go out as `EVALSHA`.
 pub(crate) struct Scripts {
     pub(crate) claim: Script,
+    pub(crate) claim_many: Script,
     pub(crate) complete: Script,
+    pub(crate) complete_many: Script,
     pub(crate) release: Script,
     pub(crate) dead_lettered: Script,
     pub(crate) revive: Script,
@@ -150,7 +199,9 @@ impl Scripts {
     pub(crate) fn new() -> Self {
         Scripts {
             claim: Script::new(CLAIM),
+            claim_many: Script::new(CLAIM_MANY),
             complete: Script::new(COMPLETE),
+            complete_many: Script::new(COMPLETE_MANY),
             release: Script::new(RELEASE),
             dead_lettered: Script::new(DEAD_LETTERED),
             revive: Script::new(REVIVE),

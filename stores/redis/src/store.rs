@@ -116,6 +116,52 @@ impl DedupStore for RedisStore {
         decode_claim(&reply)
     }
 
+    async fn claim_many(&self, keys: &[&str]) -> Result<Vec<Claim>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut connection = self.connection.clone();
+        let mut invocation = self.scripts.claim_many.prepare_invoke();
+        for key in keys {
+            invocation.key(self.keys.dedup(key));
+        }
+        invocation.arg(self.lease_ms).arg(self.ttl_ms);
+        let replies: Vec<Vec<i64>> = self
+            .bounded("claim", invocation.invoke_async(&mut connection))
+            .await?;
+        if replies.len() != keys.len() {
+            return Err(StoreError::Protocol(format!(
+                "claim of {} keys replied {} answers",
+                keys.len(),
+                replies.len()
+            )));
+        }
+        replies.iter().map(|r| decode_claim(r)).collect()
+    }
+
+    async fn complete_many(&self, claims: &[(&str, u64)]) -> Result<Vec<Completion>, StoreError> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut connection = self.connection.clone();
+        let mut invocation = self.scripts.complete_many.prepare_invoke();
+        for (key, fence) in claims {
+            invocation.key(self.keys.dedup(key)).arg(*fence);
+        }
+        invocation.arg(self.ttl_ms);
+        let replies: Vec<Vec<i64>> = self
+            .bounded("complete", invocation.invoke_async(&mut connection))
+            .await?;
+        if replies.len() != claims.len() {
+            return Err(StoreError::Protocol(format!(
+                "completion of {} claims replied {} answers",
+                claims.len(),
+                replies.len()
+            )));
+        }
+        replies.iter().map(|r| decode_complete(r)).collect()
+    }
+
     async fn complete(&self, key: &str, fence: u64) -> Result<Completion, StoreError> {
         let mut connection = self.connection.clone();
         let mut invocation = self.scripts.complete.key(self.keys.dedup(key));

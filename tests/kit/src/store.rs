@@ -75,6 +75,7 @@ macro_rules! store_contract {
                 release_kinds_count_attempts,
                 unknown_key_is_fenced_at_zero,
                 dead_lettered_key_is_recognised_until_a_resubmission_revives_it,
+                batched_claims_and_completions_answer_per_key,
             ];
             parking: [
                 swap_is_compare_and_set,

@@ -211,3 +211,36 @@ pub async fn dead_lettered_key_is_recognised_until_a_resubmission_revives_it<F: 
     })
     .await;
 }
+
+/// Claims and completions of several keys in one call answer per key, in order, what one call
+/// each would: a key named twice in one batch is acquired once and busy the second time; a
+/// done key is done; a stale fence is fenced.
+pub async fn batched_claims_and_completions_answer_per_key<F: StoreFixture>() {
+    with_store::<F, _, _>(LONG, |store| async move {
+        assert_eq!(store.claim("done").await, acquired(1, 1));
+        assert_eq!(store.complete("done", 1).await, Ok(Completion::Completed));
+        let claims = store
+            .claim_many(&["a", "done", "a", "b"])
+            .await
+            .expect("one call");
+        assert_eq!(claims[0], Claim::Acquired { fence: 1, attempt: 1 });
+        assert_eq!(claims[1], Claim::Done);
+        assert!(matches!(claims[2], Claim::Busy { .. }), "{:?}", claims[2]);
+        assert_eq!(claims[3], Claim::Acquired { fence: 1, attempt: 1 });
+        let completions = store
+            .complete_many(&[("a", 1), ("b", 7), ("never", 1)])
+            .await
+            .expect("one call");
+        assert_eq!(
+            completions,
+            [
+                Completion::Completed,
+                Completion::Fenced { current: 1 },
+                Completion::Fenced { current: 0 },
+            ]
+        );
+        assert_eq!(store.claim("a").await, Ok(Claim::Done));
+        assert_eq!(store.claim_many(&[]).await, Ok(Vec::new()));
+    })
+    .await;
+}
