@@ -19,7 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::stream::Stream;
 use outrigger_core::dlq::resubmit_headers;
 use outrigger_core::{
     Coordinates, DeadLetterPass, DeadLetterQueue, DeadLetterRecord, Header, Resubmission, Scope,
@@ -31,7 +31,7 @@ use crate::config::NatsSettings;
 use crate::connection::{self, Connection};
 use crate::dead_letter::{self, SUBJECT};
 use crate::headers::{self, Position, MSG_ID};
-use crate::setup;
+use crate::{setup, stored};
 
 /// The dead-letter stream of one NATS source.
 #[derive(Debug)]
@@ -146,37 +146,28 @@ impl DeadLetterPass for NatsPass {
         if self.next > self.last {
             return Ok(None);
         }
-        let found = self
-            .stream
-            .get_first_raw_message_by_subject(&self.subject, self.next)
-            .await;
-        let raw = match found {
-            Ok(raw) => raw,
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
-                self.next = self.last + 1;
-                return Ok(None);
-            }
-            Err(e) if e.to_string().contains("no message found") => {
-                self.next = self.last + 1;
-                return Ok(None);
-            }
-            Err(e) => return Err(setup::api_error("reading the dead-letter stream", &e)),
-        };
-        if raw.sequence > self.last {
+        let found = stored::first_at_or_after(
+            &self.connection.client,
+            &self.name,
+            self.next,
+            &self.subject,
+        )
+        .await?;
+        let Some(raw) = found.filter(|raw| raw.sequence <= self.last) else {
             self.next = self.last + 1;
             return Ok(None);
-        }
+        };
         self.next = raw.sequence + 1;
         let position = Position {
             stream: self.name.clone(),
             sequence: raw.sequence,
             delivered: 1,
-            published: Some(std::time::SystemTime::from(raw.time)),
+            published: raw.time,
         };
         let subject = raw.subject.to_string();
         let mut message = headers::to_message(
             &subject,
-            Some(&raw.headers),
+            raw.headers,
             raw.payload,
             &position,
             &self.key_header,

@@ -100,12 +100,11 @@ impl Position {
 /// which every redelivery shares; the content type is the `Content-Type` header.
 pub(crate) fn to_message(
     subject: &str,
-    headers: Option<&HeaderMap>,
+    headers: Vec<Header>,
     payload: Bytes,
     position: &Position,
     key_header: &str,
 ) -> Message {
-    let headers = from_map(headers);
     let find = |name: &str| {
         headers
             .iter()
@@ -179,7 +178,7 @@ mod tests {
         };
         let m = to_message(
             "orders.eu",
-            None,
+            Vec::new(),
             Bytes::from_static(b"{}"),
             &position,
             "outrigger-key",
@@ -193,7 +192,7 @@ mod tests {
         append(&mut map, "Content-Type", "application/json").unwrap();
         let m = to_message(
             "orders.eu",
-            Some(&map),
+            from_map(Some(&map)),
             Bytes::new(),
             &position,
             "outrigger-key",

@@ -34,7 +34,8 @@
 //! - `acker`: [`NatsAcker`], settlement of one delivery; `ack`: confirmed acks.
 //! - `headers`: NATS headers and messages as core ones; `dead_letter`: the headers of a dead
 //!   letter.
-//! - `dlq`: [`NatsDeadLetters`] and its [`NatsPass`]; `stats`: consumer info as gauges.
+//! - `dlq`: [`NatsDeadLetters`] and its [`NatsPass`]; `stored`: a stored message read back
+//!   with every header ([`StoredMessage`]); `stats`: consumer info as gauges.
 
 mod ack;
 mod acker;
@@ -49,6 +50,7 @@ mod setup;
 mod shared;
 mod source;
 mod stats;
+mod stored;
 
 pub use acker::NatsAcker;
 pub use broker::Nats;
@@ -60,3 +62,4 @@ pub use dead_letter::{ORIGINAL_PREFIX, SUBJECT as DEAD_LETTER_SUBJECT_HEADER};
 pub use dlq::{NatsDeadLetters, NatsPass};
 pub use source::NatsSource;
 pub use stats::ConsumerStats;
+pub use stored::{first_at_or_after as stored_message, StoredMessage};

@@ -257,7 +257,7 @@ impl Pull {
         let subject = message.subject.to_string();
         let core = headers::to_message(
             &subject,
-            message.headers.as_ref(),
+            headers::from_map(message.headers.as_ref()),
             message.payload.clone(),
             &position,
             &self.key_header,

@@ -100,6 +100,14 @@ impl NatsSource {
     }
 }
 
+impl NatsSource {
+    /// The consumer as JetStream last described it (refreshed every 2s): lag, unacked and
+    /// redelivered messages over every sidecar sharing it.
+    pub fn consumer_stats(&self) -> Option<crate::ConsumerStats> {
+        stats::consumer_stats(&self.shared)
+    }
+}
+
 impl Source for NatsSource {
     type Acker = NatsAcker;
 

@@ -15,7 +15,7 @@ use async_nats::jetstream::stream::{self, DiscardPolicy};
 use async_nats::jetstream::{self, Context};
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use outrigger_core::{Coordinates, Header, Message};
+use outrigger_core::{Coordinates, Message};
 use outrigger_nats::NatsConfig;
 use toml_edit::{InlineTable, Value};
 
@@ -113,7 +113,7 @@ impl Nats {
     }
 
     /// Every message of `stream`, in order, as core messages (key: none; headers sorted by
-    /// name; message id: the `Nats-Msg-Id` header).
+    /// name, every value of a repeated one; message id: the `Nats-Msg-Id` header).
     pub async fn read(&self, stream: &str) -> Vec<Message> {
         let Ok(s) = self.js.get_stream(stream).await else {
             return Vec::new();
@@ -122,8 +122,11 @@ impl Nats {
         let mut out = Vec::new();
         let mut seq = s.cached_info().state.first_sequence.max(1);
         while seq <= last {
-            match s.get_first_raw_message_by_subject(">", seq).await {
-                Ok(raw) if raw.sequence <= last => {
+            let found = outrigger_nats::stored_message(&self.client, stream, seq, ">")
+                .await
+                .unwrap_or_else(|e| panic!("reading {stream}: {e}"));
+            match found {
+                Some(raw) if raw.sequence <= last => {
                     seq = raw.sequence + 1;
                     out.push(to_message(stream, raw));
                 }
@@ -175,18 +178,7 @@ impl Nats {
 }
 
 /// A stored JetStream message as a core one.
-fn to_message(stream: &str, raw: async_nats::jetstream::message::StreamMessage) -> Message {
-    let mut names: Vec<String> = raw.headers.iter().map(|(n, _)| n.to_string()).collect();
-    names.sort();
-    let mut headers = Vec::new();
-    for name in names {
-        for v in raw.headers.get_all(name.as_str()) {
-            headers.push(Header::new(
-                name.clone(),
-                Bytes::from(v.as_str().to_owned()),
-            ));
-        }
-    }
+fn to_message(stream: &str, raw: outrigger_nats::StoredMessage) -> Message {
     let mut m = Message::new(
         raw.payload,
         Coordinates::Nats {
@@ -196,9 +188,10 @@ fn to_message(stream: &str, raw: async_nats::jetstream::message::StreamMessage) 
     );
     m.message_id = raw
         .headers
-        .get("Nats-Msg-Id")
-        .map(|v| v.as_str().to_owned());
-    m.headers = headers;
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("Nats-Msg-Id"))
+        .map(|h| String::from_utf8_lossy(&h.value).into_owned());
+    m.headers = raw.headers;
     m
 }
 
