@@ -34,6 +34,8 @@ pub mod names {
     pub const WITHOUT_KEY: &str = "outrigger_delivered_without_key_total";
     /// Dedup store calls that failed.
     pub const STORE_ERRORS: &str = "outrigger_dedup_store_errors_total";
+    /// Claim and completion calls made to the dedup store (each may carry many messages).
+    pub const STORE_CALLS: &str = "outrigger_dedup_store_calls_total";
     /// Dead-letter publishes the broker did not confirm (the original stays unacked).
     pub const DLQ_FAILURES: &str = "outrigger_dead_letter_publish_failures_total";
     /// Completions refused because a newer claim superseded the lease.
@@ -171,6 +173,7 @@ pub struct Metrics {
     dropped: IntCounterVec,
     without_key: IntCounterVec,
     store_errors: IntCounterVec,
+    store_calls: IntCounterVec,
     dlq_failures: IntCounterVec,
     fenced: IntCounterVec,
     in_flight: IntGaugeVec,
@@ -237,6 +240,8 @@ pub struct SourceMetrics {
     pub delivered_without_key: IntCounter,
     /// Dedup store failures.
     pub store_errors: IntCounter,
+    /// Claim and completion calls to the dedup store.
+    pub store_calls: IntCounter,
     /// Unconfirmed dead-letter publishes.
     pub dlq_failures: IntCounter,
     /// Fenced completions.
@@ -308,6 +313,11 @@ impl Metrics {
                 src,
             ),
             store_errors: counter(names::STORE_ERRORS, "Dedup store calls that failed.", src),
+            store_calls: counter(
+                names::STORE_CALLS,
+                "Claim and completion calls to the dedup store, each carrying many messages.",
+                src,
+            ),
             dlq_failures: counter(
                 names::DLQ_FAILURES,
                 "Dead-letter publishes the broker did not confirm.",
@@ -389,6 +399,7 @@ impl Metrics {
             dropped: self.dropped.with_label_values(l),
             delivered_without_key: self.without_key.with_label_values(l),
             store_errors: self.store_errors.with_label_values(l),
+            store_calls: self.store_calls.with_label_values(l),
             dlq_failures: self.dlq_failures.with_label_values(l),
             fenced: self.fenced.with_label_values(l),
             in_flight: self.in_flight.with_label_values(l),

@@ -17,7 +17,7 @@ use crate::config::{Config, OnMissingKey, OnStoreError, ParkedAfterDeadLetter, R
 use crate::delivery::{DeliverySettings, HeaderPlan, HttpDelivery};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::pipeline::{
-    self, Breaker, BreakerSettings, Dedup, Pipeline, Probe, Route, RouteTable, Routes,
+    self, Batcher, Breaker, BreakerSettings, Dedup, Pipeline, Probe, Route, RouteTable, Routes,
     StoreFailureMode, Unrecorded,
 };
 use crate::store::Store;
@@ -286,7 +286,7 @@ pub fn default_route(config: &Config) -> Route {
 }
 
 /// Builds the pipeline from the policy.
-pub fn build_pipeline<D>(
+pub fn build_pipeline<D: outrigger_core::DedupStore>(
     config: &Config,
     store: Option<Arc<D>>,
     metrics: SourceMetrics,
@@ -313,6 +313,7 @@ pub fn build_pipeline<D>(
     Pipeline {
         routes: RouteTable::new(Routes::single(default_route(config))),
         dedup: store.map(|store| Dedup {
+            batcher: Batcher::start(store.clone(), metrics.store_calls.clone()),
             store,
             on_failure,
             unrecorded: Unrecorded::default(),

@@ -6,6 +6,7 @@
 //! ([`worker`]), and on shutdown stops the source, returns what never started, lets in-flight
 //! messages finish within the grace period, then releases the rest back to the broker.
 
+mod batcher;
 pub mod breaker;
 mod parking;
 mod route;
@@ -32,6 +33,7 @@ use tracing::{info, warn};
 
 use crate::metrics::SourceMetrics;
 
+pub use batcher::Batcher;
 pub use breaker::{Breaker, BreakerSettings, BreakerState, Probe};
 pub use route::{Route, RouteTable, Routes};
 pub use throttle::ThrottleGate;
@@ -50,6 +52,8 @@ pub enum StoreFailureMode {
 pub struct Dedup<D> {
     /// The store holding claims and done records.
     pub store: std::sync::Arc<D>,
+    /// Claims and completions of concurrent messages, sharing store calls.
+    pub batcher: Batcher,
     /// Behaviour while the store is unreachable.
     pub on_failure: StoreFailureMode,
     /// Outcomes the store has not heard of yet; no new claim is made while there are any.

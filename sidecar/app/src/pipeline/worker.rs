@@ -9,7 +9,7 @@ use bytes::Bytes;
 use outrigger_core::dlq::resubmit_headers;
 use outrigger_core::{
     Acker, Claim, Completion, DeadLetter, DedupStore, Delivery, Message, OrderingMode,
-    ParkingStore, Release, Reply, Settlement, Trail,
+    ParkingStore, Release, Reply, Settlement, StoreError, Trail,
 };
 use outrigger_policies::chain::link::{self, ChainStep, Meeting, Settling};
 use outrigger_policies::{Attempts, Done, Keyed, Next, Tried, Wait};
@@ -112,7 +112,7 @@ pub(super) async fn process<A, D>(
     delivery: Delivery<A>,
     abort: CancellationToken,
     _permit: OwnedSemaphorePermit,
-    _lane: super::LaneDone,
+    lane: super::LaneDone,
 ) where
     A: Acker,
     D: DedupStore + ParkingStore,
@@ -133,6 +133,7 @@ pub(super) async fn process<A, D>(
             route: &route,
             message: &message,
             abort: &abort,
+            lane: parking_lot::Mutex::new(Some(lane)),
         };
         job.run(acker).await;
     }
@@ -147,6 +148,9 @@ struct Job<'a, D> {
     route: &'a Route,
     message: &'a Message,
     abort: &'a CancellationToken,
+    /// The message's place in its ordering lane, given up as soon as the next one of the lane
+    /// may go (the app answered), else when the job ends.
+    lane: parking_lot::Mutex<Option<super::LaneDone>>,
 }
 
 impl<D: DedupStore + ParkingStore> Job<'_, D> {
@@ -160,7 +164,9 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
             .filter(|_| self.route.ordering != OrderingMode::None);
         let mut fate = match self.enter(link.as_mut()).await {
             Some(fate) => fate,
-            None => self.decide().await,
+            // A parked-key chain moves only once the head's outcome is recorded: its lane
+            // waits for the settlement. Otherwise the lane goes on once the app answered.
+            None => self.decide(link.is_none()).await,
         };
         let mark = match &mut fate {
             Fate::DeadLetter(_, mark) => mark.take(),
@@ -319,7 +325,7 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
 
     /// Runs attempts until the message has a fate: each attempt's outcome goes to the attempt
     /// machine, and its answer is executed here.
-    async fn decide(&self) -> Fate {
+    async fn decide(&self, free_lane_early: bool) -> Fate {
         // A message without a key is delivered without dedup when the policy says so
         // (`unkeyed`), and cannot be delivered otherwise.
         let (key, unkeyed) = match self.keyed() {
@@ -392,8 +398,17 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
             let release = next.release();
             match next {
                 Next::Complete(done) => {
+                    // Queued before the lane goes on, so a copy of this key the lane takes
+                    // next sees it done; recorded (and acked) while the next one is delivered.
+                    let first = match (key, held, &self.p.dedup) {
+                        (Some(k), Some(h), Some(d)) => Some(d.batcher.complete(k, h.fence)),
+                        _ => None,
+                    };
+                    if free_lane_early {
+                        self.lane.lock().take();
+                    }
                     if let (Some(k), Some(h)) = (key, held) {
-                        if !self.complete(k, h).await {
+                        if !self.complete(k, h, first).await {
                             return Fate::Requeue;
                         }
                     }
@@ -519,7 +534,7 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
             if !dedup.unrecorded.settled(self.abort).await {
                 return None;
             }
-            let claimed = dedup.store.claim(key).await;
+            let claimed = dedup.batcher.claim(key).await;
             if claimed.is_ok() {
                 dedup.down.recovered();
             }
@@ -570,7 +585,13 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
 
     /// Records the key as done before anything is acked. False when shutdown interrupted a store
     /// outage: the message then goes back to the broker.
-    async fn complete(&self, key: &str, held: Held) -> bool {
+    /// `first` is the first try, already queued.
+    async fn complete(
+        &self,
+        key: &str,
+        held: Held,
+        first: Option<impl std::future::Future<Output = Result<Completion, StoreError>>>,
+    ) -> bool {
         let Some(dedup) = &self.p.dedup else {
             return true;
         };
@@ -578,8 +599,12 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         // Held from the first failure until the completion is recorded: no claim is made
         // meanwhile, so no copy of this key can be delivered again in between.
         let mut waiting = None;
+        let mut first = first;
         loop {
-            let completed = dedup.store.complete(key, held.fence).await;
+            let completed = match first.take() {
+                Some(queued) => queued.await,
+                None => dedup.batcher.complete(key, held.fence).await,
+            };
             if completed.is_ok() {
                 dedup.down.recovered();
             }
