@@ -16,10 +16,11 @@ use serde::Deserialize;
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsConfig {
-    /// The servers to connect to, `nats://host:port` (`tls://host:port` for TLS). The client
-    /// learns the rest of a cluster from the first one that answers. A URL may carry
-    /// `user:password@`, but `user` and `password` below keep the secret out of the URL.
-    #[serde(default = "default_servers")]
+    /// The servers to connect to, `nats://host:port` (`tls://host:port` for TLS), as a list
+    /// or one string separated by commas (`OUTRIGGER__SOURCE__NATS__SERVERS=nats://a,nats://b`).
+    /// The client learns the rest of a cluster from the first one that answers. A URL may
+    /// carry `user:password@` (or `token@`) when no other authentication is set.
+    #[serde(default = "default_servers", deserialize_with = "servers")]
     pub servers: Vec<String>,
     /// The JetStream stream to consume. Required.
     pub stream: String,
@@ -111,6 +112,24 @@ pub enum StartFrom {
     All,
     /// Only messages published after the consumer is created.
     New,
+}
+
+/// A list of server URLs, or one string of them separated by commas.
+fn servers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Servers {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Servers::deserialize(d)? {
+        Servers::One(text) => text
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        Servers::Many(all) => all,
+    })
 }
 
 fn yes() -> bool {
@@ -307,6 +326,9 @@ impl NatsConfig {
         if self.credentials_file.is_some() {
             methods.push("source.nats.credentials_file");
         }
+        if self.url_credentials().is_some() {
+            methods.push("source.nats.servers");
+        }
         if self.nkey_seed_file.is_some() {
             methods.push("source.nats.nkey_seed_file");
         }
@@ -340,6 +362,16 @@ impl NatsConfig {
                 _ => {}
             }
         }
+    }
+
+    /// The user and password (or token, as the user alone) of the first server URL that
+    /// carries them.
+    pub(crate) fn url_credentials(&self) -> Option<(String, Option<String>)> {
+        self.servers.iter().find_map(|s| {
+            let addr: async_nats::ServerAddr = s.parse().ok()?;
+            let user = addr.username()?.to_owned();
+            Some((user, addr.password().map(str::to_owned)))
+        })
     }
 
     /// The stream that holds dead letters when the sidecar creates one.
@@ -653,6 +685,22 @@ mod tests {
         assert!(subject_matches("orders.*", "orders.dlq"));
         assert!(!subject_matches("orders.*", "orders.a.b"));
         assert!(!subject_matches("orders", "orders.dlq"));
+    }
+
+    #[test]
+    fn servers_are_a_list_or_a_string_and_may_carry_credentials() {
+        let one: NatsConfig = toml_edit::de::from_str(
+            "servers = \"nats://a:4222, nats://u:p@b:4222\"\nstream = \"S\"\nconsumer = \"c\"\n",
+        )
+        .unwrap();
+        assert_eq!(one.servers, ["nats://a:4222", "nats://u:p@b:4222"]);
+        assert_eq!(one.url_credentials(), Some(("u".into(), Some("p".into()))));
+        let both = NatsConfig {
+            token: Some("t".into()),
+            ..one
+        };
+        let text = problems(&both, &SourceContext::default()).join("\n");
+        assert!(text.contains("two ways to authenticate"), "{text}");
     }
 
     #[test]

@@ -114,6 +114,12 @@ async fn options(config: &NatsConfig, what: &str) -> Result<ConnectOptions, Sour
     if let Some(token) = &config.token {
         options = options.token(token.clone());
     }
+    // async-nats does not read credentials from a URL; NATS users write them there.
+    match config.url_credentials() {
+        Some((user, Some(password))) => options = options.user_and_password(user, password),
+        Some((token, None)) => options = options.token(token),
+        None => {}
+    }
     if let Some(file) = &config.credentials_file {
         options = options.credentials_file(file).await.map_err(|e| {
             SourceError::Rejected(format!(

@@ -68,6 +68,10 @@ async fn user_and_password() {
     let text = rejected(connect(&wrong).await, "a wrong password");
     assert!(text.contains("authorization violation"), "{text}");
     assert!(!text.contains("guess") && !format!("{wrong:?}").contains("guess"));
+    // In the URL, as NATS users often write them (async-nats alone would ignore them).
+    let in_url = streams.config(&format!("nats://app:s3cret@{}", server.addr));
+    assert!(!format!("{in_url:?}").contains("s3cret"));
+    consumes(&streams, &in_url).await;
 }
 
 #[tokio::test]
