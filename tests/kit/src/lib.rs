@@ -23,12 +23,14 @@
 //!   [`store_contract!`], which runs them for one store.
 
 pub mod app;
+pub mod app_port;
 pub mod kafka;
 pub mod names;
 pub mod nats;
 pub mod policy;
 pub mod proxy;
 pub mod rabbit;
+pub mod redis_server;
 pub mod sidecar;
 pub mod source;
 pub mod store;
