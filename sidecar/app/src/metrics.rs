@@ -48,6 +48,10 @@ pub mod names {
     pub const BUFFERED_BYTES: &str = "outrigger_buffered_bytes";
     /// Time from request start to the end of the app's response body.
     pub const DELIVERY_DURATION: &str = "outrigger_delivery_duration_seconds";
+    /// Time a message spends in each stage of its life besides the delivery itself: waiting
+    /// for its ordering lane, claiming its key, recording its completion, settling it at the
+    /// broker.
+    pub const STAGE_DURATION: &str = "outrigger_stage_duration_seconds";
     /// 1 while the broker connection is up.
     pub const SOURCE_UP: &str = "outrigger_source_up";
     /// Messages between the committed watermark and the partition's end.
@@ -88,6 +92,8 @@ pub mod labels {
     pub const STATE: &str = "state";
     /// The state a circuit breaker moved to.
     pub const TO: &str = "to";
+    /// A stage of a message's life: lane, claim, complete, settle.
+    pub const STAGE: &str = "stage";
 }
 
 /// Per-partition gauges of partitioned sources (Kafka), refreshed from the adapter's view.
@@ -180,6 +186,7 @@ pub struct Metrics {
     ordering_waiting: IntGaugeVec,
     buffered_bytes: IntGaugeVec,
     duration: HistogramVec,
+    stages: HistogramVec,
     source_up: IntGaugeVec,
     dlq_resubmitted: IntCounterVec,
     dlq_purged: IntCounterVec,
@@ -254,6 +261,14 @@ pub struct SourceMetrics {
     pub buffered_bytes: IntGauge,
     /// Delivery durations.
     pub duration: Histogram,
+    /// Waiting for the ordering lane.
+    pub lane_wait: Histogram,
+    /// Claiming the key.
+    pub claim_time: Histogram,
+    /// Recording the completion.
+    pub complete_time: Histogram,
+    /// Settling at the broker.
+    pub settle_time: Histogram,
     /// Broker connection state.
     pub source_up: IntGauge,
     source: String,
@@ -355,6 +370,24 @@ impl Metrics {
                     .expect("unique metric");
                 h
             },
+            stages: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        names::STAGE_DURATION,
+                        "Time in each stage of a message's life besides the delivery, seconds.",
+                    )
+                    .buckets(vec![
+                        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+                        0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                    ]),
+                    &[labels::SOURCE, labels::STAGE],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(h.clone()))
+                    .expect("unique metric");
+                h
+            },
             source_up: gauge(names::SOURCE_UP, "1 while the broker connection is up."),
             dlq_resubmitted: counter(
                 names::DLQ_RESUBMITTED,
@@ -406,6 +439,10 @@ impl Metrics {
             ordering_waiting: self.ordering_waiting.with_label_values(l),
             buffered_bytes: self.buffered_bytes.with_label_values(l),
             duration: self.duration.with_label_values(l),
+            lane_wait: self.stages.with_label_values(&[source, "lane"]),
+            claim_time: self.stages.with_label_values(&[source, "claim"]),
+            complete_time: self.stages.with_label_values(&[source, "complete"]),
+            settle_time: self.stages.with_label_values(&[source, "settle"]),
             source_up: self.source_up.with_label_values(l),
             source: source.to_owned(),
             metrics: self.clone(),

@@ -123,6 +123,10 @@ where
             lane: job.lane,
             tx: done_tx.clone(),
         };
+        pipeline
+            .metrics
+            .lane_wait
+            .observe(job.received.elapsed().as_secs_f64());
         tasks.spawn(worker::process(
             pipeline.clone(),
             job.route,
@@ -157,6 +161,7 @@ where
                     let job = Job {
                         lane: lane.clone(),
                         route,
+                        received: std::time::Instant::now(),
                         delivery,
                         permit: permit.take().expect("guarded by the select"),
                     };
@@ -224,6 +229,8 @@ where
 struct Job<A> {
     lane: Option<Lane>,
     route: Arc<Route>,
+    /// When it was taken from the broker, for the time it waits for its lane.
+    received: std::time::Instant,
     delivery: Delivery<A>,
     permit: OwnedSemaphorePermit,
 }

@@ -534,7 +534,12 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
             if !dedup.unrecorded.settled(self.abort).await {
                 return None;
             }
+            let started = std::time::Instant::now();
             let claimed = dedup.batcher.claim(key).await;
+            self.p
+                .metrics
+                .claim_time
+                .observe(started.elapsed().as_secs_f64());
             if claimed.is_ok() {
                 dedup.down.recovered();
             }
@@ -601,10 +606,15 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         let mut waiting = None;
         let mut first = first;
         loop {
+            let started = std::time::Instant::now();
             let completed = match first.take() {
                 Some(queued) => queued.await,
                 None => dedup.batcher.complete(key, held.fence).await,
             };
+            self.p
+                .metrics
+                .complete_time
+                .observe(started.elapsed().as_secs_f64());
             if completed.is_ok() {
                 dedup.down.recovered();
             }
@@ -674,9 +684,13 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         let mut acker = acker;
         let mut settlement = settlement;
         let mut backoff = Doubling::up_to(PUBLISH_WAIT_MAX);
+        let started = std::time::Instant::now();
         loop {
             match acker.settle(settlement).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    metrics.settle_time.observe(started.elapsed().as_secs_f64());
+                    break;
+                }
                 Err(unsettled) => {
                     let unsettled = *unsettled;
                     let what = match &unsettled.settlement {
