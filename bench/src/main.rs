@@ -1,12 +1,14 @@
 //! `outrigger-bench`: N messages through a broker into a stub app, raw consumer vs the sidecar.
 //!
 //! One process publishes, runs the stub app and the raw consumer, and spawns the release
-//! `outrigger` binary. RabbitMQ (`amqp`) and Kafka (`kafka`, on a tansu broker the bench starts)
-//! each get their own raw consumer and sidecar runs.
+//! `outrigger` binary. RabbitMQ (`amqp`), Kafka (`kafka`, on a tansu broker the bench starts)
+//! and Redis Streams (`redis-streams`, on the dedup Redis) each get their own raw consumer and
+//! sidecar runs.
 //!
 //! # Layout
 //! - `run`: the phases every broker goes through (raw, then each sidecar policy) and the waits.
-//! - `amqp`, `kafka`: one broker each: publishing, the raw consumer, its sidecar policies.
+//! - `amqp`, `kafka`, `redis_streams`: one broker each: publishing, the raw consumer, its
+//!   sidecar policies.
 //! - `sidecar`: the `outrigger` child process and its policy file.
 //! - `app`: the raw consumers' HTTP client.
 //! - `stub`, `record`, `payload`: the app the consumers deliver to and what it measures.
@@ -18,6 +20,7 @@ mod cpu;
 mod kafka;
 mod payload;
 mod record;
+mod redis_streams;
 mod report;
 mod run;
 mod sidecar;
@@ -32,11 +35,11 @@ use clap::{Parser, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "outrigger-bench", version)]
 pub struct Args {
-    /// Which broker to bench; `all` runs RabbitMQ, then Kafka.
+    /// Which broker to bench; `all` runs RabbitMQ, Kafka, then Redis Streams.
     #[arg(long, value_enum, default_value_t = BrokerChoice::All)]
     pub broker: BrokerChoice,
     /// Messages in each throughput run (a backlog consumed as fast as possible) [default:
-    /// 50000 for amqp, 20000 for kafka].
+    /// 50000 for amqp and redis-streams, 20000 for kafka].
     #[arg(long)]
     pub messages: Option<usize>,
     /// Body size in bytes (at least 16: sequence number and publish time).
@@ -72,7 +75,7 @@ pub struct Args {
     /// (the sidecar gets it under `[source.kafka.properties]`); repeatable.
     #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
     pub kafka_properties: Vec<(String, String)>,
-    /// Redis, for the sidecar's dedup records.
+    /// Redis, for the sidecar's dedup records (and the streams of `redis-streams`).
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
     /// Print the results as JSON instead of a table.
@@ -87,7 +90,9 @@ pub enum BrokerChoice {
     Amqp,
     /// Kafka.
     Kafka,
-    /// RabbitMQ, then Kafka.
+    /// Redis Streams.
+    RedisStreams,
+    /// RabbitMQ, Kafka, then Redis Streams.
     All,
 }
 
@@ -100,6 +105,11 @@ impl BrokerChoice {
     /// Whether Kafka is benched.
     pub fn kafka(self) -> bool {
         matches!(self, Self::Kafka | Self::All)
+    }
+
+    /// Whether Redis Streams is benched.
+    pub fn redis_streams(self) -> bool {
+        matches!(self, Self::RedisStreams | Self::All)
     }
 }
 

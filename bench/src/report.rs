@@ -17,6 +17,8 @@ pub enum BrokerKind {
     Amqp,
     /// Kafka.
     Kafka,
+    /// Redis Streams.
+    RedisStreams,
 }
 
 impl BrokerKind {
@@ -25,6 +27,7 @@ impl BrokerKind {
         match self {
             BrokerKind::Amqp => "amqp",
             BrokerKind::Kafka => "kafka",
+            BrokerKind::RedisStreams => "redis-streams",
         }
     }
 }

@@ -53,6 +53,15 @@ pub enum SourceSpec<'a> {
         /// `[source.kafka.properties]`.
         properties: &'a [(String, String)],
     },
+    /// `[source.redis_streams]`: one stream, in its own consumer group.
+    RedisStreams {
+        /// The Redis URL.
+        url: &'a str,
+        /// The stream consumed.
+        stream: &'a str,
+        /// The consumer group.
+        group: &'a str,
+    },
 }
 
 /// The ordering modes benched on Kafka.
@@ -81,6 +90,16 @@ impl PolicySpec<'_> {
         let (source, ordering, per_partition) = match &self.source {
             SourceSpec::Amqp { url, queue } => (
                 format!("[source.amqp]\nurl = {}\nqueue = {}\n", s(url), s(queue)),
+                String::new(),
+                String::new(),
+            ),
+            SourceSpec::RedisStreams { url, stream, group } => (
+                format!(
+                    "[source.redis_streams]\nurl = {}\nstreams = [{}]\ngroup = {}\n",
+                    s(url),
+                    s(stream),
+                    s(group)
+                ),
                 String::new(),
                 String::new(),
             ),
