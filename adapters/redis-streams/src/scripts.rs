@@ -15,12 +15,16 @@ use redis::Script;
 /// `XACK` it) or `add` (write only: the entry left the pending list already), `ARGV[4]` `1`
 /// to create a missing dead-letter stream, `ARGV[5..]` the dead letter's fields and values.
 ///
-/// Returns the dead letter's id, or nil when the entry was no longer pending: it was settled
-/// already (a retry after a lost reply), so nothing is written twice.
+/// Returns the dead letter's id, or nil when the entry is still in the stream but no longer
+/// pending: it was settled already (a retry after a lost reply), so nothing is written twice.
+/// An entry deleted from the stream while it was delivered may have left the pending list
+/// with it (a claim removes such entries): its dead letter is written all the same.
 const DEAD_LETTER: &str = r"
 if ARGV[3] == 'ack' then
   local pending = redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[2], ARGV[2], 1)
-  if #pending == 0 then return false end
+  if #pending == 0 and #redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2]) > 0 then
+    return false
+  end
 end
 local args = {'XADD', KEYS[1]}
 if ARGV[4] ~= '1' then table.insert(args, 'NOMKSTREAM') end

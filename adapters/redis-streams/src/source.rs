@@ -206,6 +206,8 @@ impl Source for RedisStreamsSource {
 
 impl Drop for RedisStreamsSource {
     fn drop(&mut self) {
+        // Deliveries still queued are dropped with the queue: left pending, not handed back.
+        self.shared.ledger.stop();
         self.keeper.abort();
         if let Some(reader) = self.reader.take() {
             reader.abort();

@@ -447,3 +447,37 @@ async fn a_missing_group_or_a_dead_letter_key_of_another_type_is_refused_at_conn
     assert!(unreachable.is_retryable(), "{unreachable}");
     names.clean_up(&redis).await;
 }
+
+#[tokio::test]
+async fn an_entry_deleted_while_it_is_delivered_is_still_dead_lettered() {
+    let (redis, names) = setup("deleted-in-hand", 1).await;
+    let config = RedisStreamsConfig {
+        claim_idle: Duration::from_secs(1),
+        ..names.config(&support::url(), "me")
+    };
+    let mut source = source(&config, 8).await;
+    let held = recv(&mut source, DEADLINE).await;
+    let mut cmd = redis::cmd("XDEL");
+    cmd.arg(&names.stream).arg(id(&held));
+    let _: i64 = redis.run(&cmd).await;
+    // The keeper's next refresh finds it gone from the stream, and Redis drops it from the
+    // pending list.
+    wait_until("the entry left the pending list", DEADLINE, || async {
+        redis.pending(&names.stream, &names.group).await.is_empty()
+    })
+    .await;
+    let context = outrigger_testkit::dead_letter();
+    if let Err(e) = held.acker.settle(Settlement::DeadLetter(context)).await {
+        panic!("dead letter: {}", e.error);
+    }
+    let dead = redis.range(&names.dead_letters).await;
+    assert_eq!(dead.len(), 1, "written from the fields the source held");
+    let m = support::to_message(&names.dead_letters, &dead[0].0, &dead[0].1);
+    assert_eq!(m.payload, "e-0");
+    assert_eq!(
+        m.header_str(headers::REASON),
+        Some(outrigger_testkit::dead_letter().reason.as_str())
+    );
+    source.stop().await;
+    names.clean_up(&redis).await;
+}
