@@ -4,12 +4,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::BasicNackOptions;
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel};
 use outrigger_core::{Acker, Coordinates, DeadLetter, Settlement, SourceError, Unsettled};
 use tracing::debug;
 
+use crate::acks::Acks;
 use crate::dead_letter;
 use crate::publisher::Publisher;
 
@@ -17,6 +18,9 @@ use crate::publisher::Publisher;
 #[must_use = "dropping an acker unsettled requeues its message"]
 pub struct AmqpAcker {
     acker: lapin::Acker,
+    delivery_tag: u64,
+    /// The channel's acks, where this one may share a multiple ack with others.
+    acks: Acks,
     /// Keeps the delivery's channel open until it is settled: closing it would requeue the
     /// message behind our back, and the ack would then fail.
     channel: Channel,
@@ -30,8 +34,11 @@ pub struct AmqpAcker {
 }
 
 impl AmqpAcker {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         acker: lapin::Acker,
+        delivery_tag: u64,
+        acks: Acks,
         channel: Channel,
         publisher: Arc<Publisher>,
         dead_letter_queue: ShortString,
@@ -41,6 +48,8 @@ impl AmqpAcker {
     ) -> Self {
         Self {
             acker,
+            delivery_tag,
+            acks,
             channel,
             publisher,
             dead_letter_queue,
@@ -52,15 +61,19 @@ impl AmqpAcker {
     }
 
     async fn ack(&self) -> Result<(), SourceError> {
-        let done = self
-            .acker
-            .ack(BasicAckOptions::default())
+        // lapin's own acker would say when its channel closed under the delivery; ask it
+        // before the coalesced ack goes out on that channel.
+        if !self.acker.usable() {
+            return self.settled_or_lost(false);
+        }
+        self.acks
+            .ack(self.delivery_tag)
             .await
-            .map_err(|e| SourceError::Connection(format!("acking {}: {e}", self.coordinates)))?;
-        self.settled_or_lost(done)
+            .map_err(|e| SourceError::Connection(format!("acking {}: {e}", self.coordinates)))
     }
 
     async fn requeue(&self) -> Result<(), SourceError> {
+        self.acks.forget(self.delivery_tag);
         let done = self
             .acker
             .nack(BasicNackOptions {
@@ -139,6 +152,7 @@ impl Drop for AmqpAcker {
         let acker = self.acker.clone();
         let channel = self.channel.clone();
         let coordinates = self.coordinates.clone();
+        self.acks.forget(self.delivery_tag);
         runtime.spawn(async move {
             let requeue = BasicNackOptions {
                 requeue: true,

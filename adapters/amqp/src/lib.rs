@@ -26,7 +26,8 @@
 //! - `config`: [`AmqpConfig`] (`[source.amqp]`) and its validation; [`AmqpSettings`], what a
 //!   source runs with. `broker`: [`Amqp`], the broker seam.
 //! - `source`: [`AmqpSource`], the consumer loop, reconnects and stop.
-//! - `acker`: [`AmqpAcker`], settlement of one delivery.
+//! - `acker`: [`AmqpAcker`], settlement of one delivery; `acks`: a channel's acks coalesced
+//!   into `basic.ack(multiple)` where the delivery tags allow.
 //! - `session`: one connection's queue checks, channels, consumer and health watcher.
 //! - `publisher`: confirmed publishes on a channel of their own.
 //! - `dead_letter`: the properties a dead-letter copy carries.
@@ -37,6 +38,7 @@
 //!   reconnect delays.
 
 mod acker;
+mod acks;
 mod broker;
 mod config;
 mod dead_letter;

@@ -12,6 +12,7 @@ use lapin::{Channel, Connection, ConnectionProperties, Consumer, Event};
 use outrigger_core::{HealthFlag, SourceError};
 use tokio::task::JoinHandle;
 
+use crate::acks::Acks;
 use crate::config::AmqpSettings;
 use crate::error::{classify, is_inequivalent, is_not_found};
 use crate::publisher::Publisher;
@@ -69,6 +70,8 @@ impl Names {
 /// channels once the last acker of this session is gone (ackers hold channel clones).
 pub(crate) struct Session {
     pub(crate) consume: Channel,
+    /// The consume channel's acks, coalesced.
+    pub(crate) acks: Acks,
     pub(crate) consumer: Consumer,
     pub(crate) publisher: Arc<Publisher>,
     watcher: JoinHandle<()>,
@@ -122,6 +125,7 @@ impl Session {
             }
         });
         Ok(Self {
+            acks: Acks::new(consume.clone()),
             consume,
             consumer,
             publisher,

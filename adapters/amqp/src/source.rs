@@ -198,8 +198,11 @@ fn to_delivery(
         &properties,
         payload.clone(),
     );
+    session.acks.delivered(delivery_tag);
     let acker = AmqpAcker::new(
         acker,
+        delivery_tag,
+        session.acks.clone(),
         session.consume.clone(),
         session.publisher.clone(),
         dead_letter_queue,
