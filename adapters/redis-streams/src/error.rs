@@ -26,7 +26,10 @@ pub(crate) fn publish_error(doing: &str, e: &RedisError) -> SourceError {
 
 /// Whether trying again (after a reconnect) can succeed.
 pub(crate) fn is_transient(e: &RedisError) -> bool {
-    if matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM")) {
+    // Denied access is an operator's to fix: the broker refuses the consumer.
+    if e.kind() == ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+    {
         return false;
     }
     e.is_io_error()

@@ -43,6 +43,8 @@ enum Halt {
     Stop,
     /// The connection broke or Redis refused a read for now: reconnect.
     Lost(SourceError),
+    /// The group was created again (its stream was deleted): carry on reading.
+    Again,
     /// No retry can help (the group is gone and may not be created): `recv` reports it.
     Fatal(SourceError),
 }
@@ -107,7 +109,7 @@ impl Reader {
                 // Reset only once a turn worked: a connection that opens and breaks at once,
                 // again and again, must not turn the reconnects into a busy loop.
                 Ok(()) if connected => self.backoff.reset(),
-                Ok(()) => {}
+                Ok(()) | Err(Halt::Again) => {}
                 Err(Halt::Stop) => return,
                 Err(Halt::Fatal(error)) => {
                     self.shared.health.set(false);
@@ -403,44 +405,55 @@ impl Reader {
             .clamp(1, self.shared.settings.count))
     }
 
-    /// A read on the reading connection. A missing group is recreated when the policy allows
-    /// it (the stream was deleted, and its groups with it), else fatal.
+    /// A read on the reading connection (of stream `index`, or of several starting there).
+    /// A missing group is created again when the policy allows it (its stream was deleted,
+    /// and the group with it), else fatal.
     async fn read<T: redis::FromRedisValue>(&mut self, cmd: &Cmd, index: usize) -> Step<T> {
-        let stream = self.shared.stream(index).to_owned();
         match self.try_call(cmd).await {
             Ok(value) => Ok(value),
-            Err(e) if is_no_group(&e) => {
-                let s = &self.shared.settings;
-                if !s.create {
-                    return Err(Halt::Fatal(SourceError::Rejected(format!(
-                        "stream {stream} has no consumer group {} any more (was the stream \
-                         deleted?); create it, or set source.redis_streams.create = true",
-                        s.group
-                    ))));
-                }
-                warn!(stream, group = %s.group, "The consumer group is gone (was the stream deleted?); creating it again.");
-                let mut create = redis::cmd("XGROUP");
-                create
-                    .arg("CREATE")
-                    .arg(&stream)
-                    .arg(&s.group)
-                    .arg("0")
-                    .arg("MKSTREAM");
-                if let Err(e) = self.shared.redis.query::<Value>(&create).await {
-                    if e.code() != Some("BUSYGROUP") {
-                        return Err(Halt::Lost(source_error("creating the group", &e)));
-                    }
-                }
+            // A blocked read ends with UNBLOCKED when its stream is deleted under it.
+            Err(e) if is_no_group(&e) || e.code() == Some("UNBLOCKED") => {
+                Err(self.recreate_groups(index).await)
+            }
+            Err(e) => {
+                let stream = self.shared.stream(index);
                 Err(Halt::Lost(source_error(
                     &format!("reading stream {stream}"),
                     &e,
                 )))
             }
-            Err(e) => Err(Halt::Lost(source_error(
-                &format!("reading stream {stream}"),
-                &e,
-            ))),
         }
+    }
+
+    /// Creates every group that is missing, with its stream; `Again` once they all exist.
+    async fn recreate_groups(&mut self, index: usize) -> Halt {
+        let s = &self.shared.settings;
+        if !s.create {
+            return Halt::Fatal(SourceError::Rejected(format!(
+                "stream {} (or another consumed) has no consumer group {} any more (was the \
+                 stream deleted?); create it, or set source.redis_streams.create = true",
+                s.streams[index], s.group
+            )));
+        }
+        for stream in &s.streams {
+            let mut create = redis::cmd("XGROUP");
+            create
+                .arg("CREATE")
+                .arg(stream)
+                .arg(&s.group)
+                .arg("0")
+                .arg("MKSTREAM");
+            match self.shared.redis.query::<Value>(&create).await {
+                Ok(_) => warn!(
+                    stream,
+                    group = %s.group,
+                    "The consumer group was gone (was the stream deleted?); created it again."
+                ),
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(e) => return Halt::Lost(source_error("creating the group", &e)),
+            }
+        }
+        Halt::Again
     }
 
     async fn call<T: redis::FromRedisValue>(&mut self, cmd: &Cmd, doing: &str) -> Step<T> {

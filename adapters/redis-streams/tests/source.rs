@@ -481,3 +481,42 @@ async fn an_entry_deleted_while_it_is_delivered_is_still_dead_lettered() {
     source.stop().await;
     names.clean_up(&redis).await;
 }
+
+#[tokio::test]
+async fn a_stream_deleted_under_the_reader_gets_its_group_back_or_ends_the_source() {
+    let (redis, names) = setup("recreated", 0).await;
+    let mut first = source(&names.config(&support::url(), "me"), 8).await;
+    let health = first.health();
+    wait_until("connected", DEADLINE, || {
+        let health = health.clone();
+        async move { health.is_up() }
+    })
+    .await;
+    redis.del(&[&names.stream]).await;
+    redis.add(&names.stream, &[(b"payload", b"after")]).await;
+    let d = recv(&mut first, DEADLINE).await;
+    assert_eq!(
+        payload(&d),
+        "after",
+        "the group was created again, at the start"
+    );
+    ack(d).await;
+    first.stop().await;
+
+    let config = RedisStreamsConfig {
+        create: false,
+        ..names.config(&support::url(), "me")
+    };
+    let mut source = source(&config, 8).await;
+    redis.del(&[&names.stream]).await;
+    let ended = tokio::time::timeout(DEADLINE, source.recv())
+        .await
+        .expect("recv reports it");
+    let error = ended.expect_err("no group, and none may be created");
+    assert!(!error.is_retryable(), "{error}");
+    assert!(
+        error.to_string().contains("has no consumer group"),
+        "{error}"
+    );
+    names.clean_up(&redis).await;
+}
