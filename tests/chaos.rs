@@ -17,8 +17,8 @@
 //! first application (or a moment before it: a request the dead sidecar had written can still
 //! reach the app's handler) and before its second, and the second came under a higher fence.
 //!
-//! CI runs 3,000 keys per broker (1,500 on NATS, whose adapter is slower), a minute or two
-//! each. The full size, one broker at a time, without a test harness timeout:
+//! CI runs 3,000 keys per broker, a minute or two each. The full size, one broker at a time,
+//! without a test harness timeout:
 //!
 //! ```text
 //! OUTRIGGER_CHAOS_MESSAGES=100000 cargo test -p outrigger --test chaos -- --test-threads=1 --nocapture

@@ -95,7 +95,9 @@ impl Streams {
     async fn range(&self, stream: &str) -> Vec<(String, Fields)> {
         let mut cmd = redis::cmd("XRANGE");
         cmd.arg(stream).arg("-").arg("+");
-        let rows: Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> = self.run(&cmd).await;
+        // Each entry: its id and its field-value pairs, as Redis sends them.
+        type Entry = (String, Vec<(Vec<u8>, Vec<u8>)>);
+        let rows: Vec<Entry> = self.run(&cmd).await;
         rows.into_iter()
             .map(|(id, fields)| {
                 let fields = fields

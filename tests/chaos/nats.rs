@@ -1,6 +1,7 @@
 //! NATS JetStream: the machine's server (the kit's [`Streams`]: a source stream and a
 //! dead-letter stream of the run's own), the sidecar connected through a proxy the harness
-//! cuts, a short `ack_wait` so what a killed sidecar held is redelivered within seconds.
+//! cuts, a short `ack_wait` so what a killed sidecar held is redelivered within seconds, the
+//! business key in a header the source reads as the message key.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,9 +25,6 @@ impl ChaosBroker for Nats {
     const NAME: &'static str = "nats";
     // A killed sidecar's unacked messages come back after ack_wait (below).
     const TAKEOVER: Duration = Duration::from_secs(4);
-    // The sidecar takes about 65 messages a second from JetStream here, fewer under the
-    // faults: half the keys keep the run within two minutes.
-    const CI_KEYS: usize = 1_500;
 
     async fn start() -> Self {
         Self {
@@ -43,7 +41,13 @@ impl ChaosBroker for Nats {
             &server,
             app_url,
             namespace,
-            &[("ack_wait", "4s".into())],
+            &[
+                ("ack_wait", "4s".into()),
+                // Keyed by the business key, as a producer keys by entity: ordering mode
+                // `key` (the default) then runs keys in parallel. Without it every message
+                // is keyed by the one subject and runs one at a time.
+                ("key_header", "idempotency-key".into()),
+            ],
         )
     }
 

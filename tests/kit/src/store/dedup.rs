@@ -223,10 +223,22 @@ pub async fn batched_claims_and_completions_answer_per_key<F: StoreFixture>() {
             .claim_many(&["a", "done", "a", "b"])
             .await
             .expect("one call");
-        assert_eq!(claims[0], Claim::Acquired { fence: 1, attempt: 1 });
+        assert_eq!(
+            claims[0],
+            Claim::Acquired {
+                fence: 1,
+                attempt: 1
+            }
+        );
         assert_eq!(claims[1], Claim::Done);
         assert!(matches!(claims[2], Claim::Busy { .. }), "{:?}", claims[2]);
-        assert_eq!(claims[3], Claim::Acquired { fence: 1, attempt: 1 });
+        assert_eq!(
+            claims[3],
+            Claim::Acquired {
+                fence: 1,
+                attempt: 1
+            }
+        );
         let completions = store
             .complete_many(&[("a", 1), ("b", 7), ("never", 1)])
             .await
