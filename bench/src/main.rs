@@ -7,7 +7,7 @@
 //!
 //! # Layout
 //! - `run`: the phases every broker goes through (raw, then each sidecar policy) and the waits.
-//! - `amqp`, `kafka`, `redis_streams`: one broker each: publishing, the raw consumer, its
+//! - `amqp`, `kafka`, `redis_streams`, `nats`: one broker each: publishing, the raw consumer, its
 //!   sidecar policies.
 //! - `sidecar`: the `outrigger` child process and its policy file.
 //! - `app`: the raw consumers' HTTP client.
@@ -18,6 +18,7 @@ mod amqp;
 mod app;
 mod cpu;
 mod kafka;
+mod nats;
 mod payload;
 mod record;
 mod redis_streams;
@@ -35,11 +36,11 @@ use clap::{Parser, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "outrigger-bench", version)]
 pub struct Args {
-    /// Which broker to bench; `all` runs RabbitMQ, Kafka, then Redis Streams.
+    /// Which broker to bench; `all` runs RabbitMQ, Kafka, Redis Streams, then NATS.
     #[arg(long, value_enum, default_value_t = BrokerChoice::All)]
     pub broker: BrokerChoice,
     /// Messages in each throughput run (a backlog consumed as fast as possible) [default:
-    /// 50000 for amqp and redis-streams, 20000 for kafka].
+    /// 50000 for amqp and redis-streams, 20000 for kafka and nats].
     #[arg(long)]
     pub messages: Option<usize>,
     /// Body size in bytes (at least 16: sequence number and publish time).
@@ -75,6 +76,9 @@ pub struct Args {
     /// (the sidecar gets it under `[source.kafka.properties]`); repeatable.
     #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
     pub kafka_properties: Vec<(String, String)>,
+    /// NATS JetStream: the server (the bench creates and deletes its own streams there).
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
     /// Redis, for the sidecar's dedup records (and the streams of `redis-streams`).
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
@@ -92,7 +96,9 @@ pub enum BrokerChoice {
     Kafka,
     /// Redis Streams.
     RedisStreams,
-    /// RabbitMQ, Kafka, then Redis Streams.
+    /// NATS JetStream.
+    Nats,
+    /// RabbitMQ, Kafka, Redis Streams, then NATS JetStream.
     All,
 }
 
@@ -105,6 +111,11 @@ impl BrokerChoice {
     /// Whether Kafka is benched.
     pub fn kafka(self) -> bool {
         matches!(self, Self::Kafka | Self::All)
+    }
+
+    /// Whether NATS JetStream is benched.
+    pub fn nats(self) -> bool {
+        matches!(self, Self::Nats | Self::All)
     }
 
     /// Whether Redis Streams is benched.

@@ -19,6 +19,8 @@ pub enum BrokerKind {
     Kafka,
     /// Redis Streams.
     RedisStreams,
+    /// NATS JetStream.
+    Nats,
 }
 
 impl BrokerKind {
@@ -28,6 +30,7 @@ impl BrokerKind {
             BrokerKind::Amqp => "amqp",
             BrokerKind::Kafka => "kafka",
             BrokerKind::RedisStreams => "redis-streams",
+            BrokerKind::Nats => "nats",
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::record::{Recorder, Summary};
 use crate::report::{Report, Side, SidecarResult};
 use crate::sidecar::{self, PolicySpec, Sidecar, SETTLED};
 use crate::stub::Stub;
-use crate::{amqp, cpu, kafka, redis_streams, store, Args};
+use crate::{amqp, cpu, kafka, nats, redis_streams, store, Args};
 
 /// How long the sidecar may take to drain after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(40);
@@ -67,6 +67,9 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<Report>> {
     }
     if args.broker.redis_streams() {
         reports.push(redis_streams::run(&bench).await?);
+    }
+    if args.broker.nats() {
+        reports.push(nats::run(&bench).await?);
     }
     Ok(reports)
 }

@@ -53,6 +53,17 @@ pub enum SourceSpec<'a> {
         /// `[source.kafka.properties]`.
         properties: &'a [(String, String)],
     },
+    /// `[source.nats]`: one stream, through a durable consumer the sidecar creates.
+    Nats {
+        /// The server.
+        url: &'a str,
+        /// The stream consumed.
+        stream: &'a str,
+        /// The durable consumer.
+        consumer: &'a str,
+        /// `ordering.mode`.
+        ordering: &'static str,
+    },
     /// `[source.redis_streams]`: one stream, in its own consumer group.
     RedisStreams {
         /// The Redis URL.
@@ -91,6 +102,21 @@ impl PolicySpec<'_> {
             SourceSpec::Amqp { url, queue } => (
                 format!("[source.amqp]\nurl = {}\nqueue = {}\n", s(url), s(queue)),
                 String::new(),
+                String::new(),
+            ),
+            SourceSpec::Nats {
+                url,
+                stream,
+                consumer,
+                ordering,
+            } => (
+                format!(
+                    "[source.nats]\nservers = [{}]\nstream = {}\nconsumer = {}\n",
+                    s(url),
+                    s(stream),
+                    s(consumer)
+                ),
+                format!("[ordering]\nmode = {}\n\n", s(ordering)),
                 String::new(),
             ),
             SourceSpec::RedisStreams { url, stream, group } => (
