@@ -28,8 +28,20 @@ fn version_and_help_on_every_subcommand() {
 
 #[test]
 fn check_accepts_the_examples() {
-    for name in ["amqp-redis.toml", "demo.toml"] {
-        let path = examples().join(name);
+    let mut names: Vec<String> = std::fs::read_dir(examples())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    names.sort();
+    for broker in ["amqp", "kafka", "nats", "redis-streams"] {
+        assert!(
+            names.contains(&format!("{broker}-redis.toml")),
+            "an example per broker: {names:?}"
+        );
+    }
+    for name in names {
+        let path = examples().join(&name);
         let out = outrigger(&["check", "--config", path.to_str().unwrap()]);
         assert!(
             out.status.success(),

@@ -9,7 +9,8 @@ use std::time::Duration;
 use outrigger_testkit::nats::{self, Streams};
 use rand::{Rng, SeedableRng};
 use support::{
-    app_until_fixed, set, unique, wait_until, Dlq, Policy, Reply, Sidecar, TestApp, OUTRIGGER,
+    app_failing_each_entitys_first_message_once, app_until_fixed, assert_each_entitys_order,
+    interleaved, set, unique, wait_until, Dlq, Policy, Reply, Sidecar, TestApp, OUTRIGGER,
 };
 use toml_edit::Value;
 
@@ -317,5 +318,68 @@ async fn the_dlq_cli_lists_shows_resubmits_and_purges_the_dead_letter_stream() {
     streams.wait_all_acked().await;
     sidecar.stop();
     assert_eq!(app.count(), before + 5, "nothing was delivered twice");
+    streams.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_connection_the_lag_and_what_is_ack_pending() {
+    let streams = Streams::new("gauges").await;
+    let app = TestApp::start(|key, _| {
+        if key == "held" {
+            Reply::status(200).after(Duration::from_secs(5))
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let sidecar = Sidecar::start(
+        OUTRIGGER,
+        policy(&streams, &app, &[]).set("delivery.timeout", "8s"),
+    );
+    publish(&streams, "held", "{}").await;
+    let labels = format!(r#"partition="",topic="{}""#, streams.stream);
+    wait_until(
+        "the held message ack-pending, by the gauge",
+        LIMIT,
+        || async {
+            app.count() == 1 && sidecar.metric("outrigger_pending_messages", &labels) == 1.0
+        },
+    )
+    .await;
+    assert_eq!(sidecar.metric("outrigger_source_up", ""), 1.0);
+    assert_eq!(
+        sidecar.metric("outrigger_consumer_lag_messages", &labels),
+        0.0,
+        "nothing left to hand out"
+    );
+    wait_until("nothing ack-pending once it is done", LIMIT, || async {
+        sidecar.metric("outrigger_pending_messages", &labels) == 0.0
+    })
+    .await;
+    sidecar.stop();
+    streams.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_mode_keeps_each_entitys_order_through_in_place_retries() {
+    let streams = Streams::new("order").await;
+    let app = app_failing_each_entitys_first_message_once().await;
+    // Ordering `key` (the default) on the `outrigger-key` header (`key_header`'s default).
+    let sidecar = Sidecar::start(OUTRIGGER, policy(&streams, &app, &[]));
+    let messages = interleaved(8, 10);
+    for (entity, id, body) in &messages {
+        streams
+            .publish(
+                &[("idempotency-key", id), ("outrigger-key", entity)],
+                body.clone(),
+            )
+            .await;
+    }
+    wait_until("every message settled", LIMIT, || async {
+        sidecar.metric(SETTLED, "") >= messages.len() as f64
+    })
+    .await;
+    sidecar.stop();
+    assert_each_entitys_order(&app.hits(), 8, 10);
     streams.clean_up().await;
 }

@@ -12,8 +12,9 @@ use rand::{Rng, SeedableRng};
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 use support::{
-    app_until_fixed, ids, keys, kill_a_resubmit_halfway, unique, wait_resubmitted_once, wait_until,
-    Dlq, Policy, Reply, Sidecar, TestApp, OUTRIGGER,
+    app_failing_each_entitys_first_message_once, app_until_fixed, assert_each_entitys_order, ids,
+    interleaved, keys, kill_a_resubmit_halfway, unique, wait_resubmitted_once, wait_until, Dlq,
+    Policy, Reply, Sidecar, TestApp, OUTRIGGER,
 };
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -652,5 +653,80 @@ async fn the_dlq_cli_lists_shows_resubmits_and_purges_and_a_rerun_never_doubles(
     assert!(rest.iter().all(|r| r["status"] == 422));
     sidecar.stop();
     app.assert_each_key_once();
+    s.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_connection_what_is_pending_and_what_was_deleted_while_pending() {
+    let s = Streams::new("rs-gauges").await;
+    let app = TestApp::start(|key, _| {
+        if key == "held" {
+            Reply::status(200).after(Duration::from_secs(3))
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    // An entry this consumer read before (a crash), then deleted from the stream.
+    let gone = s.add_keyed("gone", b"{}").await;
+    let mut create = redis::cmd("XGROUP");
+    create.arg("CREATE").arg(&s.stream).arg(&s.group).arg("0");
+    let _: Value = s.run(&create).await;
+    let mut read = redis::cmd("XREADGROUP");
+    read.arg("GROUP")
+        .arg(&s.group)
+        .arg("sidecar-1")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(&s.stream)
+        .arg(">");
+    let _: Value = s.run(&read).await;
+    let mut delete = redis::cmd("XDEL");
+    delete.arg(&s.stream).arg(&gone);
+    let _: i64 = s.run(&delete).await;
+    s.add_keyed("held", b"{}").await;
+
+    let sidecar = Sidecar::start(OUTRIGGER, s.policy("sidecar-1", &app, "30s"));
+    let labels = format!(r#"partition="",topic="{}""#, s.stream);
+    wait_until("the held entry pending, by the gauge", LIMIT, || async {
+        app.count() == 1 && sidecar.metric("outrigger_pending_messages", &labels) == 1.0
+    })
+    .await;
+    assert_eq!(sidecar.metric("outrigger_source_up", ""), 1.0);
+    wait_until("the deleted entry counted", LIMIT, || async {
+        sidecar.metric("outrigger_deleted_while_pending_total", &labels) == 1.0
+    })
+    .await;
+    wait_until("nothing pending once it is done", LIMIT, || async {
+        sidecar.metric("outrigger_pending_messages", &labels) == 0.0
+    })
+    .await;
+    assert_eq!(s.len(&s.dlq).await, 1, "the tombstone of the deleted entry");
+    sidecar.stop();
+    s.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_mode_keeps_each_entitys_order_through_in_place_retries() {
+    let s = Streams::new("rs-order").await;
+    let app = app_failing_each_entitys_first_message_once().await;
+    // Ordering `key` (the default) on the entry's `key` field.
+    let sidecar = Sidecar::start(OUTRIGGER, s.policy("sidecar-1", &app, "30s"));
+    let messages = interleaved(8, 10);
+    for (entity, id, body) in &messages {
+        s.add(&[
+            (b"payload", body.as_bytes()),
+            (b"key", entity.as_bytes()),
+            (b"idempotency-key", id.as_bytes()),
+        ])
+        .await;
+    }
+    wait_until("every message settled", LIMIT, || async {
+        sidecar.metric(SETTLED, "") >= messages.len() as f64
+    })
+    .await;
+    sidecar.stop();
+    assert_each_entitys_order(&app.hits(), 8, 10);
     s.clean_up().await;
 }

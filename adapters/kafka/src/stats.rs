@@ -52,6 +52,7 @@ impl From<PartitionStats> for outrigger_core::PartitionStats {
             in_flight: p.in_flight,
             paused: p.paused,
             stalled: p.stalled_on_dead_letter,
+            deleted_while_pending: 0,
         }
     }
 }

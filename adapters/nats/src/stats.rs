@@ -79,6 +79,7 @@ pub(crate) fn partition(shared: &Shared) -> PartitionStats {
         in_flight,
         paused: in_flight >= shared.max_in_flight || shared.bytes_full(),
         stalled: shared.dead_letters_failing.load(Ordering::Acquire) > 0,
+        deleted_while_pending: 0,
     }
 }
 

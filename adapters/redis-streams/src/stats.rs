@@ -23,6 +23,7 @@ pub(crate) async fn read(shared: &Shared) -> Vec<PartitionStats> {
             in_flight: shared.ledger.in_flight(index),
             paused: shared.ledger.full(),
             stalled: shared.ledger.stalled(index),
+            deleted_while_pending: shared.ledger.deleted(index),
         });
     }
     out

@@ -66,6 +66,11 @@ pub mod names {
     pub const PARTITION_STALLED: &str = "outrigger_partition_stalled";
     /// Keys of the partition with messages parked behind a retry (retry mode `queue`).
     pub const PARKED_KEYS: &str = "outrigger_parked_keys";
+    /// Messages handed to this consumer and not settled, as the broker counts them (Redis
+    /// Streams' pending entries, JetStream's ack-pending).
+    pub const PENDING: &str = "outrigger_pending_messages";
+    /// Messages deleted or trimmed from their stream while pending (Redis Streams).
+    pub const DELETED_WHILE_PENDING: &str = "outrigger_deleted_while_pending_total";
     /// 1 for the state the circuit breaker in front of the app is in (`state`), 0 for the others.
     pub const BREAKER_STATE: &str = "outrigger_breaker_state";
     /// Moves of the circuit breaker, by the state moved to.
@@ -111,6 +116,10 @@ pub struct PartitionGauges {
     pub stalled: IntGaugeVec,
     /// Keys with parked messages (retry mode `queue`).
     pub parked_keys: IntGaugeVec,
+    /// Pending at the broker, as it counts them.
+    pub pending: IntGaugeVec,
+    /// Deleted while pending, since start.
+    pub deleted_while_pending: IntCounterVec,
 }
 
 impl PartitionGauges {
@@ -142,6 +151,33 @@ impl PartitionGauges {
                 names::PARKED_KEYS,
                 "Keys with messages parked behind a retry.",
             ),
+            pending: gauge(
+                names::PENDING,
+                "Messages handed to this consumer and not settled, as the broker counts them.",
+            ),
+            deleted_while_pending: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        names::DELETED_WHILE_PENDING,
+                        "Messages deleted or trimmed from their stream while pending.",
+                    ),
+                    &[labels::TOPIC, labels::PARTITION],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(c.clone()))
+                    .expect("unique metric");
+                c
+            },
+        }
+    }
+
+    /// Raises the deleted-while-pending counter of a partition to the source's `total`.
+    pub fn deleted_up_to(&self, labels: &[&str; 2], total: u64) {
+        let counter = self.deleted_while_pending.with_label_values(labels);
+        let seen = counter.get();
+        if total > seen {
+            counter.inc_by(total - seen);
         }
     }
 
@@ -154,6 +190,7 @@ impl PartitionGauges {
             &self.paused,
             &self.stalled,
             &self.parked_keys,
+            &self.pending,
         ] {
             g.reset();
         }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use outrigger_core::{Broker, Episode, ParkingStore, Source, SourceError, StatsProbe};
+use outrigger_core::{Broker, Episode, HealthFlag, ParkingStore, Source, SourceError, StatsProbe};
 use outrigger_policies::{AttemptPolicy, KeyPolicy, MissingKey, RetryTiers};
+use prometheus::IntGauge;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -133,6 +134,7 @@ impl WithBroker for Consume<'_> {
             .flatten();
         let exporter = tokio::spawn(export_partition_stats(
             source.stats(),
+            (source.health(), self.pipeline.metrics.source_up.clone()),
             parking,
             self.config.source.names(),
             self.metrics.clone(),
@@ -180,15 +182,18 @@ where
 }
 
 /// Copies the source's per-partition view into gauges, once a second, with the parked keys
-/// of each source partition (retry mode `queue`) from `parking`.
+/// of each source partition (retry mode `queue`) from `parking`, and its connection state
+/// into `outrigger_source_up`.
 async fn export_partition_stats<D: ParkingStore>(
     stats: StatsProbe,
+    (health, up): (HealthFlag, IntGauge),
     parking: Option<Arc<D>>,
     sources: Vec<String>,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
     loop {
+        up.set(i64::from(health.is_up()));
         let partitions = stats.read().await;
         let mut parked = Vec::new();
         if let Some(store) = &parking {
@@ -215,6 +220,14 @@ async fn export_partition_stats<D: ParkingStore>(
             }
             if let Some(lag) = p.lag {
                 g.lag.with_label_values(&labels).set(lag);
+            }
+            if let Some(pending) = p.pending {
+                g.pending
+                    .with_label_values(&labels)
+                    .set(i64::try_from(pending).unwrap_or(i64::MAX));
+            }
+            if p.deleted_while_pending > 0 {
+                g.deleted_up_to(&labels, p.deleted_while_pending);
             }
             g.in_flight
                 .with_label_values(&labels)

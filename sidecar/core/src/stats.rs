@@ -27,6 +27,9 @@ pub struct PartitionStats {
     pub paused: bool,
     /// Settling its messages is blocked by a dead-letter or retry write that keeps failing.
     pub stalled: bool,
+    /// Messages found deleted (or trimmed) while they were pending, since the source started,
+    /// where the broker lets that happen (Redis Streams).
+    pub deleted_while_pending: u64,
 }
 
 /// A future of a source's stats, boxed so sources of any broker can be probed alike.
