@@ -631,3 +631,44 @@ fn queue_mode_retries_are_refused_on_every_broker_without_retry_queues() {
         refused_by_check_and_run(&case);
     }
 }
+
+/// Retry mode `redeliver` needs a broker that redelivers after a delay (NATS), and an
+/// ordering that lets a retried message be overtaken.
+#[test]
+fn redeliver_mode_is_refused_without_delayed_redelivery_or_under_an_ordering() {
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    for (source, kind) in [
+        ("[source.amqp]\nqueue = \"orders\"\n", "amqp"),
+        (
+            "[source.redis_streams]\nstreams = [\"orders\"]\ngroup = \"g\"\n",
+            "redis_streams",
+        ),
+    ] {
+        let policy = format!("{source}[retry]\nmode = \"redeliver\"\n");
+        refused_by_check_and_run(&Case {
+            at: leak(format!("{}:1: retry.mode", policy.lines().count())),
+            policy: leak(policy),
+            says: leak(format!(
+                "redeliver mode needs a broker that redelivers after a delay, built for nats \
+                 sources only; use \"in_place\" with a {kind} source"
+            )),
+        });
+    }
+    let nats =
+        "[source.nats]\nstream = \"ORDERS\"\nconsumer = \"c\"\n[retry]\nmode = \"redeliver\"\n";
+    refused_by_check_and_run(&Case {
+        policy: nats,
+        at: "5:1: retry.mode",
+        says: "redeliver mode lets later messages overtake a retried one, which ordering \"key\" \
+               forbids: set ordering.mode = \"none\"",
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, format!("{nats}[ordering]\nmode = \"none\"\n")).unwrap();
+    let (code, text) = outrigger(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(
+        code,
+        Some(0),
+        "NATS with ordering none may redeliver: {text}"
+    );
+}

@@ -383,3 +383,74 @@ async fn key_mode_keeps_each_entitys_order_through_in_place_retries() {
     assert_each_entitys_order(&app.hits(), 8, 10);
     streams.clean_up().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeliver_mode_naks_a_retry_with_its_delay_and_frees_the_sidecar_meanwhile() {
+    let streams = Streams::new("redeliver").await;
+    let app = TestApp::start(|key, nth| match key {
+        "flaky" if nth < 3 => Reply::status(500),
+        "poison" => Reply::status(500).body("always down for this one"),
+        _ => Reply::status(200),
+    })
+    .await;
+    // One message in flight at a time: a retry waiting here would hold everything up. A
+    // message naked with a delay stays ack-pending at JetStream until it is redelivered, so
+    // the consumer's window is wider than the sidecar's.
+    let policy = policy(&streams, &app, &[("max_ack_pending", 100.into())])
+        .set("retry.mode", "redeliver")
+        .set("ordering.mode", "none")
+        .set("retry.max_attempts", 3)
+        .set("retry.initial", "1s")
+        .set("retry.max", "1s")
+        .set("retry.jitter", 0.0)
+        .set("backpressure.max_in_flight", 1);
+    let sidecar = Sidecar::start(OUTRIGGER, policy);
+    publish(&streams, "flaky", "{}").await;
+    publish(&streams, "poison", "{}").await;
+    for i in 0..10 {
+        publish(&streams, &format!("k-{i}"), "{}").await;
+    }
+    wait_until("every message settled for good", LIMIT, || async {
+        sidecar.metric(SETTLED, r#"outcome="delivered""#) == 11.0
+            && sidecar.metric(SETTLED, r#"outcome="dead_lettered""#) == 1.0
+    })
+    .await;
+    let hits = app.hits();
+    let attempts_of = |key: &str| -> Vec<u32> {
+        hits.iter()
+            .filter(|h| h.key == key)
+            .map(|h| h.attempt)
+            .collect()
+    };
+    assert_eq!(
+        attempts_of("flaky"),
+        [1, 2, 3],
+        "each redelivery one attempt"
+    );
+    assert_eq!(attempts_of("poison"), [1, 2, 3]);
+    // The sidecar went on while the retries waited at the broker.
+    let first_retry = hits
+        .iter()
+        .position(|h| h.key == "flaky" && h.attempt == 2)
+        .expect("flaky's second attempt");
+    assert!(
+        hits[..first_retry].iter().any(|h| h.key.starts_with("k-")),
+        "no other message was delivered while flaky waited: {:?}",
+        hits.iter().map(|h| (&h.key, h.attempt)).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        sidecar.metric(SETTLED, r#"outcome="redelivery""#),
+        4.0,
+        "two naks each for flaky and poison"
+    );
+    let dead = streams.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    let m = &dead[0];
+    assert_eq!(m.header_str("outrigger-dlq-key"), Some("poison"));
+    assert_eq!(m.header_str("outrigger-dlq-attempts"), Some("3"));
+    let reason = m.header_str("outrigger-dlq-reason").unwrap_or_default();
+    assert!(reason.starts_with("gave up after 3 attempts"), "{reason}");
+    streams.wait_all_acked().await;
+    sidecar.stop();
+    streams.clean_up().await;
+}

@@ -17,8 +17,9 @@
 //!   gate for the app's `Retry-After` or the backoff of the throttle count, unless that wait
 //!   would outlive `retry.max_age`, which dead-letters it.
 //! - `retry` spends the attempt: while attempts and age allow, the message is delivered again
-//!   after the app's `Retry-After` or the backoff (in place), or written to the retry queue of
-//!   its tier (queue mode); once either budget is spent, it is dead-lettered with the reason.
+//!   after the app's `Retry-After` or the backoff (in place), written to the retry queue of its
+//!   tier (queue mode), or handed back to the broker to be redelivered after that delay
+//!   (redeliver mode); once either budget is spent, it is dead-lettered with the reason.
 
 use std::time::{Duration, SystemTime};
 
@@ -61,8 +62,11 @@ impl RetryTiers {
 pub struct AttemptPolicy {
     /// Attempts, age limit and backoff.
     pub retry: RetryPolicy,
-    /// Retry mode `queue`; `None` retries in place.
+    /// Retry mode `queue`; `None` retries in place (or by redelivery).
     pub queue: Option<RetryTiers>,
+    /// Retry mode `redeliver`: a retry goes back to the broker, which hands it out again after
+    /// the delay; the message's age counts from when it was published. Not with `queue`.
+    pub redeliver: bool,
     /// An app that cannot be reached is the app's fault (the circuit breaker is on): an
     /// attempt that never got to it spends nothing and waits for the app.
     pub app_faults: bool,
@@ -131,6 +135,9 @@ pub enum Next {
     DeadLetter(DeadLetter),
     /// Hand the message back to the broker unsettled, its claim refunded: shutdown came first.
     Requeue,
+    /// Release the claim (the attempt counts), then hand the message back to the broker to be
+    /// delivered again once `delay` has passed (retry mode `redeliver`).
+    Redeliver(Duration),
 }
 
 impl Next {
@@ -142,6 +149,7 @@ impl Next {
             Next::RetryQueue(_) => Some(Release::Retry),
             Next::DeadLetter(_) => None,
             Next::Requeue => Some(Release::Refund),
+            Next::Redeliver(_) => Some(Release::Retry),
         }
     }
 }
@@ -215,6 +223,20 @@ pub struct Tried<'a> {
 }
 
 impl AttemptPolicy {
+    /// The progress of `message` as it arrives at `now` ([`Attempts::start`]). In redeliver
+    /// mode a message handed out before lived since it was published, as far as the sidecar
+    /// can tell: its age counts from then, so `max_age` bounds it across redeliveries.
+    pub fn start(&self, message: &Message, now: SystemTime) -> Attempts {
+        let mut state = Attempts::start(message, now);
+        let handed_out_before = message.deliveries.is_some_and(|n| n > 1);
+        if self.redeliver && handed_out_before && message.trail.is_none() {
+            if let Some(published) = message.timestamp {
+                state.first_seen = state.first_seen.min(published);
+            }
+        }
+        state
+    }
+
     /// The step after `tried`, at `now`; `state` learns what the attempt changed.
     pub fn after(
         &self,
@@ -304,6 +326,7 @@ impl AttemptPolicy {
                             first_failure: Some(first),
                             due: None,
                         }),
+                        None if self.redeliver => Next::Redeliver(delay),
                         None => Next::Again {
                             release: Release::Retry,
                             delay,

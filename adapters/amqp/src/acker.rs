@@ -124,6 +124,9 @@ impl Acker for AmqpAcker {
             Settlement::Retry(_) => Err(SourceError::Rejected(
                 "retry queues are not available for RabbitMQ sources yet".to_owned(),
             )),
+            Settlement::Redeliver(_) => Err(SourceError::Rejected(
+                "RabbitMQ has no delayed redelivery; use retry mode \"in_place\"".to_owned(),
+            )),
         };
         match result {
             Ok(()) => {

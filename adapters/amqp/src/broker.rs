@@ -33,6 +33,7 @@ impl Broker for Amqp {
                 many: "queues",
             },
             retry_queues: false,
+            delayed_redelivery: false,
             ordering: ORDERING,
             // A queue's routing key is usually the queue name, so `key` would serialise
             // everything: `none` keeps a queue parallel.

@@ -103,6 +103,10 @@ impl Acker for KafkaAcker {
                 self.dead_letter(dead_letter).await.map(|()| true)
             }
             Settlement::Retry(trail) => self.retry(trail).await.map(|()| true),
+            Settlement::Redeliver(_) => Err(SourceError::Rejected(
+                "Kafka has no delayed redelivery; use retry mode \"queue\" or \"in_place\""
+                    .to_owned(),
+            )),
         };
         match settled {
             Ok(settled) => {

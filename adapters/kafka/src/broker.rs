@@ -24,6 +24,7 @@ impl Broker for Kafka {
                 many: "topics",
             },
             retry_queues: true,
+            delayed_redelivery: false,
             ordering: &OrderingMode::ALL,
             // Producers key records by entity: `key` keeps each entity's events in order yet
             // runs different entities in parallel, past the partition count.

@@ -56,6 +56,7 @@ impl Broker for Memory {
                 many: "queues",
             },
             retry_queues: false,
+            delayed_redelivery: false,
             ordering: ORDERING,
             // Like a RabbitMQ queue: messages of a queue carry no entity key by default.
             default_ordering: OrderingMode::None,

@@ -114,6 +114,9 @@ impl Acker for MemoryAcker {
             Settlement::Retry(_) => Err(SourceError::Rejected(
                 "the memory broker has no retry queues".to_owned(),
             )),
+            Settlement::Redeliver(_) => Err(SourceError::Rejected(
+                "the memory broker has no delayed redelivery".to_owned(),
+            )),
         };
         match result {
             Ok(()) => {

@@ -158,6 +158,7 @@ impl Acker for NatsAcker {
         let result = match &settlement {
             Settlement::Ack => self.ack(AckKind::Ack).await,
             Settlement::Requeue => self.ack(AckKind::Nak(None)).await,
+            Settlement::Redeliver(delay) => self.ack(AckKind::Nak(Some(*delay))).await,
             Settlement::DeadLetter(context) => self.dead_letter(context).await,
             Settlement::Retry(_) => Err(SourceError::Rejected(
                 "retry queues are not available for NATS sources".to_owned(),

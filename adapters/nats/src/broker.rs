@@ -23,10 +23,10 @@ impl Broker for Nats {
                 one: "stream",
                 many: "streams",
             },
-            // A nak with a delay would be the native retry queue, but it hands later messages
-            // of the key out before the retried one, and the seam has no settlement that
-            // carries a delay: retries wait in place, with in-progress keeping the message.
             retry_queues: false,
+            // A nak with a delay: JetStream hands the message out again after it, and counts
+            // the delivery (`num_delivered`).
+            delayed_redelivery: true,
             ordering: &OrderingMode::ALL,
             // A message is keyed by its key header or else its subject, and subjects usually
             // name the entity (`orders.<id>`): `key` keeps each entity in order and runs the

@@ -137,6 +137,9 @@ impl Acker for RedisStreamsAcker {
                  \"in_place\""
                     .to_owned(),
             )),
+            Settlement::Redeliver(_) => Err(SourceError::Rejected(
+                "Redis Streams has no delayed redelivery; use retry mode \"in_place\"".to_owned(),
+            )),
         };
         match result {
             Ok(()) => {

@@ -24,6 +24,7 @@ impl Broker for RedisStreams {
                 many: "streams",
             },
             retry_queues: false,
+            delayed_redelivery: false,
             // `partition` keeps a stream in order (as this consumer reads it), `key` orders by
             // the key field, `none` runs everything in parallel.
             ordering: &OrderingMode::ALL,

@@ -42,6 +42,7 @@ fn policy_with(
             tiers,
             dead_letter_parked: false,
         }),
+        redeliver: false,
         app_faults,
     }
 }
@@ -366,6 +367,23 @@ fn play(
                 }
                 now += *delay;
             }
+            // Redeliver mode: handed back to the broker, delivered again after the delay (the
+            // store, or the broker's delivery count, carries the attempts across).
+            (Next::Redeliver(delay), Answer::Fail(_) | Answer::Unreachable) => {
+                prop_assert!(p.redeliver, "a redelivery in another mode");
+                prop_assert!(!p.app_faults || matches!(a, Answer::Fail(_)));
+                if let Answer::Fail(Some(ms)) = a {
+                    prop_assert_eq!(*delay, Duration::from_millis(*ms), "Retry-After wins");
+                }
+                prop_assert!(
+                    state.age(now) + *delay <= max_age,
+                    "a redelivery that outlives the age limit"
+                );
+                prop_assert_eq!(step.release(), Some(Release::Retry));
+                prop_assert!(attempt < p.retry.max_attempts);
+                stored_spent = attempt;
+                now += *delay;
+            }
             (step, a) => prop_assert!(false, "{:?} after {:?}", step, a),
         }
     }
@@ -397,6 +415,31 @@ proptest! {
         prop_assert!(matches!(last, Next::Complete(_) | Next::DeadLetter(_)));
     }
 
+    /// Redeliver mode: a retry the budgets allow goes back to the broker with its delay, never
+    /// waits in place; throttling and an unreachable app still wait here, spending nothing.
+    #[test]
+    fn redeliver_mode_hands_retries_back_to_the_broker(
+        answers in proptest::collection::vec(answer(), 0..30),
+        max_attempts in 1u32..8,
+        max_age_s in 1u64..600,
+        seed in any::<u64>(),
+        with_store in any::<bool>(),
+    ) {
+        let mut p = policy(max_attempts, Duration::from_secs(max_age_s), None);
+        p.redeliver = true;
+        let (last, trace) = play(&p, &answers, seed, with_store)?;
+        let retried_in_place = trace
+            .iter()
+            .any(|(_, s)| matches!(s, Next::Again { wait: Wait::Retry, .. }));
+        prop_assert!(!retried_in_place);
+        let redeliveries = trace
+            .iter()
+            .filter(|(_, s)| matches!(s, Next::Redeliver(_)))
+            .count() as u32;
+        prop_assert!(redeliveries < max_attempts);
+        prop_assert!(matches!(last, Next::Complete(_) | Next::DeadLetter(_)));
+    }
+
     /// Queue mode: the first retryable failure that the budget allows goes to a retry queue
     /// (never an in-place wait), to the tier of its attempt and the app's Retry-After.
     #[test]
@@ -417,6 +460,25 @@ proptest! {
             prop_assert!(trail.attempts < max_attempts);
         }
     }
+}
+
+#[test]
+fn in_redeliver_mode_a_redelivered_message_is_as_old_as_its_publication() {
+    let mut p = policy(5, Duration::from_secs(3600), None);
+    let published = T0;
+    let now = T0 + Duration::from_secs(600);
+    let mut m = Message::new("x", origin());
+    m.timestamp = Some(published);
+    // The first hand-out: its age counts from now, as in every mode.
+    p.redeliver = true;
+    m.deliveries = Some(1);
+    assert_eq!(p.start(&m, now).age(now), Duration::ZERO);
+    // Redelivered: from its publication, so max_age bounds it across redeliveries.
+    m.deliveries = Some(3);
+    assert_eq!(p.start(&m, now).age(now), Duration::from_secs(600));
+    // In place, a redelivery (a crash) does not age it.
+    p.redeliver = false;
+    assert_eq!(p.start(&m, now).age(now), Duration::ZERO);
 }
 
 #[test]

@@ -229,10 +229,19 @@ impl SourceConfig {
 
     /// Kinds whose brokers have retry queues (retry mode `queue`), for messages.
     pub fn kinds_with_retry_queues() -> Vec<&'static str> {
+        Self::kinds_that(|c| c.retry_queues)
+    }
+
+    /// Kinds whose brokers redeliver after a delay (retry mode `redeliver`), for messages.
+    pub fn kinds_with_delayed_redelivery() -> Vec<&'static str> {
+        Self::kinds_that(|c| c.delayed_redelivery)
+    }
+
+    fn kinds_that(can: impl Fn(&Capabilities) -> bool) -> Vec<&'static str> {
         Self::KINDS
             .iter()
             .zip(Self::all_capabilities())
-            .filter(|(_, c)| c.retry_queues)
+            .filter(|(_, c)| can(c))
             .map(|(k, _)| *k)
             .collect()
     }

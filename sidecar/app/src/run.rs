@@ -291,6 +291,7 @@ pub fn default_route(config: &Config) -> Route {
                 dead_letter_parked: config.retry.parked_after_dead_letter
                     == ParkedAfterDeadLetter::DeadLetter,
             }),
+            redeliver: config.retry.mode == RetryMode::Redeliver,
             app_faults: config.breaker.enabled,
         },
         ordering: config.ordering.mode(&config.source),

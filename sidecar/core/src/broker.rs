@@ -70,6 +70,9 @@ pub struct Capabilities {
     pub noun: Noun,
     /// Retry mode `queue` (retry queues with delay tiers and parked-key chains) is built.
     pub retry_queues: bool,
+    /// Retry mode `redeliver` (the broker hands a message back after a delay it is given) is
+    /// built.
+    pub delayed_redelivery: bool,
     /// The ordering scopes it can keep.
     pub ordering: &'static [OrderingMode],
     /// The ordering mode when the policy names none.

@@ -37,6 +37,10 @@ pub enum Settlement {
     /// it (retry mode `queue`). Adapters without retry queues refuse it with
     /// [`SourceError::Rejected`].
     Retry(Trail),
+    /// Give it back to the broker to be delivered again once `delay` has passed, the attempt
+    /// spent (retry mode `redeliver`: JetStream's nak with a delay). Adapters without delayed
+    /// redelivery refuse it with [`SourceError::Rejected`].
+    Redeliver(std::time::Duration),
 }
 
 /// A settlement the broker did not take; the handle comes back so the caller can try again.

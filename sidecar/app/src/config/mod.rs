@@ -100,7 +100,7 @@ impl Config {
             declare_dead_letters: self.dead_letter.declare,
             retry_tiers: match self.retry.mode {
                 RetryMode::Queue => self.retry.tiers.clone(),
-                RetryMode::InPlace => Vec::new(),
+                RetryMode::InPlace | RetryMode::Redeliver => Vec::new(),
             },
             limits: Limits {
                 max_in_flight: usize::from(b.max_in_flight),

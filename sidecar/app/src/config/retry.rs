@@ -83,6 +83,10 @@ pub enum RetryMode {
     InPlace,
     /// Write the message to a retry topic and go on; per-key order still holds (kafka).
     Queue,
+    /// Hand the message back to the broker, which delivers it again after the backoff, and go
+    /// on (nats: a nak with a delay). Frees the sidecar meanwhile, but later messages overtake
+    /// the retried one: ordering must be `none`.
+    Redeliver,
 }
 
 /// What the messages parked behind a dead-lettered one do.

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
-use outrigger_core::{Capabilities, KeyPath, Problem, Problems};
+use outrigger_core::{Capabilities, KeyPath, OrderingMode, Problem, Problems};
 
 use super::{Config, RetryMode, SourceConfig, StoreKind};
 
@@ -163,6 +163,26 @@ fn retry(c: &Config, capabilities: &Capabilities, v: &mut Problems) {
             v.at(
                 &["retry.tiers"],
                 "every tier's delay must be longer than 0s",
+            );
+        }
+    }
+    if r.mode == RetryMode::Redeliver {
+        if !capabilities.delayed_redelivery {
+            let built = SourceConfig::kinds_with_delayed_redelivery().join(" and ");
+            v.at(
+                &["retry.mode"],
+                format!(
+                    "redeliver mode needs a broker that redelivers after a delay, built for {built} sources only; use \"in_place\" with a {} source",
+                    c.source.kind()
+                ),
+            );
+        } else if c.ordering.mode(&c.source) != OrderingMode::None {
+            v.at(
+                &["retry.mode", "ordering.mode"],
+                format!(
+                    "redeliver mode lets later messages overtake a retried one, which ordering \"{}\" forbids: set ordering.mode = \"none\", or retry \"in_place\"",
+                    c.ordering.mode(&c.source)
+                ),
             );
         }
     }

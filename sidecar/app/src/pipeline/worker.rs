@@ -31,6 +31,9 @@ mod outcome {
     pub const DEAD_LETTERED: &str = "dead_lettered";
     /// Written to a retry queue after a failure (retry mode `queue`).
     pub const RETRY_QUEUED: &str = "retry_queued";
+    /// Handed back to the broker after a failure, to be redelivered after the backoff (retry
+    /// mode `redeliver`).
+    pub const REDELIVERY: &str = "redelivery";
     /// Written to a retry queue to wait behind its key's parked head.
     pub const PARKED: &str = "parked";
     /// A retry copy that was read again after its message was settled.
@@ -66,6 +69,8 @@ enum Fate {
     Retry(Trail),
     /// Hand back to the broker unsettled (shutdown past its grace period).
     Requeue,
+    /// Hand back to the broker, to be redelivered after the delay (retry mode `redeliver`).
+    Redeliver(Duration),
 }
 
 impl Fate {
@@ -78,7 +83,8 @@ impl Fate {
                 tier: t.tier,
                 hop: t.hop,
             },
-            Fate::Requeue => Settling::Requeue,
+            // No chains outside queue mode: handed back like a requeue.
+            Fate::Requeue | Fate::Redeliver(_) => Settling::Requeue,
         }
     }
 }
@@ -336,7 +342,7 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
             }
             Keyed::Missing(why) => (Err(why.to_string()), false),
         };
-        let mut state = Attempts::start(self.message, SystemTime::now());
+        let mut state = self.route.attempts.start(self.message, SystemTime::now());
         // What the last attempt found, for a dead letter when the wait for the app runs out.
         let mut last: Option<Reply> = None;
         loop {
@@ -449,6 +455,11 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                 Next::Requeue => {
                     self.release(key, held, release).await;
                     return Fate::Requeue;
+                }
+                Next::Redeliver(delay) => {
+                    self.p.metrics.retried.inc();
+                    self.release(key, held, release).await;
+                    return Fate::Redeliver(delay);
                 }
             }
         }
@@ -680,6 +691,11 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                 (Some(label), None, Settlement::Retry(trail))
             }
             Fate::Requeue => (None, None, Settlement::Requeue),
+            Fate::Redeliver(delay) => (
+                Some(outcome::REDELIVERY),
+                None,
+                Settlement::Redeliver(delay),
+            ),
         };
         let mut acker = acker;
         let mut settlement = settlement;
