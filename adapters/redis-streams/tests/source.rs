@@ -520,3 +520,29 @@ async fn a_stream_deleted_under_the_reader_gets_its_group_back_or_ends_the_sourc
     );
     names.clean_up(&redis).await;
 }
+
+#[tokio::test]
+async fn a_dead_peers_entries_are_claimed_page_by_page_through_the_cursor() {
+    // Seven entries on the dead peer, room for two at a time: XAUTOCLAIM asks for two per
+    // call, and only its cursor leads to the rest.
+    let (redis, names) = setup("pages", 7).await;
+    read_as(&redis, &names, "dead-peer", 7).await;
+    let config = RedisStreamsConfig {
+        claim_idle: Duration::from_secs(1),
+        ..names.config(&support::url(), "survivor")
+    };
+    let mut source = source(&config, 2).await;
+    let mut got = Vec::new();
+    for _ in 0..7 {
+        let d = recv(&mut source, DEADLINE).await;
+        assert_eq!(d.message.deliveries, Some(2), "taken over from the peer");
+        got.push(payload(&d));
+        ack(d).await;
+    }
+    got.sort();
+    let want: Vec<String> = (0..7).map(|i| format!("e-{i}")).collect();
+    assert_eq!(got, want, "every page, each entry once");
+    assert!(redis.pending(&names.stream, &names.group).await.is_empty());
+    source.stop().await;
+    names.clean_up(&redis).await;
+}
