@@ -216,14 +216,7 @@ async fn two_sidecars_share_the_consumer_and_the_survivor_gets_a_killed_ones_mes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_delivery_is_not_stolen() {
     let streams = Streams::new("slow").await;
-    let app = TestApp::start(|key, _| {
-        if key == "slow" {
-            Reply::status(200).after(Duration::from_secs(7))
-        } else {
-            Reply::status(200)
-        }
-    })
-    .await;
+    let app = TestApp::slow_on("slow", Duration::from_secs(7)).await;
     let policy = policy(&streams, &app, &[("ack_wait", "2s".into())])
         .set("delivery.timeout", "20s")
         .set("dedup.lease", "30s")
@@ -324,14 +317,7 @@ async fn the_dlq_cli_lists_shows_resubmits_and_purges_the_dead_letter_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_the_connection_the_lag_and_what_is_ack_pending() {
     let streams = Streams::new("gauges").await;
-    let app = TestApp::start(|key, _| {
-        if key == "held" {
-            Reply::status(200).after(Duration::from_secs(5))
-        } else {
-            Reply::status(200)
-        }
-    })
-    .await;
+    let app = TestApp::slow_on("held", Duration::from_secs(5)).await;
     let sidecar = Sidecar::start(
         OUTRIGGER,
         policy(&streams, &app, &[]).set("delivery.timeout", "8s"),

@@ -500,14 +500,7 @@ async fn a_survivor_takes_over_a_killed_peers_entries_after_claim_idle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_delivery_is_not_taken_over_by_a_peer() {
     let s = Streams::new("rs-slow").await;
-    let app = TestApp::start(|key, _| {
-        if key == "slow" {
-            Reply::status(200).after(Duration::from_secs(4))
-        } else {
-            Reply::status(200)
-        }
-    })
-    .await;
+    let app = TestApp::slow_on("slow", Duration::from_secs(4)).await;
     // Without dedup, an entry taken over while it is delivered would reach the app twice.
     let policy = |consumer| {
         s.policy(consumer, &app, "1s")
@@ -659,14 +652,7 @@ async fn the_dlq_cli_lists_shows_resubmits_and_purges_and_a_rerun_never_doubles(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_the_connection_what_is_pending_and_what_was_deleted_while_pending() {
     let s = Streams::new("rs-gauges").await;
-    let app = TestApp::start(|key, _| {
-        if key == "held" {
-            Reply::status(200).after(Duration::from_secs(3))
-        } else {
-            Reply::status(200)
-        }
-    })
-    .await;
+    let app = TestApp::slow_on("held", Duration::from_secs(3)).await;
     // An entry this consumer read before (a crash), then deleted from the stream.
     let gone = s.add_keyed("gone", b"{}").await;
     let mut create = redis::cmd("XGROUP");

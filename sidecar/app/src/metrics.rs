@@ -101,6 +101,18 @@ pub mod labels {
     pub const STAGE: &str = "stage";
 }
 
+/// `metric`, registered in `registry`.
+fn registered<M>(registry: &Registry, metric: prometheus::Result<M>) -> M
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = metric.expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
 /// Per-partition gauges of partitioned sources (Kafka), refreshed from the adapter's view.
 #[derive(Clone)]
 pub struct PartitionGauges {
@@ -155,20 +167,16 @@ impl PartitionGauges {
                 names::PENDING,
                 "Messages handed to this consumer and not settled, as the broker counts them.",
             ),
-            deleted_while_pending: {
-                let c = IntCounterVec::new(
+            deleted_while_pending: registered(
+                registry,
+                IntCounterVec::new(
                     Opts::new(
                         names::DELETED_WHILE_PENDING,
                         "Messages deleted or trimmed from their stream while pending.",
                     ),
                     &[labels::TOPIC, labels::PARTITION],
-                )
-                .expect("valid metric");
-                registry
-                    .register(Box::new(c.clone()))
-                    .expect("unique metric");
-                c
-            },
+                ),
+            ),
         }
     }
 
@@ -432,20 +440,16 @@ impl Metrics {
                 src,
             ),
             dlq_purged: counter(names::DLQ_PURGED, "Dead letters purged.", src),
-            breaker_state: {
-                let g = IntGaugeVec::new(
+            breaker_state: registered(
+                &registry,
+                IntGaugeVec::new(
                     Opts::new(
                         names::BREAKER_STATE,
                         "1 for the circuit breaker's state in front of the app.",
                     ),
                     &[labels::SOURCE, labels::STATE],
-                )
-                .expect("valid metric");
-                registry
-                    .register(Box::new(g.clone()))
-                    .expect("unique metric");
-                g
-            },
+                ),
+            ),
             breaker_transitions: counter(
                 names::BREAKER_TRANSITIONS,
                 "Moves of the circuit breaker, by the state moved to.",

@@ -107,6 +107,19 @@ impl TestApp {
         Self::start(|_, _| Reply::status(200)).await
     }
 
+    /// An app that accepts everything, the messages keyed `slow` only after `delay`.
+    pub async fn slow_on(slow: &'static str, delay: Duration) -> Self {
+        Self::start(move |key, _| {
+            let reply = Reply::status(200);
+            if key == slow {
+                reply.after(delay)
+            } else {
+                reply
+            }
+        })
+        .await
+    }
+
     /// The URL to configure as the delivery target.
     pub fn url(&self) -> String {
         format!("http://{}/events", self.addr)
