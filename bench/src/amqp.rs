@@ -33,6 +33,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
         let (raw, consumer) = bench
             .measure_raw(
                 plan,
+                "raw",
                 RawConsumer::start(&args.amqp_url, &raw_queue, args.prefetch, &app),
                 RawConsumer::acked,
                 broker.publish_paced(&paced, plan.rate, bench.clock),
@@ -72,6 +73,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
             rate: plan.rate,
             partitions_keys: None,
             raw,
+            raw_ordered: None,
             sidecars: vec![sidecar],
         })
     }

@@ -1,7 +1,8 @@
-//! Kafka: a raw rdkafka consumer (consume → POST → store offset, auto-commit), then the
-//! sidecar with Redis dedup in `partition` and in `key` ordering mode, each on a topic and in a
-//! consumer group of its own. Each of the three runs gets a tansu broker of its own, unless
-//! `--kafka-bootstrap` names a broker for all of them.
+//! Kafka: raw rdkafka consumers (consume → POST → store offset, auto-commit), one unordered and
+//! one with a record in flight per partition, then the sidecar with Redis dedup in `partition`
+//! and in `key` ordering mode, each on a topic and in a consumer group of its own. Each of the
+//! four runs gets a tansu broker of its own, unless `--kafka-bootstrap` names a broker for all
+//! of them.
 
 mod broker;
 mod raw;
@@ -10,23 +11,23 @@ mod tansu;
 use std::collections::BTreeMap;
 
 use broker::{Batch, Cluster};
-use raw::{RawConsumer, RawSpec};
+use raw::{RawConsumer, RawSpec, Shape};
 use tansu::Tansu;
 
 use crate::report::{BrokerKind, Report, Side, SidecarResult};
 use crate::run::{Bench, Plan};
 use crate::sidecar::{self, Ordering, PolicySpec, SourceSpec};
 
-/// Messages per throughput run unless `--messages` says otherwise: a tansu topic takes them
-/// more slowly than RabbitMQ, and the Kafka runs are three.
-const DEFAULT_MESSAGES: usize = 20_000;
+/// Messages per throughput run unless `--messages` says otherwise: enough that each run lasts
+/// several seconds, so start-up and the first fetches weigh little in its rate.
+const DEFAULT_MESSAGES: usize = 100_000;
 
 /// `fetch.wait.max.ms` of both consumers on tansu. tansu holds a fetch that found nothing for
 /// the whole wait even when records arrive meanwhile (Kafka answers at once), so with
 /// librdkafka's 500 ms the latency runs would measure tansu's wait and nothing else.
 const TANSU_FETCH_WAIT_MS: &str = "10";
 
-/// Runs the three sides and cleans up brokers, topics and dedup records, whatever happened.
+/// Runs the four sides and cleans up brokers, topics and dedup records, whatever happened.
 pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
     let args = bench.args;
     let kafka = Kafka {
@@ -36,7 +37,16 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
         namespace: format!("outrigger-bench-{}-kafka", bench.tag),
     };
     let result = async {
-        let raw = kafka.raw().await?;
+        let raw = kafka
+            .raw(Shape::Unordered {
+                in_flight: args.prefetch,
+            })
+            .await?;
+        let raw_ordered = kafka
+            .raw(Shape::Ordered {
+                partitions: args.partitions,
+            })
+            .await?;
         let mut sidecars = Vec::new();
         for ordering in [Ordering::Partition, Ordering::Key] {
             sidecars.push(kafka.sidecar(ordering).await?);
@@ -58,6 +68,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
             rate: kafka.plan.rate,
             partitions_keys: Some((args.partitions, args.keys)),
             raw,
+            raw_ordered: Some(raw_ordered),
             sidecars,
         })
     }
@@ -77,16 +88,16 @@ struct Kafka<'a> {
 }
 
 impl Kafka<'_> {
-    /// The raw consumer, in a group named after its topic.
-    async fn raw(&self) -> anyhow::Result<Side> {
-        let site = self.open("raw").await?;
+    /// The raw consumer of `shape`, in a group named after its topic.
+    async fn raw(&self, shape: Shape) -> anyhow::Result<Side> {
+        let site = self.open(&shape.label().replace(' ', "-")).await?;
         let result = async {
             let app = self.bench.stub.url();
             let spec = RawSpec {
                 bootstrap: &site.bootstrap,
                 topic: &site.topic,
                 group: &site.topic,
-                in_flight: self.bench.args.prefetch,
+                shape,
                 properties: &self.properties,
             };
             let paced = self.batch(&site.topic, self.plan.paced_messages);
@@ -94,6 +105,7 @@ impl Kafka<'_> {
                 .bench
                 .measure_raw(
                     site.plan(self.plan),
+                    shape.label(),
                     RawConsumer::start(&spec, &app),
                     RawConsumer::delivered,
                     site.cluster

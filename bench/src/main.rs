@@ -1,15 +1,17 @@
 //! `outrigger-bench`: N messages through a broker into a stub app, raw consumer vs the sidecar.
 //!
 //! One process publishes, runs the stub app and the raw consumer, and spawns the release
-//! `outrigger` binary. RabbitMQ (`amqp`), Kafka (`kafka`, on a tansu broker the bench starts)
-//! and Redis Streams (`redis-streams`, on the dedup Redis) each get their own raw consumer and
-//! sidecar runs.
+//! `outrigger` binary. RabbitMQ (`amqp`), Kafka (`kafka`, on a tansu broker the bench starts),
+//! Redis Streams (`redis-streams`, on the dedup Redis) and NATS JetStream (`nats`) each get
+//! their own raw consumer (Kafka a second one that keeps each partition in order, the peer of
+//! the sidecar's `partition` mode) and sidecar runs.
 //!
 //! # Layout
 //! - `run`: the phases every broker goes through (raw, then each sidecar policy) and the waits.
 //! - `amqp`, `kafka`, `redis_streams`, `nats`: one broker each: publishing, the raw consumer, its
 //!   sidecar policies.
 //! - `sidecar`: the `outrigger` child process and its policy file.
+//! - `metrics`: what the bench reads from the sidecar's `/metrics`, and the stage breakdown.
 //! - `app`: the raw consumers' HTTP client.
 //! - `stub`, `record`, `payload`: the app the consumers deliver to and what it measures.
 //! - `report`: the table and the JSON.
@@ -18,6 +20,7 @@ mod amqp;
 mod app;
 mod cpu;
 mod kafka;
+mod metrics;
 mod nats;
 mod payload;
 mod record;
@@ -40,7 +43,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = BrokerChoice::All)]
     pub broker: BrokerChoice,
     /// Messages in each throughput run (a backlog consumed as fast as possible) [default:
-    /// 50000 for amqp and redis-streams, 20000 for kafka and nats].
+    /// 50000 for amqp and redis-streams, 100000 for kafka, 20000 for nats].
     #[arg(long)]
     pub messages: Option<usize>,
     /// Body size in bytes (at least 16: sequence number and publish time).

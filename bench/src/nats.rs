@@ -29,7 +29,7 @@ const PUBLISH_WINDOW: usize = 1000;
 /// The consumer every run uses on its own stream.
 const CONSUMER: &str = "outrigger-bench";
 /// The ordering modes the sidecar runs under, one column each.
-const ORDERINGS: [&str; 2] = ["key", "none"];
+const ORDERINGS: [sidecar::Ordering; 2] = [sidecar::Ordering::Key, sidecar::Ordering::None];
 
 /// Runs every side and deletes the streams and dedup records, whatever happened.
 pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
@@ -51,6 +51,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
         let (raw, consumer) = bench
             .measure_raw(
                 plan,
+                "raw",
                 RawConsumer::start(&nats, &raw_stream, args.prefetch, &app),
                 RawConsumer::acked,
                 nats.publish_paced(bench, plan, &raw_stream),
@@ -60,12 +61,12 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
 
         let mut sidecars = Vec::new();
         for ordering in ORDERINGS {
-            let stream = stream_of(ordering);
+            let stream = stream_of(ordering.as_str());
             nats.create(&stream).await?;
             created.push(stream.clone());
             created.push(format!("{stream}_dlq"));
             nats.publish_backlog(bench, plan, &stream).await?;
-            let namespace = namespace(ordering);
+            let namespace = namespace(ordering.as_str());
             let spec = PolicySpec {
                 source: SourceSpec::Nats {
                     url: &args.nats_url,
@@ -82,7 +83,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
             let result = bench
                 .measure_sidecar(
                     plan,
-                    ordering,
+                    ordering.as_str(),
                     &spec,
                     nats.publish_paced(bench, plan, &stream),
                 )
@@ -100,6 +101,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
             rate: plan.rate,
             partitions_keys: None,
             raw,
+            raw_ordered: None,
             sidecars,
         })
     }

@@ -45,6 +45,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
         let (raw, consumer) = bench
             .measure_raw(
                 plan,
+                "raw",
                 RawConsumer::start(&args.redis_url, &raw_stream, &group, args.prefetch, &app),
                 RawConsumer::acked,
                 streams.publish_paced(&raw_stream, paced(bench, plan), plan.rate, bench.clock),
@@ -84,6 +85,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
             rate: plan.rate,
             partitions_keys: None,
             raw,
+            raw_ordered: None,
             sidecars: vec![sidecar],
         })
     }

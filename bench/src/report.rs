@@ -1,14 +1,22 @@
-//! The results of one broker: a table for people, JSON for scripts.
+//! The results of one broker: a table for people (`table`), JSON for scripts.
 
-use std::fmt::Write;
+mod table;
 
 use serde_json::json;
 
+use crate::metrics::Breakdown;
 use crate::record::Summary;
+use crate::sidecar::Ordering;
 
-/// Targets from the issue.
+/// Sidecar msgs/s over its raw peer's, at least (the issue's target).
 const RATIO_TARGET: f64 = 0.9;
+/// The sidecar's peak RSS, at most (the issue's target).
 const RSS_TARGET_MB: f64 = 40.0;
+/// The sidecar's CPU per message in `key` ordering mode, at most (the issue's target).
+const KEY_CPU_TARGET_US: f64 = 20.0;
+/// Dedup store calls per message, at most (the issue's target): claims and completions
+/// must be batched.
+const STORE_CALLS_TARGET: f64 = 0.3;
 
 /// The broker a report is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,8 +60,10 @@ pub struct Side {
 /// One sidecar run: a column of the report.
 #[derive(Clone, Debug)]
 pub struct SidecarResult {
-    /// The column heading: `sidecar`, or the Kafka ordering mode.
+    /// The column heading: `sidecar`, or the ordering mode.
     pub label: &'static str,
+    /// The `ordering.mode` it ran under.
+    pub ordering: Ordering,
     /// What it measured.
     pub side: Side,
     /// The sidecar's VmHWM, bytes.
@@ -62,6 +72,8 @@ pub struct SidecarResult {
     pub startup_ms: f64,
     /// CPU per message of the stub app (the bench process) during the throughput run.
     pub stub_cpu_us: f64,
+    /// Where a message's time went in the throughput run.
+    pub breakdown: Breakdown,
 }
 
 impl SidecarResult {
@@ -90,16 +102,33 @@ pub struct Report {
     pub rate: f64,
     /// Kafka: partitions per topic and distinct keys.
     pub partitions_keys: Option<(u16, u32)>,
-    /// The raw consumer.
+    /// The raw consumer, records in any order.
     pub raw: Side,
+    /// Kafka: the raw consumer that keeps each partition in order, one record in flight per
+    /// partition; the peer of the sidecar's `partition` mode.
+    pub raw_ordered: Option<Side>,
     /// The sidecar, once per policy.
     pub sidecars: Vec<SidecarResult>,
 }
 
 impl Report {
-    /// Sidecar msgs/s over raw msgs/s.
+    /// Whether `sidecar` is held against the raw ordered consumer rather than the raw one: it
+    /// kept each partition in order, and the ordered peer ran.
+    pub fn against_ordered(&self, sidecar: &SidecarResult) -> bool {
+        sidecar.ordering == Ordering::Partition && self.raw_ordered.is_some()
+    }
+
+    /// The raw consumer `sidecar` is compared with.
+    fn peer(&self, sidecar: &SidecarResult) -> &Side {
+        match &self.raw_ordered {
+            Some(ordered) if self.against_ordered(sidecar) => ordered,
+            _ => &self.raw,
+        }
+    }
+
+    /// Sidecar msgs/s over its raw peer's msgs/s.
     pub fn ratio(&self, sidecar: &SidecarResult) -> f64 {
-        sidecar.side.throughput.rate / self.raw.throughput.rate
+        sidecar.side.throughput.rate / self.peer(sidecar).throughput.rate
     }
 
     /// The stub app's CPU per message, averaged over the sidecar runs: what the bench process
@@ -107,126 +136,6 @@ impl Report {
     fn stub_cpu_us(&self) -> f64 {
         let runs = self.sidecars.len().max(1) as f64;
         self.sidecars.iter().map(|s| s.stub_cpu_us).sum::<f64>() / runs
-    }
-
-    /// The human-readable table: a column for raw, one for each sidecar run.
-    pub fn table(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "\nOutrigger bench, {}: {} messages x {} B, in flight {}; latency: {} messages at {} msg/s",
-            self.setup, self.messages, self.size, self.prefetch, self.paced_messages, self.rate
-        );
-        let row = |out: &mut String, label: &str, raw: String, cells: Vec<String>, note: String| {
-            let _ = write!(out, "{label:<24}{raw:>12}");
-            for cell in cells {
-                let _ = write!(out, "{cell:>12}");
-            }
-            let _ = writeln!(out, "{note}");
-        };
-        let each = |f: &dyn Fn(&SidecarResult) -> String| self.sidecars.iter().map(f).collect();
-        let verdicts = |ok: &dyn Fn(&SidecarResult) -> bool| {
-            let verdict = |s: &SidecarResult| if ok(s) { "met" } else { "NOT met" };
-            match self.sidecars.as_slice() {
-                [one] => verdict(one).to_owned(),
-                many => many
-                    .iter()
-                    .map(|s| format!("{} {}", s.label, verdict(s)))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }
-        };
-
-        row(
-            &mut out,
-            "",
-            "raw".into(),
-            each(&|s| s.label.into()),
-            String::new(),
-        );
-        row(
-            &mut out,
-            "throughput (msg/s)",
-            format!("{:.0}", self.raw.throughput.rate),
-            each(&|s| format!("{:.0}", s.side.throughput.rate)),
-            String::new(),
-        );
-        row(
-            &mut out,
-            "ratio to raw",
-            String::new(),
-            each(&|s| format!("{:.3}", self.ratio(s))),
-            format!(
-                "   (target >= {RATIO_TARGET}: {})",
-                verdicts(&|s| self.ratio(s) >= RATIO_TARGET)
-            ),
-        );
-        for (label, pick) in [
-            (
-                "latency p50 (ms)",
-                (|s: &Summary| s.p50_ms) as fn(&Summary) -> f64,
-            ),
-            ("latency p99 (ms)", |s: &Summary| s.p99_ms),
-        ] {
-            row(
-                &mut out,
-                label,
-                format!("{:.2}", pick(&self.raw.paced)),
-                each(&|s| format!("{:.2}", pick(&s.side.paced))),
-                String::new(),
-            );
-        }
-        row(
-            &mut out,
-            "sidecar peak RSS (MB)",
-            String::new(),
-            each(&|s| format!("{:.1}", s.rss_mb())),
-            format!(
-                "   (VmHWM; target <= {RSS_TARGET_MB} MB: {})",
-                verdicts(&|s| s.rss_mb() <= RSS_TARGET_MB)
-            ),
-        );
-        row(
-            &mut out,
-            "CPU per message (us)",
-            // Both are estimates from one process; noise may put raw below zero.
-            format!("{:.0}", (self.raw.cpu_us - self.stub_cpu_us()).max(0.0)),
-            each(&|s| format!("{:.0}", s.side.cpu_us)),
-            format!(
-                "   (raw minus the stub app's {:.0} us; sidecar process alone)",
-                self.stub_cpu_us()
-            ),
-        );
-        if let Some(raw) = self.raw.broker_cpu_us {
-            let cpu = |s: &Side| format!("{:.0}", s.broker_cpu_us.unwrap_or(f64::NAN));
-            row(
-                &mut out,
-                "broker CPU per msg (us)",
-                format!("{raw:.0}"),
-                each(&|s| cpu(&s.side)),
-                "   (the broker process, same runs)".into(),
-            );
-        }
-        row(
-            &mut out,
-            "start-up (ms)",
-            String::new(),
-            each(&|s| format!("{:.0}", s.startup_ms)),
-            "   (spawn to first delivery)".into(),
-        );
-        let repeats = |s: &Side| s.throughput.repeats + s.paced.repeats;
-        row(
-            &mut out,
-            "redeliveries seen",
-            repeats(&self.raw).to_string(),
-            each(&|s| repeats(&s.side).to_string()),
-            String::new(),
-        );
-        let _ = writeln!(
-            out,
-            "throughput: first to last arrival at the stub app; latency: publish to arrival."
-        );
-        out
     }
 
     /// The same figures as JSON.
@@ -246,10 +155,17 @@ impl Report {
             .iter()
             .map(|s| {
                 let mut value = side(&s.side, 0.0);
+                value["ordering"] = json!(s.ordering.as_str());
                 value["ratio"] = json!(self.ratio(s));
+                value["ratio_to"] = json!(if self.against_ordered(s) {
+                    "raw_ordered"
+                } else {
+                    "raw"
+                });
                 value["peak_rss_mb"] = json!(s.rss_mb());
                 value["startup_ms"] = json!(s.startup_ms);
                 value["stub_cpu_us_per_msg"] = json!(s.stub_cpu_us);
+                value["breakdown"] = s.breakdown.json();
                 (s.label.to_owned(), value)
             })
             .collect();
@@ -263,6 +179,9 @@ impl Report {
             "raw": side(&self.raw, self.stub_cpu_us()),
             "sidecars": sidecars,
         });
+        if let Some(ordered) = &self.raw_ordered {
+            report["raw_ordered"] = side(ordered, self.stub_cpu_us());
+        }
         if let Some((partitions, keys)) = self.partitions_keys {
             report["partitions"] = json!(partitions);
             report["keys"] = json!(keys);

@@ -8,10 +8,11 @@ use std::time::Duration;
 use anyhow::bail;
 use tokio::time::Instant;
 
+use crate::metrics::{Breakdown, SETTLED};
 use crate::payload::Clock;
 use crate::record::{Recorder, Summary};
 use crate::report::{Report, Side, SidecarResult};
-use crate::sidecar::{self, PolicySpec, Sidecar, SETTLED};
+use crate::sidecar::{self, PolicySpec, Sidecar};
 use crate::stub::Stub;
 use crate::{amqp, cpu, kafka, nats, redis_streams, store, Args};
 
@@ -85,17 +86,19 @@ impl Bench<'_> {
         }
     }
 
-    /// Measures a raw consumer over a backlog already published: `start` starts it,
-    /// `settled` counts what it has acked or committed, `publish_paced` sends the latency run.
-    /// Returns the consumer, still running, for the caller to stop.
+    /// Measures a raw consumer, `label` in the progress lines, over a backlog already
+    /// published: `start` starts it, `settled` counts what it has acked or committed,
+    /// `publish_paced` sends the latency run. Returns the consumer, still running, for the
+    /// caller to stop.
     pub async fn measure_raw<C>(
         &self,
         plan: Plan,
+        label: &str,
         start: impl Future<Output = anyhow::Result<C>>,
         settled: impl Fn(&C) -> usize,
         publish_paced: impl Future<Output = anyhow::Result<()>>,
     ) -> anyhow::Result<(Side, C)> {
-        eprintln!("raw: consuming the backlog");
+        eprintln!("{label}: consuming the backlog");
         let recorder = self.stub.begin(plan.messages);
         let cpu_before = cpu::used(None);
         let broker_cpu = BrokerCpu::start(plan);
@@ -103,20 +106,20 @@ impl Bench<'_> {
         let throughput = wait_arrivals(&recorder, backlog_limit(plan.messages), || Ok(())).await?;
         let cpu_us = cpu::per_message(cpu::used(None) - cpu_before, plan.messages);
         let broker_cpu_us = broker_cpu.per_message();
-        wait_until("raw: acks", || {
+        wait_until(&format!("{label}: acks"), || {
             std::future::ready(settled(&consumer) >= plan.messages)
         })
         .await?;
 
         eprintln!(
-            "raw: {} messages at {:.0} msg/s",
+            "{label}: {} messages at {:.0} msg/s",
             plan.paced_messages, plan.rate
         );
         let recorder = self.stub.begin(plan.paced_messages);
         publish_paced.await?;
         let paced = wait_arrivals(&recorder, SETTLE_LIMIT, || Ok(())).await?;
         let total = plan.messages + plan.paced_messages;
-        wait_until("raw: acks", || {
+        wait_until(&format!("{label}: acks"), || {
             std::future::ready(settled(&consumer) >= total)
         })
         .await?;
@@ -130,7 +133,8 @@ impl Bench<'_> {
     }
 
     /// Measures the sidecar, run with `spec`, over a backlog already published; the column
-    /// `label` of the report. `publish_paced` sends the latency run.
+    /// `label` of the report. `publish_paced` sends the latency run. The stage breakdown is
+    /// the throughput run's alone: it is scraped before the latency run starts.
     pub async fn measure_sidecar(
         &self,
         plan: Plan,
@@ -154,6 +158,7 @@ impl Bench<'_> {
         let broker_cpu_us = broker_cpu.per_message();
         let startup_ms = throughput.first_ns.saturating_sub(spawned) as f64 / 1e6;
         wait_settled(&sidecar, label, plan.messages).await?;
+        let breakdown = Breakdown::from_scrape(&sidecar.scrape().await?);
 
         eprintln!(
             "{label}: {} messages at {:.0} msg/s",
@@ -167,6 +172,7 @@ impl Bench<'_> {
         sidecar.stop(STOP_GRACE).await?;
         Ok(SidecarResult {
             label,
+            ordering: spec.ordering(),
             side: Side {
                 throughput,
                 paced,
@@ -176,6 +182,7 @@ impl Bench<'_> {
             peak_rss,
             startup_ms,
             stub_cpu_us,
+            breakdown,
         })
     }
 

@@ -10,8 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-/// Settled messages, whatever the outcome; the sidecar's own count of acked work.
-pub const SETTLED: &str = "outrigger_messages_settled_total";
+use crate::metrics::Scrape;
 
 /// What the generated policy says.
 pub struct PolicySpec<'a> {
@@ -62,7 +61,7 @@ pub enum SourceSpec<'a> {
         /// The durable consumer.
         consumer: &'a str,
         /// `ordering.mode`.
-        ordering: &'static str,
+        ordering: Ordering,
     },
     /// `[source.redis_streams]`: one stream, in its own consumer group.
     RedisStreams {
@@ -75,13 +74,15 @@ pub enum SourceSpec<'a> {
     },
 }
 
-/// The ordering modes benched on Kafka.
+/// The ordering modes the sidecar is benched under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ordering {
-    /// One message at a time per partition.
+    /// One message at a time per partition (or queue, or stream).
     Partition,
-    /// One message at a time per record key.
+    /// One message at a time per key.
     Key,
+    /// No order kept: as many messages at once as the in-flight limit lets through.
+    None,
 }
 
 impl Ordering {
@@ -90,11 +91,21 @@ impl Ordering {
         match self {
             Ordering::Partition => "partition",
             Ordering::Key => "key",
+            Ordering::None => "none",
         }
     }
 }
 
 impl PolicySpec<'_> {
+    /// The `ordering.mode` the sidecar runs under: the policy's, else the broker's default.
+    pub fn ordering(&self) -> Ordering {
+        match &self.source {
+            SourceSpec::Amqp { .. } => Ordering::None,
+            SourceSpec::RedisStreams { .. } => Ordering::Key,
+            SourceSpec::Kafka { ordering, .. } | SourceSpec::Nats { ordering, .. } => *ordering,
+        }
+    }
+
     /// The policy TOML.
     pub fn toml(&self) -> String {
         let s = |v: &str| serde_json::to_string(v).expect("a string serializes");
@@ -116,7 +127,7 @@ impl PolicySpec<'_> {
                     s(stream),
                     s(consumer)
                 ),
-                format!("[ordering]\nmode = {}\n\n", s(ordering)),
+                format!("[ordering]\nmode = {}\n\n", s(ordering.as_str())),
                 String::new(),
             ),
             SourceSpec::RedisStreams { url, stream, group } => (
@@ -236,15 +247,18 @@ impl Sidecar {
 
     /// A metric summed over its label sets; 0 while the admin listener is not up.
     pub async fn metric(&self, name: &str) -> f64 {
-        let Ok(Ok(text)) =
-            tokio::time::timeout(Duration::from_secs(5), get(self.admin, "/metrics")).await
-        else {
-            return 0.0;
-        };
-        text.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        match self.scrape().await {
+            Ok(scrape) => scrape.sum(name, &[]),
+            Err(_) => 0.0,
+        }
+    }
+
+    /// Everything `/metrics` shows now.
+    pub async fn scrape(&self) -> anyhow::Result<Scrape> {
+        let text = tokio::time::timeout(Duration::from_secs(5), get(self.admin, "/metrics"))
+            .await
+            .context("/metrics did not answer within 5 s")??;
+        Ok(Scrape::new(text))
     }
 
     /// The process id, while it runs.
