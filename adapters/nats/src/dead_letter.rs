@@ -3,8 +3,10 @@
 //! A dead letter is the original payload and headers plus the `outrigger-dlq-*` failure
 //! context. nats-server 2.9 ignores a reason after `+TERM`, so the reason travels here, in
 //! the dead letter. Two kinds of original header would make the copy vanish or fail, so they
-//! move aside into a context header of their own, `outrigger-dlq-original-<name>`, and come
-//! back when the dead letter is read:
+//! move aside into a context header of their own, `outrigger-dlq-original-<name>` with the
+//! name in lower case, and come back (in NATS's case, `Nats-Msg-Id`) when the dead letter is
+//! read. Lower case, because nats-server 2.9 finds a control header by searching the header
+//! block for `Nats-Msg-Id:` anywhere, also inside `outrigger-dlq-original-Nats-Msg-Id:`:
 //! - `Nats-Msg-Id`: the dead-letter stream would drop a second dead letter with the same id
 //!   inside its duplicate window (the same producer message failing again after a
 //!   resubmission), and the original would then be terminated with no dead letter kept.
@@ -13,6 +15,12 @@
 //!
 //! The subject the message was published on travels in `outrigger-dlq-subject`: it is where a
 //! resubmission goes.
+//!
+//! The dead letter's own `Nats-Msg-Id` is `outrigger-dead-letter:<source>` (the original's
+//! stream and sequence): a sidecar killed after JetStream stored the dead letter and before
+//! the original's `+TERM` and the dedup record makes the next one write it again, and the
+//! dead-letter stream drops that second copy inside its duplicate window (2 minutes by
+//! default). A resubmitted copy has a sequence of its own, so its dead letter is a new one.
 
 use async_nats::header::HeaderMap;
 use outrigger_core::{Coordinates, DeadLetter, Header};
@@ -44,7 +52,8 @@ pub(crate) fn headers(
     for h in headers::from_map(original) {
         let value = std::str::from_utf8(&h.value).unwrap_or_default();
         if is_control(&h.name) {
-            headers::append(&mut map, &format!("{ORIGINAL_PREFIX}{}", h.name), value)?;
+            let aside = format!("{ORIGINAL_PREFIX}{}", h.name.to_ascii_lowercase());
+            headers::append(&mut map, &aside, value)?;
         } else {
             headers::append(&mut map, &h.name, value)?;
         }
@@ -53,7 +62,13 @@ pub(crate) fn headers(
         headers::append(&mut map, name, &headers::one_line(&value))?;
     }
     headers::append(&mut map, SUBJECT, subject)?;
+    headers::append(&mut map, MSG_ID, &dead_letter_id(source))?;
     Ok(map)
+}
+
+/// The id JetStream deduplicates a dead letter of `source` on.
+pub(crate) fn dead_letter_id(source: &Coordinates) -> String {
+    format!("outrigger-dead-letter:{source}")
 }
 
 /// A dead letter's headers with the moved originals back under their names (the rest of the
@@ -61,13 +76,28 @@ pub(crate) fn headers(
 pub(crate) fn restore(headers: Vec<Header>) -> Vec<Header> {
     let mut out: Vec<Header> = headers
         .into_iter()
+        // The dead letter's own id (the original's is moved aside, never kept as it is).
+        .filter(|h| !h.name.eq_ignore_ascii_case(MSG_ID))
         .map(|h| match strip_prefix(&h.name, ORIGINAL_PREFIX) {
-            Some(name) => Header::new(name.to_owned(), h.value),
+            Some(name) => Header::new(nats_case(name), h.value),
             None => h,
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// `nats-expected-last-sequence` as NATS writes it: `Nats-Expected-Last-Sequence`.
+fn nats_case(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 fn strip_prefix<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
@@ -110,13 +140,14 @@ mod tests {
             sequence: 3,
         };
         let map = headers(Some(&original), "orders.eu", &context(), &source).unwrap();
-        assert!(
-            map.get("Nats-Msg-Id").is_none(),
-            "no id the DLQ would deduplicate on"
+        assert_eq!(
+            map.get("Nats-Msg-Id").map(|v| v.as_str()),
+            Some("outrigger-dead-letter:nats:ORDERS@3"),
+            "the dead letter's own id, not the original's"
         );
         assert!(map.get("Nats-Expected-Stream").is_none());
         assert_eq!(
-            map.get("outrigger-dlq-original-Nats-Msg-Id")
+            map.get("outrigger-dlq-original-nats-msg-id")
                 .map(|v| v.as_str()),
             Some("m-1")
         );
@@ -126,9 +157,16 @@ mod tests {
             Some("line one line two"),
             "one line"
         );
+        assert!(
+            map.get("outrigger-dlq-original-nats-expected-stream")
+                .is_some(),
+            "no header nats-server 2.9 would take for a Nats-Expected-Stream: {map:?}"
+        );
         let back = restore(headers::from_map(Some(&map)));
-        let id = back.iter().find(|h| h.name == "Nats-Msg-Id").unwrap();
-        assert_eq!(&id.value[..], b"m-1");
+        assert!(back.iter().any(|h| h.name == "Nats-Expected-Stream"));
+        let ids: Vec<_> = back.iter().filter(|h| h.name == "Nats-Msg-Id").collect();
+        assert_eq!(ids.len(), 1, "the original's id alone");
+        assert_eq!(&ids[0].value[..], b"m-1");
         assert!(back.iter().any(|h| h.name == "trace"));
         assert!(back.iter().any(|h| h.name == SUBJECT), "context stays");
     }

@@ -247,3 +247,31 @@ async fn a_resubmission_run_twice_gives_one_copy() {
     second.finish().await.unwrap();
     s.clean_up().await;
 }
+
+/// A sidecar killed after JetStream stored a dead letter, before the original's `+TERM`,
+/// gets the original again and writes the same dead letter again: the same headers, its
+/// `Nats-Msg-Id` included, so the dead-letter stream drops the second one.
+#[tokio::test]
+async fn a_dead_letter_written_again_after_a_crash_is_dropped_by_the_stream() {
+    let s = Streams::new("dl-twice").await;
+    dead_letter_some(&s).await;
+    let stored = s.dead_letters().await;
+    assert_eq!(stored.len(), COUNT);
+    let first = &stored[0];
+    let mut again = async_nats::HeaderMap::new();
+    for h in &first.headers {
+        again.append(h.name.as_str(), std::str::from_utf8(&h.value).unwrap());
+    }
+    assert!(
+        first
+            .headers
+            .iter()
+            .any(|h| h.name == "Nats-Msg-Id" && h.value.starts_with(b"outrigger-dead-letter:nats:")),
+        "the dead letter's own id: {:?}",
+        first.headers
+    );
+    s.publish_dead_letter(again, first.payload.clone()).await;
+    let after = s.dead_letters().await;
+    assert_eq!(after.len(), COUNT, "the second write dropped");
+    s.clean_up().await;
+}

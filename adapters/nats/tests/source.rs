@@ -103,7 +103,13 @@ async fn headers_key_and_payload_round_trip_and_the_dead_letter_keeps_them() {
         .filter(|h| h.name != "Nats-Msg-Id")
         .cloned()
         .collect();
+    let (own_id, kept): (Vec<_>, Vec<_>) = kept.into_iter().partition(|h| h.name == "Nats-Msg-Id");
     assert_eq!(kept, without_id, "the original headers, the id moved aside");
+    assert_eq!(
+        own_id.iter().map(|h| h.value.clone()).collect::<Vec<_>>(),
+        [format!("outrigger-dead-letter:{origin}")],
+        "the dead letter's own id, which JetStream deduplicates a second write on"
+    );
     let get = |name: &str| {
         written
             .iter()
@@ -111,7 +117,7 @@ async fn headers_key_and_payload_round_trip_and_the_dead_letter_keeps_them() {
             .map(|h| String::from_utf8(h.value.to_vec()).unwrap())
     };
     assert_eq!(
-        get("outrigger-dlq-original-Nats-Msg-Id").as_deref(),
+        get("outrigger-dlq-original-nats-msg-id").as_deref(),
         Some("m-1")
     );
     assert_eq!(

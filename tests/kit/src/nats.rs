@@ -256,6 +256,13 @@ impl Streams {
         self.publish(&[("idempotency-key", key)], payload).await
     }
 
+    /// Publishes to the dead-letter subject as the sidecar would, with these headers.
+    pub async fn publish_dead_letter(&self, headers: HeaderMap, payload: Bytes) -> u64 {
+        self.nats
+            .publish_map(&self.dead_letter_subject, headers, payload)
+            .await
+    }
+
     /// The dead letters, in order.
     pub async fn dead_letters(&self) -> Vec<Message> {
         self.nats.read(&self.dead_letter_stream).await
