@@ -9,13 +9,17 @@
 //! app goes away (connections refused) for seconds at a time. Then the faults stop, the
 //! sidecar drains, and the app's own ledger and the dead-letter queue are counted: keys lost,
 //! keys applied twice (in the documented crash window, or outside it), poison missing from
-//! the DLQ, healthy keys in the DLQ, dead letters written twice. Every count but the window's
-//! must be zero.
+//! the DLQ, healthy keys in the DLQ, dead letters written twice (in the window, or outside
+//! it). Every count but the window's must be zero.
 //!
 //! The documented window: the app applied a message and the sidecar died before it recorded
 //! the completion. A key applied twice is counted in it only when a sidecar died after its
 //! first application (or a moment before it: a request the dead sidecar had written can still
 //! reach the app's handler) and before its second, and the second came under a higher fence.
+//! Its twin for dead letters: the broker confirmed a dead letter and the sidecar died before
+//! the store recorded it (RabbitMQ, Kafka; Redis Streams writes the dead letter and acks in
+//! one script, and NATS's dead-letter stream drops the second copy by its id), counted the
+//! same way from the app's refusals.
 //!
 //! CI runs 3,000 keys per broker, a minute or two each. The full size, one broker at a time,
 //! without a test harness timeout:

@@ -63,6 +63,10 @@ pub struct Counts {
     pub dead_twice: usize,
     /// Of those, keys with one published copy dead-lettered more than once.
     pub dead_twice_same_copy: usize,
+    /// Of those, keys whose every repeat came after a sidecar died, under a higher fence: the
+    /// window between the broker confirming a dead letter and the store recording it, which
+    /// RabbitMQ and Kafka cannot close (see the README's guarantees).
+    pub dead_twice_in_window: usize,
     /// Dead letters without an `outrigger-dlq-key`.
     pub dead_without_key: usize,
 }
@@ -150,6 +154,15 @@ pub fn count(outcome: &Outcome<'_>) -> Report {
         }
         if dead_letters.len() > 1 {
             c.dead_twice += 1;
+            // The attempts that ended in a dead letter: the app refused them.
+            let refused: Vec<&Request> = outcome
+                .requests
+                .iter()
+                .filter(|r| r.key == *key && !r.applied())
+                .collect();
+            if refused.len() >= dead_letters.len() && in_window(&refused, &deaths) {
+                c.dead_twice_in_window += 1;
+            }
             let mut copies: Vec<Option<u32>> = dead_letters.iter().map(|d| d.copy).collect();
             copies.sort();
             let before = copies.len();
@@ -270,8 +283,11 @@ fn table(
             c.healthy_in_dlq.to_string(),
         ),
         (
-            "dead letters written twice (keys; same copy)".into(),
-            format!("{} ({})", c.dead_twice, c.dead_twice_same_copy),
+            "dead letters written twice (keys; same copy; in the crash window)".into(),
+            format!(
+                "{} ({}; {})",
+                c.dead_twice, c.dead_twice_same_copy, c.dead_twice_in_window
+            ),
         ),
         (
             "dead letters without a key".into(),

@@ -329,7 +329,10 @@ pub async fn run<B: ChaosBroker>() {
         ),
         ("healthy keys in the DLQ", c.healthy_in_dlq),
         ("poison keys missing from the DLQ", c.poison_missing),
-        ("dead letters written twice", c.dead_twice),
+        (
+            "dead letters written twice outside the crash window",
+            c.dead_twice - c.dead_twice_in_window,
+        ),
     ];
     let failed: Vec<String> = zeros
         .iter()
