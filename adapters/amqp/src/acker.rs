@@ -30,6 +30,8 @@ pub struct AmqpAcker {
     /// The original properties and body, republished as they are on dead-lettering.
     properties: BasicProperties,
     payload: Bytes,
+    /// The dead letter is confirmed: a settlement tried again only acks.
+    dead_letter_written: bool,
     settled: bool,
 }
 
@@ -56,6 +58,7 @@ impl AmqpAcker {
             coordinates,
             properties,
             payload,
+            dead_letter_written: false,
             settled: false,
         }
     }
@@ -87,18 +90,28 @@ impl AmqpAcker {
         self.settled_or_lost(done)
     }
 
-    async fn dead_letter(&self, dead_letter: &DeadLetter) -> Result<(), SourceError> {
-        let properties = dead_letter::properties(
-            &self.properties,
-            dead_letter.context_headers(&self.coordinates),
-            &self.publisher.user(),
-        );
-        self.publisher
-            .publish_to_queue(&self.dead_letter_queue, &self.payload, properties)
-            .await?;
-        // The copy is confirmed; if this ack fails the broker redelivers the original and it
-        // may be dead-lettered twice, which beats losing it.
-        self.ack().await
+    async fn dead_letter(&mut self, dead_letter: &DeadLetter) -> Result<(), SourceError> {
+        if !self.dead_letter_written {
+            let properties = dead_letter::properties(
+                &self.properties,
+                dead_letter.context_headers(&self.coordinates),
+                &self.publisher.user(),
+            );
+            self.publisher
+                .publish_to_queue(&self.dead_letter_queue, &self.payload, properties)
+                .await?;
+            self.dead_letter_written = true;
+        }
+        match self.ack().await {
+            // The dead letter is confirmed and the channel is gone: the broker hands the
+            // original out again, and the dedup record of its dead letter (written once this
+            // returns) settles that copy without delivering or dead-lettering it again.
+            Err(error) if !self.acker.usable() => {
+                debug!(coordinates = %self.coordinates, %error, "Dead letter confirmed, the original's channel closed before its ack; it comes back as already dead-lettered.");
+                Ok(())
+            }
+            acked => acked,
+        }
     }
 
     /// lapin answers `false` when the channel closed under the delivery; the broker then

@@ -32,6 +32,9 @@ pub enum Settlement {
     /// Give it back to the broker unsettled, to be delivered again (shutdown, lost claim).
     Requeue,
     /// Publish it to the dead-letter destination with this context, confirmed, then ack it.
+    /// Once the dead letter is confirmed, an ack lost with its connection is no failure: the
+    /// broker hands the original out again, and the dedup record of the dead letter settles
+    /// that copy.
     DeadLetter(DeadLetter),
     /// Write a copy carrying this trail to the retry queue of its tier, confirmed, then ack
     /// it (retry mode `queue`). Adapters without retry queues refuse it with
