@@ -16,10 +16,10 @@
 //! the completion. A key applied twice is counted in it only when a sidecar died after its
 //! first application (or a moment before it: a request the dead sidecar had written can still
 //! reach the app's handler) and before its second, and the second came under a higher fence.
-//! Its twin for dead letters: the broker confirmed a dead letter and the sidecar died before
-//! the store recorded it (RabbitMQ, Kafka; Redis Streams writes the dead letter and acks in
-//! one script, and NATS's dead-letter stream drops the second copy by its id), counted the
-//! same way from the app's refusals.
+//! Its twin for dead letters: the broker stored a dead letter and the sidecar died, or lost
+//! the confirm with its connection, before the store recorded it (RabbitMQ, Kafka; Redis
+//! Streams writes the dead letter and acks in one script, and NATS's dead-letter stream drops
+//! the second copy by its id), counted the same way from the app's refusals.
 //!
 //! CI runs 3,000 keys per broker, a minute or two each. The full size, one broker at a time,
 //! without a test harness timeout:

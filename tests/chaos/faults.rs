@@ -43,6 +43,12 @@ impl Fault {
     pub fn is_sidecar_death(&self) -> bool {
         matches!(self, Fault::SidecarKilled(_) | Fault::SidecarExited(..))
     }
+
+    /// Whether the sidecar could have lost a dead letter's confirm here: it died, or its
+    /// broker connection broke (the dead letter may be stored, its confirm never arrives).
+    pub fn opens_dead_letter_window(&self) -> bool {
+        self.is_sidecar_death() || matches!(self, Fault::BrokerCut)
+    }
 }
 
 impl fmt::Display for Fault {

@@ -63,9 +63,10 @@ pub struct Counts {
     pub dead_twice: usize,
     /// Of those, keys with one published copy dead-lettered more than once.
     pub dead_twice_same_copy: usize,
-    /// Of those, keys whose every repeat came after a sidecar died, under a higher fence: the
-    /// window between the broker confirming a dead letter and the store recording it, which
-    /// RabbitMQ and Kafka cannot close (see the README's guarantees).
+    /// Of those, keys whose every repeat came after a sidecar died or its broker connection
+    /// broke, under a higher fence: the window between the broker storing a dead letter and
+    /// the store recording it (its confirm lost with the connection, or the sidecar dead before
+    /// the record), which RabbitMQ and Kafka cannot close (see the README's guarantees).
     pub dead_twice_in_window: usize,
     /// Dead letters without an `outrigger-dlq-key`.
     pub dead_without_key: usize,
@@ -98,6 +99,13 @@ pub fn count(outcome: &Outcome<'_>) -> Report {
         .entries()
         .into_iter()
         .filter(|(_, f)| f.is_sidecar_death())
+        .map(|(at, _)| at)
+        .collect();
+    let dead_letter_windows: Vec<Instant> = outcome
+        .faults
+        .entries()
+        .into_iter()
+        .filter(|(_, f)| f.opens_dead_letter_window())
         .map(|(at, _)| at)
         .collect();
 
@@ -160,7 +168,7 @@ pub fn count(outcome: &Outcome<'_>) -> Report {
                 .iter()
                 .filter(|r| r.key == *key && !r.applied())
                 .collect();
-            if refused.len() >= dead_letters.len() && in_window(&refused, &deaths) {
+            if refused.len() >= dead_letters.len() && in_window(&refused, &dead_letter_windows) {
                 c.dead_twice_in_window += 1;
             }
             let mut copies: Vec<Option<u32>> = dead_letters.iter().map(|d| d.copy).collect();
