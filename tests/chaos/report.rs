@@ -94,20 +94,17 @@ pub fn count(outcome: &Outcome<'_>) -> Report {
             None => c.dead_without_key += 1,
         }
     }
-    let deaths: Vec<Instant> = outcome
-        .faults
-        .entries()
-        .into_iter()
-        .filter(|(_, f)| f.is_sidecar_death())
-        .map(|(at, _)| at)
-        .collect();
-    let dead_letter_windows: Vec<Instant> = outcome
-        .faults
-        .entries()
-        .into_iter()
-        .filter(|(_, f)| f.opens_dead_letter_window())
-        .map(|(at, _)| at)
-        .collect();
+    let times = |which: fn(&Fault) -> bool| -> Vec<Instant> {
+        outcome
+            .faults
+            .entries()
+            .into_iter()
+            .filter(|(_, f)| which(f))
+            .map(|(at, _)| at)
+            .collect()
+    };
+    let deaths = times(Fault::is_sidecar_death);
+    let dead_letter_windows = times(Fault::opens_dead_letter_window);
 
     let mut evidence: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut note = |what: &'static str, line: String| {
