@@ -159,13 +159,16 @@ pub fn count(outcome: &Outcome<'_>) -> Report {
         }
         if dead_letters.len() > 1 {
             c.dead_twice += 1;
-            // The attempts that ended in a dead letter: the app refused them.
+            // The refusals each dead letter came from, by its attempt number (a refusal whose
+            // dead letter never got written, its connection cut, has none).
+            let written: Vec<&str> = dead_letters.iter().map(|d| d.attempts.as_str()).collect();
             let refused: Vec<&Request> = outcome
                 .requests
                 .iter()
                 .filter(|r| r.key == *key && !r.applied())
+                .filter(|r| written.contains(&r.attempt.to_string().as_str()))
                 .collect();
-            if refused.len() >= dead_letters.len() && in_window(&refused, &dead_letter_windows) {
+            if refused.len() == dead_letters.len() && in_window(&refused, &dead_letter_windows) {
                 c.dead_twice_in_window += 1;
             }
             let mut copies: Vec<Option<u32>> = dead_letters.iter().map(|d| d.copy).collect();
