@@ -73,6 +73,32 @@ impl Streams {
             .set("source", toml_edit::Value::InlineTable(table))
     }
 
+    /// Creates the group (and the stream) at the stream's start, as a sidecar would.
+    async fn create_group(&self) {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATE")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg("0")
+            .arg("MKSTREAM");
+        let _: Value = self.run(&cmd).await;
+    }
+
+    /// Reads one new entry as `consumer` and leaves it pending there: a sidecar of that name
+    /// that died holding it.
+    async fn read_one_as(&self, consumer: &str) {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg(&self.stream)
+            .arg(">");
+        let _: Value = self.run(&cmd).await;
+    }
+
     /// Adds an entry; its id.
     async fn add(&self, fields: &[(&[u8], &[u8])]) -> String {
         let mut cmd = redis::cmd("XADD");
@@ -304,26 +330,10 @@ async fn an_entry_handed_out_past_its_budget_is_dead_lettered_not_delivered_agai
     let s = Streams::new("rs-budget").await;
     let app = TestApp::accepting().await;
     // Five hand-outs to this consumer name already, each ending with the sidecar gone.
-    let mut create = redis::cmd("XGROUP");
-    create
-        .arg("CREATE")
-        .arg(&s.stream)
-        .arg(&s.group)
-        .arg("0")
-        .arg("MKSTREAM");
-    let _: Value = s.run(&create).await;
+    s.create_group().await;
     let id = s.add_keyed("crasher", b"{}").await;
     s.add_keyed("fine", b"{}").await;
-    let mut read = redis::cmd("XREADGROUP");
-    read.arg("GROUP")
-        .arg(&s.group)
-        .arg("sidecar-1")
-        .arg("COUNT")
-        .arg(1)
-        .arg("STREAMS")
-        .arg(&s.stream)
-        .arg(">");
-    let _: Value = s.run(&read).await;
+    s.read_one_as("sidecar-1").await;
     let mut count = redis::cmd("XCLAIM");
     count
         .arg(&s.stream)
@@ -655,19 +665,8 @@ async fn metrics_show_the_connection_what_is_pending_and_what_was_deleted_while_
     let app = TestApp::slow_on("held", Duration::from_secs(3)).await;
     // An entry this consumer read before (a crash), then deleted from the stream.
     let gone = s.add_keyed("gone", b"{}").await;
-    let mut create = redis::cmd("XGROUP");
-    create.arg("CREATE").arg(&s.stream).arg(&s.group).arg("0");
-    let _: Value = s.run(&create).await;
-    let mut read = redis::cmd("XREADGROUP");
-    read.arg("GROUP")
-        .arg(&s.group)
-        .arg("sidecar-1")
-        .arg("COUNT")
-        .arg(1)
-        .arg("STREAMS")
-        .arg(&s.stream)
-        .arg(">");
-    let _: Value = s.run(&read).await;
+    s.create_group().await;
+    s.read_one_as("sidecar-1").await;
     let mut delete = redis::cmd("XDEL");
     delete.arg(&s.stream).arg(&gone);
     let _: i64 = s.run(&delete).await;
