@@ -1,6 +1,7 @@
 //! One connection to NATS: authentication and TLS from the config, reconnects with backoff
 //! reported once, and the health flag and reconnect signal the source watches.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,19 +47,30 @@ pub(crate) async fn connect(
         "Reconnected to NATS.",
     ));
     let options = options(config, what).await?;
+    // Set while the server is lost, so that only a connect after a loss counts as a reconnect.
+    let lost = Arc::new(AtomicBool::new(false));
     let events = {
         let (health, reconnected, episode) = (health.clone(), reconnected.clone(), episode);
         move |event: Event| {
-            let (health, reconnected, episode) =
-                (health.clone(), reconnected.clone(), episode.clone());
+            let (health, reconnected, episode, lost) = (
+                health.clone(),
+                reconnected.clone(),
+                episode.clone(),
+                lost.clone(),
+            );
             async move {
                 match event {
                     Event::Connected => {
                         health.set(true);
                         episode.recovered();
-                        reconnected.notify_waiters();
+                        // One pull loop listens; a reconnect while it is busy handing a
+                        // message on is kept for it rather than missed.
+                        if lost.swap(false, Ordering::SeqCst) {
+                            reconnected.notify_one();
+                        }
                     }
                     Event::Disconnected => {
+                        lost.store(true, Ordering::SeqCst);
                         health.set(false);
                         episode.failed(&"the connection to the server broke");
                     }

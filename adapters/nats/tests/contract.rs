@@ -11,6 +11,9 @@ use outrigger_nats::{Nats, NatsConfig, DEFAULT_KEY_HEADER};
 use outrigger_testkit::nats::{self, Streams};
 use outrigger_testkit::{AfterCut, Faults, Outgoing, Proxy, Redelivery, SourceFixture};
 
+/// Shorter than [`nats::DEADLINE`] by more than a pull's expiry.
+const CUT_ACK_WAIT: Duration = Duration::from_secs(6);
+
 /// A test's own stream and dead-letter stream, and a proxy in front of the server.
 struct NatsContract {
     streams: Streams,
@@ -32,8 +35,14 @@ impl SourceFixture for NatsContract {
         }
     }
 
+    /// A message the server sends down a connection as the proxy cuts it never arrives and
+    /// comes back after `ack_wait`: short here, so that it comes back within the deadline.
+    /// Messages held longer are kept by in-progress, every third of it.
     fn config(&self) -> NatsConfig {
-        self.streams.config(&format!("nats://{}", self.proxy.addr))
+        NatsConfig {
+            ack_wait: CUT_ACK_WAIT,
+            ..self.streams.config(&format!("nats://{}", self.proxy.addr))
+        }
     }
 
     fn context(&self) -> SourceContext {
