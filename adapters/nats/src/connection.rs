@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
 use outrigger_core::{Episode, HealthFlag, SourceError};
@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use tracing::debug;
 
 use crate::config::NatsConfig;
+use crate::creds;
 
 /// First delay after a failed reconnect: quick enough to ride out a server restart blip.
 const FIRST_RECONNECT: Duration = Duration::from_millis(100);
@@ -99,10 +100,10 @@ pub(crate) async fn connect(
     let client = options.connect(servers).await.map_err(|e| {
         let text = format!("connecting to NATS: {e}");
         match e.kind() {
-            ConnectErrorKind::Authentication
-            | ConnectErrorKind::AuthorizationViolation
-            | ConnectErrorKind::Tls
-            | ConnectErrorKind::ServerParse => SourceError::Rejected(text),
+            ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
+                SourceError::Rejected(format!("{text}; {}", refused(config)))
+            }
+            ConnectErrorKind::Tls | ConnectErrorKind::ServerParse => SourceError::Rejected(text),
             _ => SourceError::Connection(text),
         }
     })?;
@@ -133,12 +134,24 @@ async fn options(config: &NatsConfig, what: &str) -> Result<ConnectOptions, Sour
         None => {}
     }
     if let Some(file) = &config.credentials_file {
-        options = options.credentials_file(file).await.map_err(|e| {
+        let reading = |e: &dyn std::fmt::Display| {
             SourceError::Rejected(format!(
                 "reading source.nats.credentials_file {}: {e}",
                 file.display()
             ))
-        })?;
+        };
+        let contents = tokio::fs::read_to_string(file)
+            .await
+            .map_err(|e| reading(&e))?;
+        if let Some(at) = creds::expires(&contents).filter(|at| *at <= SystemTime::now()) {
+            return Err(SourceError::Rejected(format!(
+                "the user JWT in source.nats.credentials_file {} expired at {}, and the server \
+                 refuses it; issue new credentials (nsc generate creds)",
+                file.display(),
+                humantime::format_rfc3339_seconds(at)
+            )));
+        }
+        options = options.credentials(&contents).map_err(|e| reading(&e))?;
     }
     if let Some(file) = &config.nkey_seed_file {
         let seed = tokio::fs::read_to_string(file).await.map_err(|e| {
@@ -162,6 +175,33 @@ async fn options(config: &NatsConfig, what: &str) -> Result<ConnectOptions, Sour
         }
     }
     Ok(options)
+}
+
+/// Which credentials the server refused, for the message that says so.
+fn refused(config: &NatsConfig) -> String {
+    if let Some(file) = &config.credentials_file {
+        format!(
+            "the server refused the user JWT and key of source.nats.credentials_file {} (its \
+             account unknown to the server, the user revoked, or a seed that is not the JWT's \
+             user: the server's log says which)",
+            file.display()
+        )
+    } else if let Some(file) = &config.nkey_seed_file {
+        format!(
+            "the server refused the NKey of source.nats.nkey_seed_file {}",
+            file.display()
+        )
+    } else if config.user.is_some() {
+        "the server refused source.nats.user and source.nats.password".to_owned()
+    } else if config.token.is_some() {
+        "the server refused source.nats.token".to_owned()
+    } else if config.url_credentials().is_some() {
+        "the server refused the credentials in source.nats.servers".to_owned()
+    } else {
+        "the server requires credentials and none are set (source.nats.user, token, \
+         credentials_file or nkey_seed_file)"
+            .to_owned()
+    }
 }
 
 /// A file the client will read when it connects: refused now, with the setting's name, rather

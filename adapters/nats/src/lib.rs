@@ -28,7 +28,8 @@
 //! # Layout
 //! - `config`: [`NatsConfig`] (`[source.nats]`) and its validation; [`NatsSettings`], what a
 //!   source runs with. `broker`: [`Nats`], the broker seam.
-//! - `connection`: connect options, reconnect events, health.
+//! - `connection`: connect options, reconnect events, health; `creds`: a `.creds` file's
+//!   expiry.
 //! - `setup`: the stream, the consumer and the dead-letter stream, found or created.
 //! - `source`: [`NatsSource`]; `pull`: the pull loop; `shared`: what they and the ackers share.
 //! - `acker`: [`NatsAcker`], settlement of one delivery; `ack`: confirmed acks.
@@ -42,6 +43,7 @@ mod acker;
 mod broker;
 mod config;
 mod connection;
+mod creds;
 mod dead_letter;
 mod dlq;
 mod headers;

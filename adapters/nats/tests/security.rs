@@ -1,6 +1,7 @@
 //! Authentication and TLS against a nats-server of the test's own, started with a config
 //! file on a free port: user/password, token and NKey, and TLS with a throwaway CA made here
-//! with openssl (server certificate, then a client certificate the server verifies).
+//! with openssl (server certificate, then a client certificate the server verifies). `.creds`
+//! files, which need a server in operator mode, are in `creds.rs`.
 
 use std::path::Path;
 use std::process::Command;
