@@ -35,10 +35,13 @@ pub struct NatsConfig {
     #[serde(default)]
     pub subjects: Vec<String>,
     /// Create the durable consumer when it does not exist, with the settings below. An existing
-    /// consumer is used as it is (it must be a pull consumer with explicit acks).
+    /// consumer is used as it is, with its own ack_wait, max_ack_pending and request limits; it
+    /// must be a pull consumer with explicit acks that delivers whole messages (not
+    /// headers_only).
     #[serde(default = "yes")]
     pub create_consumer: bool,
-    /// Only messages on subjects matching this filter are consumed (created consumers).
+    /// Only messages on subjects matching this filter are consumed (created consumers). An
+    /// existing consumer keeps its own filter: given here, it must be the same.
     #[serde(default)]
     pub filter_subject: Option<String>,
     /// Where a created consumer starts: `all` (every message the stream holds) or `new` (only

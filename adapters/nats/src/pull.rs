@@ -15,7 +15,7 @@ use async_nats::jetstream::AckKind;
 use async_nats::{Client, StatusCode, Subscriber};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use outrigger_core::{Delivery, SourceError};
+use outrigger_core::{Delivery, Episode, SourceError};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -33,18 +33,56 @@ use crate::shared::Shared;
 const EXPIRES: Duration = Duration::from_secs(5);
 /// How often the server says it still holds the request while it has nothing to send.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// Without a message or heartbeat for this long (three heartbeats), the request is taken as
-/// lost.
-const SILENCE: Duration = Duration::from_secs(3);
 /// Wait before asking again after the server refused a request (leadership change, limits).
 const REFUSED_BACKOFF: Duration = Duration::from_millis(500);
+
+/// What one pull request asks for: within the consumer's own limits, which the server
+/// enforces by refusing every request above them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Requests {
+    /// Messages asked for at most: the prefetch, or the consumer's `max_batch` if lower.
+    pub(crate) max_batch: usize,
+    /// How long a request waits at the server: [`EXPIRES`], or the consumer's `max_expires`
+    /// if shorter.
+    pub(crate) expires: Duration,
+    /// How often the server says it still holds the request: [`HEARTBEAT`], or half the
+    /// expiry if that is shorter (the server refuses a heartbeat of more than half of it).
+    pub(crate) heartbeat: Duration,
+}
+
+impl Requests {
+    /// Requests of up to `prefetch` messages, within a consumer's `max_batch` and
+    /// `max_expires` (0 for either: no limit).
+    pub(crate) fn within(prefetch: usize, max_batch: i64, max_expires: Duration) -> Self {
+        let max_batch = match usize::try_from(max_batch) {
+            Ok(limit) if limit > 0 => prefetch.min(limit),
+            _ => prefetch,
+        };
+        let expires = if max_expires.is_zero() {
+            EXPIRES
+        } else {
+            EXPIRES.min(max_expires)
+        };
+        Self {
+            max_batch: max_batch.max(1),
+            expires,
+            heartbeat: HEARTBEAT.min(expires / 2),
+        }
+    }
+
+    /// Without a message or heartbeat for this long (three heartbeats), a request is taken as
+    /// lost.
+    fn silence(&self) -> Duration {
+        self.heartbeat * 3
+    }
+}
 
 /// What the pull loop needs besides the shared state.
 pub(crate) struct Pull {
     pub(crate) shared: Arc<Shared>,
     /// `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`.
     pub(crate) next_subject: String,
-    pub(crate) prefetch: usize,
+    pub(crate) requests: Requests,
     pub(crate) key_header: String,
     pub(crate) reconnected: Arc<Notify>,
     pub(crate) out: mpsc::Sender<Delivery<NatsAcker>>,
@@ -57,8 +95,8 @@ pub(crate) struct Pull {
 enum Ended {
     /// Every message asked for came, or the request expired: ask again.
     Done,
-    /// The server refused the request for now: ask again after a pause.
-    Refused,
+    /// The server refused the request, for this reason: ask again after a pause.
+    Refused(String),
     /// The loop must stop.
     Stop,
 }
@@ -66,6 +104,12 @@ enum Ended {
 impl Pull {
     /// Runs until stopped, or until the consumer is gone.
     pub(crate) async fn run(self) {
+        // Refusals (a limit of the consumer, a stream without leader) are logged when they
+        // start and every 30s while they last, not once per request.
+        let refused = Episode::new(
+            "JetStream refuses the pull requests; asking again.",
+            "JetStream takes the pull requests again.",
+        );
         let inbox = self.shared.client.new_inbox();
         let mut subscription = match self.shared.client.subscribe(inbox.clone()).await {
             Ok(s) => s,
@@ -81,8 +125,9 @@ impl Pull {
                 return;
             };
             match self.request(&mut subscription, &inbox, permits).await {
-                Ended::Done => {}
-                Ended::Refused => {
+                Ended::Done => refused.recovered(),
+                Ended::Refused(why) => {
+                    refused.failed(&why);
                     tokio::select! {
                         _ = self.stop.cancelled() => return,
                         _ = tokio::time::sleep(REFUSED_BACKOFF) => {}
@@ -94,7 +139,7 @@ impl Pull {
     }
 
     /// Waits until at least one more message may be unsettled and the byte limit has room;
-    /// then takes up to `prefetch` permits. `None` once stopped.
+    /// then takes up to a request's worth of permits. `None` once stopped.
     async fn room(&self) -> Option<Vec<OwnedSemaphorePermit>> {
         loop {
             let room = self.shared.room.notified();
@@ -111,7 +156,7 @@ impl Pull {
             permit = self.shared.permits.clone().acquire_owned() => permit.ok()?,
         };
         let mut permits = vec![first];
-        while permits.len() < self.prefetch {
+        while permits.len() < self.requests.max_batch {
             match self.shared.permits.clone().try_acquire_owned() {
                 Ok(p) => permits.push(p),
                 Err(_) => break,
@@ -135,8 +180,8 @@ impl Pull {
     ) -> Ended {
         let body = serde_json::json!({
             "batch": permits.len(),
-            "expires": EXPIRES.as_nanos() as u64,
-            "idle_heartbeat": HEARTBEAT.as_nanos() as u64,
+            "expires": self.requests.expires.as_nanos() as u64,
+            "idle_heartbeat": self.requests.heartbeat.as_nanos() as u64,
         });
         let sent = self
             .shared
@@ -149,9 +194,9 @@ impl Pull {
             .await;
         if let Err(error) = sent {
             debug!(%error, "Pull request not sent.");
-            return Ended::Refused;
+            return Ended::Refused(format!("the pull request was not sent: {error}"));
         }
-        let mut silent_until = Instant::now() + SILENCE;
+        let mut silent_until = Instant::now() + self.requests.silence();
         let mut stopping: Option<Vec<String>> = None;
         let ended = loop {
             let message = tokio::select! {
@@ -173,7 +218,7 @@ impl Pull {
                 self.fail(SourceError::Connection("the pull inbox closed".to_owned()));
                 break Ended::Stop;
             };
-            silent_until = Instant::now() + SILENCE;
+            silent_until = Instant::now() + self.requests.silence();
             match message.status {
                 None | Some(StatusCode::OK) => {
                     if let Some(held) = stopping.as_mut() {
@@ -210,7 +255,7 @@ impl Pull {
                         break Ended::Stop;
                     }
                     debug!(%status, description, "Pull request refused; asking again.");
-                    break Ended::Refused;
+                    break Ended::Refused(format!("{status} {description}"));
                 }
             }
         };
@@ -291,5 +336,33 @@ impl Pull {
 async fn nak(client: &Client, reply: String) {
     if let Err(error) = ack::confirmed(client, &reply, AckKind::Nak(None)).await {
         debug!(%error, "Could not nak a message without room; JetStream redelivers it after ack_wait.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_stay_within_the_consumers_limits() {
+        let free = Requests::within(64, 0, Duration::ZERO);
+        assert_eq!(
+            (free.max_batch, free.expires, free.heartbeat),
+            (64, EXPIRES, HEARTBEAT)
+        );
+        assert_eq!(free.silence(), Duration::from_secs(3));
+        let loose = Requests::within(64, 1000, Duration::from_secs(60));
+        assert_eq!(loose, free, "limits above ours change nothing");
+        let tight = Requests::within(64, 1, Duration::from_secs(1));
+        assert_eq!(
+            (tight.max_batch, tight.expires, tight.heartbeat),
+            (1, Duration::from_secs(1), Duration::from_millis(500))
+        );
+        assert_eq!(tight.silence(), Duration::from_millis(1500));
+        assert_eq!(
+            Requests::within(64, 2, Duration::from_secs(3)).heartbeat,
+            HEARTBEAT
+        );
+        assert_eq!(Requests::within(64, -1, Duration::ZERO).max_batch, 64);
     }
 }

@@ -117,8 +117,9 @@ pub(crate) async fn consumer(
     }
 }
 
-/// An existing consumer the sidecar can use: durable, pull, explicit acks. What would only
-/// weaken a guarantee is a warning.
+/// An existing consumer the sidecar can use: pull, explicit acks, whole messages, the filter
+/// asked for if any. What would only weaken a guarantee is a warning; its other settings
+/// (ack_wait, max_ack_pending, request limits) are used as they are.
 fn check_bound(found: &consumer::Info, settings: &NatsSettings) -> Result<(), SourceError> {
     let c = &found.config;
     let name = &found.name;
@@ -128,11 +129,33 @@ fn check_bound(found: &consumer::Info, settings: &NatsSettings) -> Result<(), So
         )));
     }
     if c.ack_policy != AckPolicy::Explicit {
+        let policy = match c.ack_policy {
+            AckPolicy::None => "none",
+            AckPolicy::All => "all",
+            AckPolicy::Explicit => "explicit",
+        };
         return Err(SourceError::Rejected(format!(
-            "consumer {name:?} acks {:?}; the sidecar acks each message once its outcome is \
-             durable and needs ack_policy explicit",
-            c.ack_policy
+            "consumer {name:?} has ack_policy {policy}; the sidecar acks each message once its \
+             outcome is durable and needs ack_policy explicit"
         )));
+    }
+    if c.headers_only {
+        return Err(SourceError::Rejected(format!(
+            "consumer {name:?} has headers_only set, so it delivers no payloads; the sidecar \
+             hands the app each message whole and needs a consumer without it"
+        )));
+    }
+    // JetStream keeps a bound consumer's filter: consuming with another than the one asked
+    // for would hand the app messages it did not ask for, or skip some it did.
+    if let Some(wanted) = settings.config.filter_subject.as_ref() {
+        if *wanted != c.filter_subject {
+            return Err(SourceError::Rejected(format!(
+                "consumer {name:?} filters on {:?}, not source.nats.filter_subject {wanted:?}, \
+                 and an existing consumer keeps its filter; set filter_subject to the \
+                 consumer's, remove it, or name another consumer",
+                c.filter_subject
+            )));
+        }
     }
     if c.durable_name.is_none() {
         warn!(consumer = %name, "The consumer is not durable: it goes away once unused.");

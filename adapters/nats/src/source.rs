@@ -15,7 +15,7 @@ use tracing::{debug, info};
 use crate::acker::NatsAcker;
 use crate::config::NatsSettings;
 use crate::connection;
-use crate::pull::Pull;
+use crate::pull::{Pull, Requests};
 use crate::shared::Shared;
 use crate::{setup, stats};
 
@@ -63,6 +63,18 @@ impl NatsSource {
             dead_letters_failing: AtomicUsize::new(0),
             consumer_info: Mutex::new(Some(info.clone())),
         });
+        let requests = Requests::within(
+            settings.prefetch,
+            info.config.max_batch,
+            info.config.max_expires,
+        );
+        if requests.max_batch < settings.prefetch || !info.config.max_expires.is_zero() {
+            debug!(
+                max_batch = requests.max_batch,
+                expires = ?requests.expires,
+                "Pull requests kept within the consumer's limits."
+            );
+        }
         let (out, deliveries) = mpsc::channel(settings.max_in_flight);
         let failure = Arc::new(Mutex::new(None));
         let stop = CancellationToken::new();
@@ -72,7 +84,7 @@ impl NatsSource {
                 "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
                 info.stream_name, info.name
             ),
-            prefetch: settings.prefetch,
+            requests,
             key_header: config.key_header.clone(),
             reconnected: connection.reconnected.clone(),
             out,
