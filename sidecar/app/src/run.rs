@@ -15,7 +15,7 @@ use tracing::info;
 use crate::admin::{self, AdminState, StoreProbe};
 use crate::brokers::WithBroker;
 use crate::config::{Config, OnMissingKey, OnStoreError, ParkedAfterDeadLetter, RetryMode};
-use crate::delivery::{DeliverySettings, HeaderPlan, HttpDelivery};
+use crate::delivery::{Batching, DeliverySettings, HeaderPlan, HttpDelivery};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::pipeline::{
     self, Batcher, Breaker, BreakerSettings, Dedup, Pipeline, Probe, Route, RouteTable, Routes,
@@ -273,6 +273,12 @@ pub fn default_route(config: &Config) -> Route {
                 ce_source,
                 ce_type: delivery.ce_type.clone(),
             },
+            batch: delivery.batch.as_ref().map(|b| Batching {
+                max_events: usize::from(b.max_events),
+                max_bytes: usize::try_from(b.max_bytes.as_u64()).unwrap_or(usize::MAX),
+                max_wait: b.max_wait,
+                concurrency: config.backpressure.concurrency(),
+            }),
         }),
         keys: KeyPolicy {
             template: config.dedup.key.clone(),

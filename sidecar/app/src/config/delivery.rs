@@ -56,6 +56,57 @@ pub struct DeliveryConfig {
         deserialize_with = "de::byte_size"
     )]
     pub max_message_size: ByteSize,
+    /// `[delivery.batch]`: several events in one `POST`, as a CloudEvents batch
+    /// (`application/cloudevents-batch+json`), answered with a verdict per event. Off when
+    /// the table is absent: one `POST` per attempt.
+    #[serde(default)]
+    pub batch: Option<BatchConfig>,
+}
+
+/// `[delivery.batch]`: how events are gathered into one request. Each event keeps its own
+/// claim, attempts, ordering and dead letter; only the request is shared.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Events in one request at most; at most `backpressure.max_in_flight`, or a batch could
+    /// never fill.
+    #[serde(default = "default_batch_events")]
+    pub max_events: u16,
+    /// Bytes of events (as JSON) in one request at most; an event larger than this goes
+    /// alone.
+    #[serde(default = "default_batch_bytes", deserialize_with = "de::byte_size")]
+    pub max_bytes: ByteSize,
+    /// How long the first event of a batch waits for more before the batch goes out anyway:
+    /// the latency batching adds at most, when traffic is light.
+    #[serde(default = "default_batch_wait", deserialize_with = "de::duration")]
+    pub max_wait: Duration,
+}
+
+/// Enough to spread a request's cost over many events, few enough that one slow batch holds
+/// little back.
+const fn default_batch_events() -> u16 {
+    32
+}
+
+/// Far above 32 events of a few KiB, far below what an app would refuse to read.
+fn default_batch_bytes() -> ByteSize {
+    ByteSize::mib(1)
+}
+
+/// Like a producer's `linger.ms`: invisible next to an app's own latency, long enough for a
+/// busy pipeline to fill a batch.
+fn default_batch_wait() -> Duration {
+    Duration::from_millis(5)
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_events: default_batch_events(),
+            max_bytes: default_batch_bytes(),
+            max_wait: default_batch_wait(),
+        }
+    }
 }
 
 impl DeliveryConfig {
@@ -119,6 +170,7 @@ impl Default for DeliveryConfig {
             response_excerpt: default_response_excerpt(),
             http2: false,
             max_message_size: default_max_message_size(),
+            batch: None,
         }
     }
 }

@@ -39,7 +39,7 @@ pub use breaker::BreakerConfig;
 pub use classify::{ClassifyConfig, RuleConfig, StatusSpec};
 pub use dead_letter::DeadLetterConfig;
 pub use dedup::{DedupConfig, EmbeddedConfig, OnMissingKey, OnStoreError, RedisConfig, StoreKind};
-pub use delivery::{BackpressureConfig, DeliveryConfig};
+pub use delivery::{BackpressureConfig, BatchConfig, DeliveryConfig};
 pub use env::PREFIX as ENV_PREFIX;
 pub use errors::{ConfigError, ConfigErrors};
 pub use load::{load_file, load_str};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use outrigger_core::{Capabilities, KeyPath, OrderingMode, Problem, Problems};
 
-use super::{Config, RetryMode, SourceConfig, StoreKind};
+use super::{BatchConfig, Config, RetryMode, SourceConfig, StoreKind};
 
 /// The largest response excerpt: it travels in every dead letter, and brokers cap message size.
 const MAX_EXCERPT_BYTES: u64 = 1024 * 1024;
@@ -92,6 +92,41 @@ fn delivery(c: &Config, v: &mut Problems) {
         v.at(
             &["delivery.response_excerpt"],
             "must be at most 1MiB: the excerpt travels in every dead letter",
+        );
+    }
+    if let Some(b) = &d.batch {
+        batch(c, b, v);
+    }
+}
+
+fn batch(c: &Config, b: &BatchConfig, v: &mut Problems) {
+    let in_flight = c.backpressure.max_in_flight;
+    if b.max_events == 0 {
+        v.at(&["delivery.batch.max_events"], "must be at least 1");
+    } else if b.max_events > in_flight {
+        v.at(
+            &["delivery.batch.max_events", "backpressure.max_in_flight"],
+            format!(
+                "delivery.batch.max_events ({}) exceeds backpressure.max_in_flight ({in_flight}): \
+                 a batch could never fill",
+                b.max_events
+            ),
+        );
+    }
+    if b.max_bytes.as_u64() == 0 {
+        v.at(
+            &["delivery.batch.max_bytes"],
+            "must be larger than 0B, or no event would fit",
+        );
+    }
+    if b.max_wait >= c.delivery.timeout {
+        v.at(
+            &["delivery.batch.max_wait", "delivery.timeout"],
+            format!(
+                "delivery.batch.max_wait ({}) must be shorter than delivery.timeout ({})",
+                humantime::format_duration(b.max_wait),
+                humantime::format_duration(c.delivery.timeout)
+            ),
         );
     }
 }

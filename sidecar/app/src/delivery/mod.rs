@@ -1,8 +1,10 @@
-//! Delivery to the application over HTTP: one `POST` per attempt, CloudEvents binary mode.
+//! Delivery to the application over HTTP: one `POST` per attempt, CloudEvents binary mode, or
+//! (opt-in) several attempts in one `POST` as a CloudEvents batch.
 //!
 //! The request carries the payload byte for byte. What the app answers (or why it did not) comes
 //! back as a [`Reply`] for the classifier; nothing here decides a message's fate.
 
+mod batch;
 mod headers;
 mod pool;
 
@@ -15,6 +17,7 @@ use outrigger_core::{Message, Reply, Response, TransportError, TransportErrorKin
 
 use pool::{Pool, PoolError};
 
+pub use batch::{Batching, BATCH_CONTENT_TYPE};
 pub use headers::{cloudevents_id, is_structured_cloudevent, HeaderPlan};
 
 /// Response bodies are read to the end so the connection can be reused, but never more than
@@ -49,6 +52,8 @@ pub struct DeliverySettings {
     pub http2: bool,
     /// Which headers are set.
     pub headers: HeaderPlan,
+    /// Several events in one request, when set.
+    pub batch: Option<Batching>,
 }
 
 /// A keep-alive HTTP client bound to the app's URL.
@@ -56,6 +61,8 @@ pub struct DeliverySettings {
 pub struct HttpDelivery {
     pool: std::sync::Arc<Pool>,
     settings: std::sync::Arc<DeliverySettings>,
+    /// The batching task, when events go out in batches.
+    batches: Option<batch::Batches>,
 }
 
 impl HttpDelivery {
@@ -70,9 +77,17 @@ impl HttpDelivery {
             settings.connect_timeout,
             settings.max_connections,
         );
-        Self {
+        let delivery = Self {
             pool: std::sync::Arc::new(pool),
             settings: std::sync::Arc::new(settings),
+            batches: None,
+        };
+        match delivery.settings.batch {
+            Some(batching) => Self {
+                batches: Some(batch::Batches::start(delivery.clone(), batching)),
+                ..delivery
+            },
+            None => delivery,
         }
     }
 
@@ -81,13 +96,27 @@ impl HttpDelivery {
         &self.settings.url
     }
 
-    /// Sends one attempt and reports what happened; never panics on app behaviour.
+    /// Sends one attempt and reports what happened; never panics on app behaviour. With
+    /// batching on, the attempt goes out in a batch with others (see [`batch`]).
     pub async fn send(&self, message: &Message, attempt: Attempt<'_>) -> (Reply, Duration) {
+        if let Some(batches) = &self.batches {
+            return batches.send(message, attempt).await;
+        }
         let started = Instant::now();
-        let request = match self.request(message, attempt) {
-            Ok(r) => r,
-            Err(e) => return (Reply::Undeliverable(e), started.elapsed()),
-        };
+        match self.request(message, attempt) {
+            Ok(request) => self.exchange(request, self.settings.excerpt).await,
+            Err(e) => (Reply::Undeliverable(e), started.elapsed()),
+        }
+    }
+
+    /// Whether attempts go out in batches, each batch one request toward the app.
+    pub fn batches(&self) -> bool {
+        self.batches.is_some()
+    }
+
+    /// Sends one request and reports what came back, keeping up to `keep` bytes of the body.
+    async fn exchange(&self, request: Request<Full<Bytes>>, keep: usize) -> (Reply, Duration) {
+        let started = Instant::now();
         let failed = |kind, detail: String| {
             Reply::Failed(TransportError {
                 kind,
@@ -122,7 +151,7 @@ impl HttpDelivery {
                 let frame = frame?;
                 if let Ok(data) = frame.into_data() {
                     read += data.len();
-                    let room = self.settings.excerpt.saturating_sub(excerpt.len());
+                    let room = keep.saturating_sub(excerpt.len());
                     excerpt.extend_from_slice(&data[..room.min(data.len())]);
                     if read > MAX_RESPONSE_READ {
                         return Ok::<_, hyper::Error>((excerpt, false));

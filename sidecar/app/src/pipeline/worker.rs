@@ -508,12 +508,17 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         }
         let send = async {
             self.route.throttle.wait().await;
-            let _slot = self
-                .p
-                .concurrency
-                .acquire()
-                .await
-                .expect("the concurrency semaphore is never closed");
+            // A batch takes one slot for all its events, when it is sent.
+            let _slot = match self.route.delivery.batches() {
+                true => None,
+                false => Some(
+                    self.p
+                        .concurrency
+                        .acquire()
+                        .await
+                        .expect("the concurrency semaphore is never closed"),
+                ),
+            };
             let attempt = Attempt {
                 key,
                 attempt,

@@ -580,3 +580,35 @@ fn queue_mode_takes_tiers_on_kafka_and_says_what_it_needs_elsewhere() {
         "{errors:#?}"
     );
 }
+
+#[test]
+fn a_batch_that_could_never_fill_or_wait_out_its_timeout_is_refused() {
+    let text = format!(
+        "{MINIMAL}[backpressure]\nmax_in_flight = 8\n\
+         [delivery]\ntimeout = \"1s\"\n\
+         [delivery.batch]\nmax_events = 16\nmax_bytes = \"0B\"\nmax_wait = \"2s\"\n"
+    );
+    let errors = rejected(&text);
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "delivery.batch.max_events",
+            "delivery.batch.max_bytes",
+            "delivery.batch.max_wait"
+        ],
+        "{errors:#?}"
+    );
+    let message = |path: &str| &errors.iter().find(|e| e.path == path).unwrap().message;
+    assert!(message("delivery.batch.max_events").contains("could never fill"));
+    assert!(message("delivery.batch.max_wait").contains("shorter than delivery.timeout (1s)"));
+    let zero = rejected(&format!("{MINIMAL}[delivery.batch]\nmax_events = 0\n"));
+    assert_eq!(zero[0].path, "delivery.batch.max_events", "{zero:#?}");
+}
+
+#[test]
+fn a_batch_table_with_its_defaults_is_valid() {
+    let c = load(&format!("{MINIMAL}[delivery.batch]\n")).expect("valid");
+    assert_eq!(c.delivery.batch, Some(BatchConfig::default()));
+    assert_eq!(load(MINIMAL).expect("valid").delivery.batch, None);
+}
