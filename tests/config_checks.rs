@@ -280,9 +280,9 @@ const REDIS_STREAMS: &[Case] = &[
     },
     Case {
         policy:
-            "[source.redis_streams]\nstreams = [\"o\"]\ngroup = \"g\"\nurl = \"rediss://redis\"\n",
+            "[source.redis_streams]\nstreams = [\"o\"]\ngroup = \"g\"\nurl = \"redis://redis/x\"\n",
         at: "4:1: source.redis_streams.url",
-        says: "not a valid Redis URL: can't connect with TLS, the feature is not enabled",
+        says: "not a valid Redis URL: Invalid database number",
     },
     Case {
         policy: redis_streams!("streams = []\n"),
@@ -368,6 +368,134 @@ async fn every_redis_streams_start_check_is_reported_by_check_and_refused_by_run
         };
         connect_refuses::<outrigger_redis_streams::RedisStreams>(&config, &context, case.says)
             .await;
+    }
+}
+
+/// An AMQP source on a broker that does not exist, and `[dedup.redis]` settings after it.
+macro_rules! dedup_redis {
+    ($rest:literal) => {
+        concat!(
+            "[source.amqp]\nqueue = \"orders\"\nurl = \"amqp://127.0.0.1:1\"\n[dedup.redis]\n",
+            $rest
+        )
+    };
+}
+
+const PASSWORD: &str = "hunter2-Redis";
+
+const DEDUP_REDIS: &[Case] = &[
+    Case {
+        policy: dedup_redis!("url = \"http://redis\"\n"),
+        at: "5:1: dedup.redis.url",
+        says: "expected a redis:// URL (rediss:// for TLS, redis+unix:// for a socket)",
+    },
+    Case {
+        policy: dedup_redis!("url = \"redis://app:hunter2-Redis@redis:port\"\n"),
+        at: "5:1: dedup.redis.url",
+        says: "not a valid Redis URL",
+    },
+    Case {
+        policy: dedup_redis!("url = \"rediss://redis/#insecure\"\n"),
+        at: "5:1: dedup.redis.url",
+        says: "#insecure (no certificate check) is not supported",
+    },
+    Case {
+        policy: dedup_redis!(
+            "url = \"rediss://redis\"\n[dedup.redis.tls]\nca_file = \"/nonexistent/outrigger/ca.pem\"\n"
+        ),
+        at: "7:1: dedup.redis.tls.ca_file",
+        says: "cannot read /nonexistent/outrigger/ca.pem: No such file or directory",
+    },
+    Case {
+        policy: dedup_redis!(
+            "url = \"redis://redis\"\ntls = { ca_file = \"/nonexistent/outrigger/ca.pem\" }\n"
+        ),
+        at: "6:9: dedup.redis.tls.ca_file",
+        says: "TLS settings need a rediss:// URL",
+    },
+    Case {
+        policy: dedup_redis!("url = \"rediss://redis\"\ntls = { cert_file = \"c.pem\" }\n"),
+        at: "6:9: dedup.redis.tls.cert_file",
+        says: "needs dedup.redis.tls.key_file",
+    },
+    Case {
+        policy: dedup_redis!("username = \"app\"\n"),
+        at: "5:1: dedup.redis.username",
+        says: "a user needs a password",
+    },
+    Case {
+        policy: dedup_redis!("username = \"app\"\npassword = \"\"\n"),
+        at: "6:1: dedup.redis.password",
+        says: "must not be empty",
+    },
+];
+
+#[tokio::test]
+async fn every_redis_store_check_is_reported_by_check_and_refused_by_run_and_connect() {
+    for case in DEDUP_REDIS {
+        refused_by_check_and_run(case);
+        // The store's own connect refuses the same settings in the same words.
+        let config: outrigger::config::Config = toml_edit::de::from_str(case.policy).unwrap();
+        match outrigger_redis::RedisStore::connect(config.dedup.redis_store(&config.source)).await {
+            Err(outrigger_core::StoreError::Protocol(why)) => {
+                assert!(why.contains(case.says), "{why} lacks {:?}", case.says)
+            }
+            other => panic!("the store took {}: {other:?}", case.policy),
+        }
+    }
+}
+
+/// A password, in the URL or on its own, from the file or the environment, is never printed
+/// by `check` or `run`, however the policy fails.
+#[test]
+fn redis_passwords_never_show_in_check_or_run_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.toml");
+    let path_text = path.to_str().unwrap();
+    let run = |command: &str, env: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_outrigger"))
+            .args([command, "--config", path_text])
+            .env_remove("OUTRIGGER_CONFIG")
+            .env("RUST_LOG", "off")
+            .envs(env.iter().copied())
+            .output()
+            .expect("outrigger runs");
+        let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stdout));
+        (out.status.code(), text)
+    };
+    let url = format!("redis://app:{PASSWORD}@127.0.0.1:1");
+    let valid = format!("[source.amqp]\nqueue = \"orders\"\n[dedup.redis]\nurl = \"{url}\"\n");
+    std::fs::write(&path, &valid).unwrap();
+    let (code, text) = run("check", &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains(PASSWORD), "{text}");
+    let (code, text) = run("check", &[("OUTRIGGER__DEDUP__REDIS__PASSWORD", PASSWORD)]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains(PASSWORD), "{text}");
+
+    // Invalid, with the password in every setting that can hold it.
+    std::fs::write(
+        &path,
+        format!("{valid}password = \"\"\n[dedup.redis.tls]\nca_file = \"/nonexistent/ca.pem\"\n"),
+    )
+    .unwrap();
+    let env = [(
+        "OUTRIGGER__DEDUP__REDIS__URL",
+        &*format!("rediss://app:{PASSWORD}@127.0.0.1:port"),
+    )];
+    for command in ["check", "run"] {
+        let (code, text) = run(command, &env);
+        assert_eq!(code, Some(64), "{text}");
+        assert!(
+            text.contains("dedup.redis.password: must not be empty"),
+            "{text}"
+        );
+        assert!(
+            text.contains("OUTRIGGER__DEDUP__REDIS__URL: dedup.redis.url"),
+            "{text}"
+        );
+        assert!(!text.contains(PASSWORD), "{command}: {text}");
     }
 }
 

@@ -570,11 +570,11 @@ mod tests {
         );
         assert!(found[1]
             .contains("block (30s) must be shorter than source.redis_streams.claim_idle (30s)"));
-        let tls = RedisStreamsConfig {
-            url: "rediss://redis:6380".into(),
+        let bad_db = RedisStreamsConfig {
+            url: "redis://redis:6380/x".into(),
             ..config()
         };
-        let found = problems(&tls, &SourceContext::default());
+        let found = problems(&bad_db, &SourceContext::default());
         assert!(
             found[0].starts_with("source.redis_streams.url: not a valid Redis URL"),
             "{found:?}"

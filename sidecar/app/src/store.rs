@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use outrigger_core::{ChainId, Claim, Completion, DedupStore, ParkingStore, Release, StoreError};
 use outrigger_embedded::{EmbeddedStore, EmbeddedStoreConfig};
-use outrigger_redis::{RedisStore, RedisStoreConfig};
+use outrigger_redis::RedisStore;
 
 use crate::config::{Config, StoreKind};
 
@@ -24,14 +24,7 @@ impl Store {
         let dedup = &config.dedup;
         let store = match dedup.store {
             StoreKind::Redis => Store::Redis(Box::new(
-                RedisStore::connect(RedisStoreConfig {
-                    url: dedup.redis.url.clone(),
-                    namespace: dedup.namespace(&config.source),
-                    lease: dedup.lease,
-                    ttl: dedup.ttl,
-                    timeout: dedup.redis.timeout,
-                })
-                .await?,
+                RedisStore::connect(dedup.redis_store(&config.source)).await?,
             )),
             StoreKind::Embedded => Store::Embedded(EmbeddedStore::open(EmbeddedStoreConfig {
                 path: dedup.embedded.path.clone(),

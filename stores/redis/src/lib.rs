@@ -10,17 +10,20 @@
 //! the group's set of parked chains, so a restart or another replica finds them where they were.
 //!
 //! # Layout
-//! - `config`: [`RedisStoreConfig`], where Redis is and the protocol timings.
+//! - `config`: [`RedisStoreConfig`], where Redis is, how to log in ([`RedisTls`] for
+//!   `rediss://`), and the protocol timings.
+//! - `client`: from a config to a Redis client, every problem named by its setting.
 //! - `store`: [`RedisStore`], the connection and the calls.
 //! - `keys`: where records and chains live in Redis.
 //! - `scripts`: the Lua scripts and how their replies decode.
 //! - `error`: which Redis failures are worth a retry.
 
+mod client;
 mod config;
 mod error;
 mod keys;
 mod scripts;
 mod store;
 
-pub use config::RedisStoreConfig;
+pub use config::{redacted, RedisStoreConfig, RedisTls};
 pub use store::RedisStore;

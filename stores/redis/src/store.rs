@@ -7,8 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use outrigger_core::{ChainId, Claim, Completion, DedupStore, ParkingStore, Release, StoreError};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError};
+use redis::RedisError;
 
+use crate::client;
 use crate::config::RedisStoreConfig;
 use crate::error::store_error;
 use crate::keys::Keys;
@@ -42,17 +43,14 @@ pub struct RedisStore {
 impl RedisStore {
     /// Creates the store without waiting for Redis: the connection is made on the first call
     /// and remade after a failure, so the sidecar starts (and reports not ready) while Redis is
-    /// down. Fails only on a config that can never work (a malformed URL, a namespace with `:`),
-    /// as [`StoreError::Protocol`]. Must run inside a Tokio runtime.
+    /// down. Fails only on a config that can never work, as [`StoreError::Protocol`] saying
+    /// what [`RedisStoreConfig::problems`] says (a malformed URL, a namespace with `:`, a TLS
+    /// file that cannot be read). Must run inside a Tokio runtime.
     pub async fn connect(config: RedisStoreConfig) -> Result<Self, StoreError> {
-        if config.namespace.contains(':') {
-            return Err(StoreError::Protocol(format!(
-                "dedup namespace {:?} must not contain ':'",
-                config.namespace
-            )));
-        }
-        let client = Client::open(config.url.as_str())
-            .map_err(|err| StoreError::Protocol(format!("invalid redis url: {err}")))?;
+        let client = client::build(&config).map_err(|problems| {
+            let lines: Vec<String> = problems.into_iter().map(|p| p.to_string()).collect();
+            StoreError::Protocol(format!("invalid redis config: {}", lines.join("; ")))
+        })?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))

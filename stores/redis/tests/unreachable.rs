@@ -18,6 +18,9 @@ const SLACK: Duration = Duration::from_millis(700);
 fn config(port: u16) -> RedisStoreConfig {
     RedisStoreConfig {
         url: format!("redis://127.0.0.1:{port}"),
+        username: None,
+        password: None,
+        tls: None,
         namespace: common::namespace(),
         lease: Duration::from_secs(30),
         ttl: Duration::from_secs(60),

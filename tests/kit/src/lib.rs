@@ -19,6 +19,9 @@
 //!   broker process of the test's own.
 //! - [`source`]: the source contract: [`SourceFixture`], its points, and
 //!   [`source_contract!`], which runs them for one broker.
+//! - [`tls`]: [`tls::Certificates`], a throwaway CA and its certificates.
+//! - [`redis_server`]: [`redis_server::RedisServer`], a `redis-server` of the test's own
+//!   (TLS only, or with any more settings: ACL users, cluster mode).
 //! - [`store`]: the dedup and parking contract: [`StoreFixture`], its cases, and
 //!   [`store_contract!`], which runs them for one store.
 
@@ -34,6 +37,7 @@ pub mod redis_server;
 pub mod sidecar;
 pub mod source;
 pub mod store;
+pub mod tls;
 pub mod wait;
 
 pub use app::{Hit, Reply, TestApp};

@@ -1,9 +1,11 @@
 //! `[dedup]`: which messages count as the same business event, and where that is remembered.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use outrigger_policies::KeyTemplate;
+use outrigger_redis::{RedisStoreConfig, RedisTls};
 use serde::Deserialize;
 
 use super::de;
@@ -60,6 +62,22 @@ impl DedupConfig {
             .namespace
             .clone()
             .unwrap_or_else(|| source.name())
+    }
+
+    /// What the Redis store is opened with: `check` validates exactly this, `run` connects
+    /// with it.
+    pub fn redis_store(&self, source: &SourceConfig) -> RedisStoreConfig {
+        let r = &self.redis;
+        RedisStoreConfig {
+            url: r.url.clone(),
+            username: r.username.clone(),
+            password: r.password.clone(),
+            tls: r.tls.clone(),
+            namespace: self.namespace(source),
+            lease: self.lease,
+            ttl: self.ttl,
+            timeout: r.timeout,
+        }
     }
 }
 
@@ -138,12 +156,23 @@ pub enum OnStoreError {
 }
 
 /// `[dedup.redis]`: the Redis server holding claims and done-records.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS (see `tls`).
     #[serde(default = "default_redis_url")]
     pub url: String,
+    /// The ACL user to log in as, in place of the URL's; needs a password.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The password to log in with (`AUTH`), in place of the URL's; better from
+    /// `OUTRIGGER__DEDUP__REDIS__PASSWORD` than the file. Never printed.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// `[dedup.redis.tls]`: the CA file and client certificate of a `rediss://` URL; without
+    /// it, the server's certificate must chain to a public root.
+    #[serde(default)]
+    pub tls: Option<RedisTls>,
     /// Prefix of every key this sidecar writes; default: the source's queue name (the first
     /// topic for kafka), so services sharing one Redis do not see each other's keys.
     #[serde(default)]
@@ -151,6 +180,20 @@ pub struct RedisConfig {
     /// How long one store call may take before it counts as a store error.
     #[serde(default = "default_redis_timeout", deserialize_with = "de::duration")]
     pub timeout: Duration,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Configs get logged; the password, in the URL or on its own, must not be.
+        f.debug_struct("RedisConfig")
+            .field("url", &outrigger_redis::redacted(&self.url))
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("tls", &self.tls)
+            .field("namespace", &self.namespace)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// A Redis on loopback (a local install, or a sidecar container in the pod).
@@ -167,6 +210,9 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: default_redis_url(),
+            username: None,
+            password: None,
+            tls: None,
             namespace: None,
             timeout: default_redis_timeout(),
         }

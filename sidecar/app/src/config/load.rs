@@ -277,6 +277,7 @@ impl Loader<'_> {
             Some(span) => (None, self.env.var_at(span.start).map(str::to_owned)),
             None => (None, None),
         };
+        let value = value.and_then(|v| shown(&path, v));
         self.errors.push(ConfigError {
             origin: self.origin.to_owned(),
             location,
@@ -300,6 +301,22 @@ impl Loader<'_> {
         }
         let cut: String = first.chars().take(MAX_VALUE_CHARS - 3).collect();
         Some(format!("{cut}…"))
+    }
+}
+
+/// A value as an error may quote it: a password or token not at all, a URL without the
+/// credentials it may carry. Errors are printed and logged.
+fn shown(path: &str, value: String) -> Option<String> {
+    // The last key, quoted or not (`properties."sasl.password"` ends in `password"`).
+    let key = path.trim_end_matches('"');
+    if key.ends_with("password") || key.ends_with("token") {
+        return None;
+    }
+    match (value.find("://"), value.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            Some(format!("{}://***{}", &value[..scheme_end], &value[at..]))
+        }
+        _ => Some(value),
     }
 }
 

@@ -162,6 +162,9 @@ impl Config {
     pub fn summary(&self) -> String {
         let dedup = if self.dedup.enabled {
             let store = match self.dedup.store {
+                StoreKind::Redis if self.dedup.redis_store(&self.source).is_tls() => {
+                    "redis over TLS"
+                }
                 StoreKind::Redis => "redis",
                 StoreKind::Embedded => "embedded",
             };

@@ -151,13 +151,11 @@ fn dedup(c: &Config, v: &mut Problems) {
     v.positive("dedup.ttl", d.ttl);
     match d.store {
         StoreKind::Redis => {
-            let schemes = ["redis://", "rediss://", "redis+unix://", "unix://"];
-            if !schemes.iter().any(|s| d.redis.url.starts_with(s)) {
-                v.at(&["dedup.redis.url"], "expected a redis:// or rediss:// URL");
-            }
             let hint = "leave it out to use the source's queue name";
             v.not_empty("dedup.redis.namespace", d.redis.namespace.as_deref(), hint);
-            v.positive("dedup.redis.timeout", d.redis.timeout);
+            // URL, login, TLS files and timeout: the store's own checks, which its connect
+            // makes too.
+            v.extend(d.redis_store(&c.source).problems());
         }
         StoreKind::Embedded => {
             if d.embedded.path.as_os_str().is_empty() {

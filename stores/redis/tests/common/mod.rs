@@ -30,6 +30,9 @@ pub fn config(namespace: &str, lease: Duration) -> RedisStoreConfig {
 pub fn config_with(namespace: &str, lifetimes: Lifetimes) -> RedisStoreConfig {
     RedisStoreConfig {
         url: REDIS_URL.to_owned(),
+        username: None,
+        password: None,
+        tls: None,
         namespace: namespace.to_owned(),
         lease: lifetimes.lease,
         ttl: lifetimes.ttl,

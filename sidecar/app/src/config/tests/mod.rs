@@ -4,6 +4,7 @@ use super::*;
 
 mod env;
 mod errors;
+mod redis;
 mod values;
 
 pub(super) fn load(text: &str) -> Result<Config, ConfigErrors> {
