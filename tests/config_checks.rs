@@ -285,6 +285,12 @@ const REDIS_STREAMS: &[Case] = &[
         says: "not a valid Redis URL: Invalid database number",
     },
     Case {
+        policy:
+            "[source.redis_streams]\nstreams = [\"o\"]\ngroup = \"g\"\nurl = \"rediss://redis\"\n",
+        at: "4:1: source.redis_streams.url",
+        says: "rediss:// (TLS) is not supported by the Redis Streams source yet",
+    },
+    Case {
         policy: redis_streams!("streams = []\n"),
         at: "4:1: source.redis_streams.streams",
         says: "must list at least one stream",
