@@ -1,11 +1,16 @@
 //! A TCP proxy a test can cut: the way to break one client's connection to Redis, RabbitMQ or
-//! a Kafka broker without stopping the server every other test uses.
+//! a Kafka broker without stopping the server every other test uses; or stall, so that the
+//! client hears nothing from a server it is still connected to.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
@@ -17,10 +22,78 @@ pub struct Proxy {
     accept: AbortHandle,
 }
 
-/// The connections through the proxy and whether new ones go through.
+/// The connections through the proxy, whether new ones go through, and whether what the
+/// server sends is held back.
 struct Links {
     allowed: AtomicBool,
     open: Mutex<Vec<AbortHandle>>,
+    stall: Stall,
+}
+
+/// Held back: reads from the server wait, and the tasks waiting are woken on resume. Nothing
+/// is lost: what the server sent meanwhile stays in the sockets' buffers.
+#[derive(Default)]
+struct Stall {
+    on: AtomicBool,
+    waiting: Mutex<Vec<Waker>>,
+}
+
+impl Stall {
+    fn set(&self, on: bool) {
+        self.on.store(on, Ordering::SeqCst);
+        if !on {
+            for waker in self.waiting.lock().drain(..) {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// The proxy's side of a connection to the server: reads wait while stalled.
+struct FromServer {
+    stream: TcpStream,
+    links: Arc<Links>,
+}
+
+impl AsyncRead for FromServer {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let stall = &this.links.stall;
+        if stall.on.load(Ordering::SeqCst) {
+            let mut waiting = stall.waiting.lock();
+            if !waiting.iter().any(|w| w.will_wake(cx.waker())) {
+                waiting.push(cx.waker().clone());
+            }
+            drop(waiting);
+            // Resumed between the check and the push: the waker may have been missed.
+            if stall.on.load(Ordering::SeqCst) {
+                return Poll::Pending;
+            }
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for FromServer {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }
 
 impl Links {
@@ -47,6 +120,7 @@ impl Proxy {
         let links = Arc::new(Links {
             allowed: AtomicBool::new(true),
             open: Mutex::default(),
+            stall: Stall::default(),
         });
         let shared = Arc::clone(&links);
         let accept = tokio::spawn(async move {
@@ -57,8 +131,10 @@ impl Proxy {
                 }
                 // Either side closing ends the pair; aborting the task drops both sockets,
                 // which the client and the server both see as the connection breaking.
+                let links = Arc::clone(&shared);
                 let link = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(target).await {
+                    if let Ok(stream) = TcpStream::connect(target).await {
+                        let mut server = FromServer { stream, links };
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                     }
                 });
@@ -88,6 +164,19 @@ impl Proxy {
     /// Lets new connections through again: the server is "back".
     pub fn allow(&self) {
         self.links.allowed.store(true, Ordering::SeqCst);
+    }
+
+    /// Holds back what the server sends, on every connection open or new, until
+    /// [`resume`](Self::resume): the connections stay open and the client's own traffic still
+    /// reaches the server, but the client hears nothing (a server that went silent, a network
+    /// that drops one direction).
+    pub fn stall(&self) {
+        self.links.stall.set(true);
+    }
+
+    /// Passes on what the server sent while stalled, and everything after.
+    pub fn resume(&self) {
+        self.links.stall.set(false);
     }
 }
 
