@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
 use outrigger_core::{Episode, HealthFlag, SourceError};
@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use tracing::debug;
 
 use crate::config::NatsConfig;
-use crate::creds;
+use crate::creds::{self, Creds};
 
 /// First delay after a failed reconnect: quick enough to ride out a server restart blip.
 const FIRST_RECONNECT: Duration = Duration::from_millis(100);
@@ -120,7 +120,29 @@ pub(crate) async fn connect(
 
 /// Authentication and TLS as the config says; secrets are read from their files here.
 async fn options(config: &NatsConfig, what: &str) -> Result<ConnectOptions, SourceError> {
-    let mut options = ConnectOptions::new().name(format!("{} ({what})", config.name));
+    let mut options = match &config.credentials_file {
+        Some(file) => {
+            // Read now to refuse what cannot work with its reason; read again at each connect.
+            let reading = |why: String| {
+                SourceError::Rejected(format!(
+                    "reading source.nats.credentials_file {}: {why}",
+                    file.display()
+                ))
+            };
+            let creds = Creds::read(file).await.map_err(reading)?;
+            if let Some(at) = creds.expired() {
+                return Err(SourceError::Rejected(format!(
+                    "the user JWT in source.nats.credentials_file {} expired at {}, and the \
+                     server refuses it; issue new credentials (nsc generate creds)",
+                    file.display(),
+                    humantime::format_rfc3339_seconds(at)
+                )));
+            }
+            creds::options(file.clone())
+        }
+        None => ConnectOptions::new(),
+    }
+    .name(format!("{} ({what})", config.name));
     if let (Some(user), Some(password)) = (&config.user, &config.password) {
         options = options.user_and_password(user.clone(), password.clone());
     }
@@ -132,26 +154,6 @@ async fn options(config: &NatsConfig, what: &str) -> Result<ConnectOptions, Sour
         Some((user, Some(password))) => options = options.user_and_password(user, password),
         Some((token, None)) => options = options.token(token),
         None => {}
-    }
-    if let Some(file) = &config.credentials_file {
-        let reading = |e: &dyn std::fmt::Display| {
-            SourceError::Rejected(format!(
-                "reading source.nats.credentials_file {}: {e}",
-                file.display()
-            ))
-        };
-        let contents = tokio::fs::read_to_string(file)
-            .await
-            .map_err(|e| reading(&e))?;
-        if let Some(at) = creds::expires(&contents).filter(|at| *at <= SystemTime::now()) {
-            return Err(SourceError::Rejected(format!(
-                "the user JWT in source.nats.credentials_file {} expired at {}, and the server \
-                 refuses it; issue new credentials (nsc generate creds)",
-                file.display(),
-                humantime::format_rfc3339_seconds(at)
-            )));
-        }
-        options = options.credentials(&contents).map_err(|e| reading(&e))?;
     }
     if let Some(file) = &config.nkey_seed_file {
         let seed = tokio::fs::read_to_string(file).await.map_err(|e| {

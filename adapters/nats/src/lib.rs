@@ -22,14 +22,15 @@
 //! - Retries wait in place (the retry queues of retry mode `queue` are not built for NATS).
 //! - Dead letters back: [`NatsDeadLetters`] lists, resubmits and purges the dead-letter
 //!   stream for `outrigger dlq` and the admin API; ids are stream sequences.
-//! - Connection: user/password, token, `.creds` or NKey seed file, TLS with a CA and a client
-//!   certificate; reconnects with backoff (100ms doubling to 5s), logged once while it lasts.
+//! - Connection: user/password, token, `.creds` (read again at each reconnect, so a renewed
+//!   file is used) or NKey seed file, TLS with a CA and a client certificate; reconnects with
+//!   backoff (100ms doubling to 5s), logged once while it lasts.
 //!
 //! # Layout
 //! - `config`: [`NatsConfig`] (`[source.nats]`) and its validation; [`NatsSettings`], what a
 //!   source runs with. `broker`: [`Nats`], the broker seam.
-//! - `connection`: connect options, reconnect events, health; `creds`: a `.creds` file's
-//!   expiry.
+//! - `connection`: connect options, reconnect events, health; `creds`: a `.creds` file, read
+//!   again at each connect.
 //! - `setup`: the stream, the consumer and the dead-letter stream, found or created.
 //! - `source`: [`NatsSource`]; `pull`: the pull loop; `shared`: what they and the ackers share.
 //! - `acker`: [`NatsAcker`], settlement of one delivery; `ack`: confirmed acks.

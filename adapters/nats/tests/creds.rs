@@ -2,6 +2,9 @@
 //! its system account and an account with JetStream, minted here (see `jwt`) and preloaded
 //! into the server's memory resolver, as `nsc` and a deployment would set them up. The other
 //! ways to authenticate are in `security.rs`.
+//!
+//! The file is read again at every connect, so one renewed in place is used once the old
+//! JWT expires and the server closes the connection.
 
 mod jwt;
 
@@ -11,7 +14,8 @@ use outrigger_core::{Acker, Settlement, Source, SourceContext, SourceError};
 use outrigger_nats::{NatsConfig, NatsSettings, NatsSource};
 use outrigger_testkit::dead_letter;
 use outrigger_testkit::nats::{Nats, NatsServer, Streams, DEADLINE};
-use outrigger_testkit::source::recv;
+use outrigger_testkit::source::{assert_quiet, recv};
+use outrigger_testkit::wait_until;
 
 use jwt::{Account, Operator, User};
 
@@ -192,6 +196,48 @@ async fn a_creds_file_the_server_does_not_trust_is_refused_at_once() {
     // The same server takes a good user, so the refusals were about the users.
     let good = trusted.account.user("good", None);
     let mut source = connect(&trusted.config(&streams, &good)).await.unwrap();
+    source.stop().await;
+}
+
+/// A user JWT that expires while the source runs: the server closes the connection, and
+/// every reconnect is refused while the file holds the old JWT; renewed in place, the file is
+/// read again at the next reconnect, and what was published meanwhile comes through.
+#[tokio::test]
+async fn a_creds_file_renewed_in_place_is_used_once_the_old_jwt_expires() {
+    let trusted = Trusted::new().await;
+    let streams = Streams::on(trusted.fixture().await, "creds-renewed").await;
+    let user = trusted.account.user("sidecar", Some(jwt::now() + 3));
+    let config = trusted.config(&streams, &user);
+    let mut source = connect(&config)
+        .await
+        .expect("connects before the JWT expires");
+    let health = source.health();
+    streams.publish(&[], "before").await;
+    let d = recv(&mut source, DEADLINE).await;
+    d.acker.settle(Settlement::Ack).await.unwrap();
+
+    wait_until(
+        "the server closes the expired user's connection",
+        DEADLINE,
+        || async { !health.is_up() },
+    )
+    .await;
+    streams.publish(&[], "meanwhile").await;
+    assert_quiet(
+        &mut source,
+        Duration::from_secs(2),
+        "no reconnect with the expired JWT",
+    )
+    .await;
+    assert!(!health.is_up(), "every reconnect refused");
+
+    let renewed = trusted.account.renew(&user, "sidecar", None);
+    trusted.creds_file("sidecar.creds", &renewed.creds());
+    let d = recv(&mut source, DEADLINE).await;
+    assert_eq!(&d.message.payload[..], b"meanwhile");
+    assert!(health.is_up(), "reconnected with the renewed file");
+    d.acker.settle(Settlement::Ack).await.unwrap();
+    streams.wait_all_acked().await;
     source.stop().await;
 }
 

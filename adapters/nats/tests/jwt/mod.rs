@@ -149,7 +149,16 @@ impl Account {
 
     /// A user of this account, with every permission; its JWT expires at `expires` if given.
     pub fn user(&self, name: &str, expires: Option<i64>) -> User {
-        let key = KeyPair::new_user();
+        self.issue(KeyPair::new_user(), name, expires)
+    }
+
+    /// A new JWT for `user`, same key, as a renewal issues it.
+    pub fn renew(&self, user: &User, name: &str, expires: Option<i64>) -> User {
+        let key = KeyPair::from_seed(&user.key.seed().unwrap()).unwrap();
+        self.issue(key, name, expires)
+    }
+
+    fn issue(&self, key: KeyPair, name: &str, expires: Option<i64>) -> User {
         let nats = object(json!({
             "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
         }));
