@@ -10,8 +10,13 @@ use serde::Deserialize;
 /// How to reach Redis and how long claims and records last.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisStoreConfig {
-    /// A `redis://` (or `rediss://` for TLS, `redis+unix://`) URL, credentials included.
+    /// A `redis://` (or `rediss://` for TLS, `redis+unix://`) URL, credentials included; not
+    /// used when `cluster` names nodes.
     pub url: String,
+    /// Some nodes of a Redis Cluster, `redis://host:port` each (`rediss://` for TLS, all
+    /// alike): the store learns the others, and where each slot lives, from them. Empty: the
+    /// standalone server at `url`.
+    pub cluster: Vec<String>,
     /// The ACL user to log in as, in place of the URL's.
     pub username: Option<String>,
     /// The password to log in with, in place of the URL's.
@@ -60,9 +65,17 @@ impl RedisStoreConfig {
         }
     }
 
-    /// Whether the connection is TLS.
+    /// Whether the connections are TLS.
     pub fn is_tls(&self) -> bool {
-        self.url.starts_with("rediss://")
+        match self.cluster.first() {
+            Some(node) => node.starts_with("rediss://"),
+            None => self.url.starts_with("rediss://"),
+        }
+    }
+
+    /// Whether the store speaks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster.is_empty()
     }
 }
 
@@ -70,6 +83,10 @@ impl fmt::Debug for RedisStoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStoreConfig")
             .field("url", &redacted(&self.url))
+            .field(
+                "cluster",
+                &self.cluster.iter().map(|n| redacted(n)).collect::<Vec<_>>(),
+            )
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("tls", &self.tls)
@@ -105,6 +122,7 @@ mod tests {
         assert_eq!(redacted("redis://cache:6379"), "redis://cache:6379");
         let config = RedisStoreConfig {
             url: "rediss://app:in-url@cache:6380".into(),
+            cluster: vec!["rediss://app:in-node@node-1:6380".into()],
             username: Some("app".into()),
             password: Some("in-field".into()),
             tls: None,

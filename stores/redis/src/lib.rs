@@ -12,7 +12,9 @@
 //! # Layout
 //! - `config`: [`RedisStoreConfig`], where Redis is, how to log in ([`RedisTls`] for
 //!   `rediss://`), and the protocol timings.
-//! - `client`: from a config to a Redis client, every problem named by its setting.
+//! - `client`: from a config to a Redis client (standalone or cluster), every problem named
+//!   by its setting.
+//! - `connection`: one connection type over a standalone server or a cluster.
 //! - `store`: [`RedisStore`], the connection and the calls.
 //! - `keys`: where records and chains live in Redis.
 //! - `scripts`: the Lua scripts and how their replies decode.
@@ -20,6 +22,7 @@
 
 mod client;
 mod config;
+mod connection;
 mod error;
 mod keys;
 mod scripts;

@@ -5,12 +5,16 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::join_all;
 use outrigger_core::{ChainId, Claim, Completion, DedupStore, ParkingStore, Release, StoreError};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterConfig;
+use redis::cluster_routing::Slot;
 use redis::RedisError;
 
 use crate::client;
 use crate::config::RedisStoreConfig;
+use crate::connection::Connection;
 use crate::error::store_error;
 use crate::keys::Keys;
 use crate::scripts::{
@@ -25,13 +29,15 @@ const CONNECT_RETRIES: usize = 1;
 const CONNECT_RETRY_MIN_DELAY: Duration = Duration::from_millis(50);
 const CONNECT_RETRY_MAX_DELAY: Duration = Duration::from_secs(1);
 
-/// A dedup store in Redis (standalone), shared by every replica of a service; it keeps the
-/// parked-key chains of retry queues too.
+/// A dedup store in Redis (standalone or a Redis Cluster), shared by every replica of a
+/// service; it keeps the parked-key chains of retry queues too.
 ///
-/// Cheap to share behind an `Arc`; calls run concurrently over one multiplexed connection that
-/// reconnects on its own.
+/// Cheap to share behind an `Arc`; calls run concurrently over one multiplexed connection (one
+/// per node of a cluster) that reconnects on its own.
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: Connection,
+    /// Whether `connection` is a cluster's: batches are split by slot.
+    cluster: bool,
     scripts: Scripts,
     namespace: String,
     keys: Keys,
@@ -51,23 +57,59 @@ impl RedisStore {
             let lines: Vec<String> = problems.into_iter().map(|p| p.to_string()).collect();
             StoreError::Protocol(format!("invalid redis config: {}", lines.join("; ")))
         })?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(CONNECT_RETRIES)
-            .set_min_delay(CONNECT_RETRY_MIN_DELAY)
-            .set_max_delay(CONNECT_RETRY_MAX_DELAY);
-        let connection = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(|err| StoreError::Protocol(format!("redis connection setup: {err}")))?;
+        let cluster = config.is_cluster();
+        let connection = match client {
+            client::Client::Standalone(client) => {
+                let manager_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.timeout))
+                    .set_response_timeout(Some(config.timeout))
+                    .set_number_of_retries(CONNECT_RETRIES)
+                    .set_min_delay(CONNECT_RETRY_MIN_DELAY)
+                    .set_max_delay(CONNECT_RETRY_MAX_DELAY);
+                let manager = ConnectionManager::new_lazy_with_config(client, manager_config)
+                    .map_err(|err| {
+                        StoreError::Protocol(format!("redis connection setup: {err}"))
+                    })?;
+                Connection::Standalone(manager)
+            }
+            // Connects in the background and finds the slots' nodes when first used; a node
+            // that moved a slot (MOVED) or is moving it (ASK) is followed.
+            client::Client::Cluster(client) => Connection::Cluster(
+                client.get_pending_async_connection_with_config(
+                    ClusterConfig::new()
+                        .set_connection_timeout(config.timeout)
+                        .set_response_timeout(config.timeout),
+                ),
+            ),
+        };
         Ok(RedisStore {
             connection,
             scripts: Scripts::new(),
-            keys: Keys::new(&config.namespace),
+            keys: Keys::new(&config.namespace, cluster),
+            cluster,
             namespace: config.namespace,
             lease_ms: millis(config.lease),
             ttl_ms: millis(config.ttl),
             timeout: config.timeout,
         })
+    }
+
+    /// The positions of `records` in groups one script may touch together: all of them on a
+    /// standalone server, one group per hash slot on a cluster (where a script's keys must
+    /// share a slot), in the order of their first record.
+    fn by_slot(&self, records: &[String]) -> Vec<Vec<usize>> {
+        if !self.cluster {
+            return vec![(0..records.len()).collect()];
+        }
+        let mut groups: Vec<(Slot, Vec<usize>)> = Vec::new();
+        for (i, record) in records.iter().enumerate() {
+            let slot = Slot::for_key(record);
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, group)) => group.push(i),
+                None => groups.push((slot, vec![i])),
+            }
+        }
+        groups.into_iter().map(|(_, group)| group).collect()
     }
 
     /// Runs one Redis call under the store's timeout, so a Redis that is down, slow or
@@ -118,46 +160,75 @@ impl DedupStore for RedisStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut connection = self.connection.clone();
-        let mut invocation = self.scripts.claim_many.prepare_invoke();
-        for key in keys {
-            invocation.key(self.keys.dedup(key));
-        }
-        invocation.arg(self.lease_ms).arg(self.ttl_ms);
-        let replies: Vec<Vec<i64>> = self
-            .bounded("claim", invocation.invoke_async(&mut connection))
-            .await?;
-        if replies.len() != keys.len() {
-            return Err(StoreError::Protocol(format!(
-                "claim of {} keys replied {} answers",
-                keys.len(),
-                replies.len()
-            )));
-        }
-        replies.iter().map(|r| decode_claim(r)).collect()
+        let records: Vec<String> = keys.iter().map(|k| self.keys.dedup(k)).collect();
+        let groups = self.by_slot(&records);
+        let calls = groups.iter().map(|group| {
+            let mut connection = self.connection.clone();
+            let mut invocation = self.scripts.claim_many.prepare_invoke();
+            for &i in group {
+                invocation.key(&records[i]);
+            }
+            invocation.arg(self.lease_ms).arg(self.ttl_ms);
+            // Each group under the timeout of its own: a node that does not answer costs
+            // its own group, not the answers the others gave.
+            async move {
+                let call = invocation.invoke_async(&mut connection);
+                self.bounded("claim", call).await
+            }
+        });
+        let replies = join_all(calls).await;
+        let (answers, failure) = scatter(keys.len(), &groups, replies, "claim");
+        let claims: Vec<Option<Claim>> = answers
+            .iter()
+            .map(|a| a.as_deref().and_then(|a| decode_claim(a).ok()))
+            .collect();
+        let Some(failure) = failure else {
+            return answers
+                .iter()
+                .map(|a| decode_claim(a.as_deref().expect("every group answered")))
+                .collect();
+        };
+        // Only a cluster splits a batch, so only there can part of it have been claimed when
+        // another part failed: those claims are handed back (no attempt spent), or each would
+        // hold its key for a lease while the caller retries the batch.
+        let refunds = (keys.iter().zip(&claims)).filter_map(|(key, claim)| match claim {
+            Some(Claim::Acquired { fence, .. }) => Some(self.release(key, *fence, Release::Refund)),
+            _ => None,
+        });
+        join_all(refunds).await;
+        Err(failure)
     }
 
     async fn complete_many(&self, claims: &[(&str, u64)]) -> Result<Vec<Completion>, StoreError> {
         if claims.is_empty() {
             return Ok(Vec::new());
         }
-        let mut connection = self.connection.clone();
-        let mut invocation = self.scripts.complete_many.prepare_invoke();
-        for (key, fence) in claims {
-            invocation.key(self.keys.dedup(key)).arg(*fence);
+        let records: Vec<String> = claims.iter().map(|(k, _)| self.keys.dedup(k)).collect();
+        let groups = self.by_slot(&records);
+        let calls = groups.iter().map(|group| {
+            let mut connection = self.connection.clone();
+            let mut invocation = self.scripts.complete_many.prepare_invoke();
+            for &i in group {
+                invocation.key(&records[i]).arg(claims[i].1);
+            }
+            invocation.arg(self.ttl_ms);
+            // Each group under the timeout of its own: a node that does not answer costs
+            // its own group, not the answers the others gave.
+            async move {
+                let call = invocation.invoke_async(&mut connection);
+                self.bounded("complete", call).await
+            }
+        });
+        let replies = join_all(calls).await;
+        // A completion repeated with its fence answers `Completed` again: a batch that failed
+        // part-way is simply tried again.
+        match scatter(claims.len(), &groups, replies, "complete") {
+            (answers, None) => answers
+                .iter()
+                .map(|a| decode_complete(a.as_deref().expect("every group answered")))
+                .collect(),
+            (_, Some(failure)) => Err(failure),
         }
-        invocation.arg(self.ttl_ms);
-        let replies: Vec<Vec<i64>> = self
-            .bounded("complete", invocation.invoke_async(&mut connection))
-            .await?;
-        if replies.len() != claims.len() {
-            return Err(StoreError::Protocol(format!(
-                "completion of {} claims replied {} answers",
-                claims.len(),
-                replies.len()
-            )));
-        }
-        replies.iter().map(|r| decode_complete(r)).collect()
     }
 
     async fn complete(&self, key: &str, fence: u64) -> Result<Completion, StoreError> {
@@ -259,6 +330,38 @@ impl ParkingStore for RedisStore {
         self.bounded("parked_chains", scard.query_async(&mut connection))
             .await
     }
+}
+
+/// The answers of each group's script put back in the batch's order, and the first failure:
+/// a group that failed or answered for a different number of keys.
+fn scatter(
+    len: usize,
+    groups: &[Vec<usize>],
+    replies: Vec<Result<Vec<Vec<i64>>, StoreError>>,
+    op: &str,
+) -> (Vec<Option<Vec<i64>>>, Option<StoreError>) {
+    let mut answers = vec![None; len];
+    let mut failure = None;
+    for (group, reply) in groups.iter().zip(replies) {
+        match reply {
+            Ok(reply) if reply.len() == group.len() => {
+                for (&i, answer) in group.iter().zip(reply) {
+                    answers[i] = Some(answer);
+                }
+            }
+            Ok(reply) => {
+                failure.get_or_insert(StoreError::Protocol(format!(
+                    "{op} of {} keys replied {} answers",
+                    group.len(),
+                    reply.len()
+                )));
+            }
+            Err(err) => {
+                failure.get_or_insert(err);
+            }
+        }
+    }
+    (answers, failure)
 }
 
 fn millis(duration: Duration) -> u64 {

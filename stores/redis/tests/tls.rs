@@ -36,6 +36,7 @@ fn acl() -> [&'static str; 10] {
 fn config(url: String, tls: Option<RedisTls>) -> RedisStoreConfig {
     RedisStoreConfig {
         url,
+        cluster: Vec::new(),
         username: None,
         password: None,
         tls,

@@ -18,6 +18,7 @@ const SLACK: Duration = Duration::from_millis(700);
 fn config(port: u16) -> RedisStoreConfig {
     RedisStoreConfig {
         url: format!("redis://127.0.0.1:{port}"),
+        cluster: Vec::new(),
         username: None,
         password: None,
         tls: None,

@@ -21,7 +21,8 @@
 //!   [`source_contract!`], which runs them for one broker.
 //! - [`tls`]: [`tls::Certificates`], a throwaway CA and its certificates.
 //! - [`redis_server`]: [`redis_server::RedisServer`], a `redis-server` of the test's own
-//!   (TLS only, or with any more settings: ACL users, cluster mode).
+//!   (TLS only, or with any more settings: ACL users, cluster mode);
+//!   [`redis_cluster::RedisCluster`], a cluster of them.
 //! - [`store`]: the dedup and parking contract: [`StoreFixture`], its cases, and
 //!   [`store_contract!`], which runs them for one store.
 
@@ -33,6 +34,7 @@ pub mod nats;
 pub mod policy;
 pub mod proxy;
 pub mod rabbit;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod sidecar;
 pub mod source;

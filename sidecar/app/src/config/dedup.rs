@@ -70,6 +70,7 @@ impl DedupConfig {
         let r = &self.redis;
         RedisStoreConfig {
             url: r.url.clone(),
+            cluster: r.cluster.clone(),
             username: r.username.clone(),
             password: r.password.clone(),
             tls: r.tls.clone(),
@@ -162,6 +163,11 @@ pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS (see `tls`).
     #[serde(default = "default_redis_url")]
     pub url: String,
+    /// A Redis Cluster instead of `url`: some of its primaries, `["redis://10.0.0.1:7000",
+    /// ...]` (`rediss://` for TLS, all alike); the others and the slot map are learned from
+    /// them, and MOVED/ASK redirections are followed.
+    #[serde(default)]
+    pub cluster: Vec<String>,
     /// The ACL user to log in as, in place of the URL's; needs a password.
     #[serde(default)]
     pub username: Option<String>,
@@ -187,12 +193,27 @@ impl fmt::Debug for RedisConfig {
         // Configs get logged; the password, in the URL or on its own, must not be.
         f.debug_struct("RedisConfig")
             .field("url", &outrigger_redis::redacted(&self.url))
+            .field(
+                "cluster",
+                &self
+                    .cluster
+                    .iter()
+                    .map(|n| outrigger_redis::redacted(n))
+                    .collect::<Vec<_>>(),
+            )
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("tls", &self.tls)
             .field("namespace", &self.namespace)
             .field("timeout", &self.timeout)
             .finish()
+    }
+}
+
+impl RedisConfig {
+    /// Whether `url` was left at its default (or written as it).
+    pub fn url_is_default(&self) -> bool {
+        self.url == default_redis_url()
     }
 }
 
@@ -210,6 +231,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: default_redis_url(),
+            cluster: Vec::new(),
             username: None,
             password: None,
             tls: None,

@@ -161,11 +161,14 @@ impl Config {
     /// One line on what this policy does, for `outrigger check`.
     pub fn summary(&self) -> String {
         let dedup = if self.dedup.enabled {
+            let redis = self.dedup.redis_store(&self.source);
             let store = match self.dedup.store {
-                StoreKind::Redis if self.dedup.redis_store(&self.source).is_tls() => {
-                    "redis over TLS"
-                }
-                StoreKind::Redis => "redis",
+                StoreKind::Redis => match (redis.is_cluster(), redis.is_tls()) {
+                    (true, true) => "redis cluster over TLS",
+                    (true, false) => "redis cluster",
+                    (false, true) => "redis over TLS",
+                    (false, false) => "redis",
+                },
                 StoreKind::Embedded => "embedded",
             };
             format!("dedup on {} via {store}", self.dedup.key)

@@ -153,6 +153,13 @@ fn dedup(c: &Config, v: &mut Problems) {
         StoreKind::Redis => {
             let hint = "leave it out to use the source's queue name";
             v.not_empty("dedup.redis.namespace", d.redis.namespace.as_deref(), hint);
+            if !d.redis.cluster.is_empty() && !d.redis.url_is_default() {
+                v.at(
+                    &["dedup.redis.url", "dedup.redis.cluster"],
+                    "dedup.redis.url and dedup.redis.cluster both say where Redis is: keep \
+                     url for a standalone server, cluster for a Redis Cluster",
+                );
+            }
             // URL, login, TLS files and timeout: the store's own checks, which its connect
             // makes too.
             v.extend(d.redis_store(&c.source).problems());

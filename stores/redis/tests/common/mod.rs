@@ -30,6 +30,7 @@ pub fn config(namespace: &str, lease: Duration) -> RedisStoreConfig {
 pub fn config_with(namespace: &str, lifetimes: Lifetimes) -> RedisStoreConfig {
     RedisStoreConfig {
         url: REDIS_URL.to_owned(),
+        cluster: Vec::new(),
         username: None,
         password: None,
         tls: None,

@@ -135,3 +135,65 @@ BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiEA7l0mZ3a3o5Q0d1sXxq1y2bq2QWq9
 h0T0eX0q6Yy7bM0CIBvZ0n6S2b7x3d2b2Yy0eT2w7a5qY6m1e2h7k4b3c1d5
 -----END CERTIFICATE-----
 ";
+
+#[test]
+fn a_cluster_is_named_by_its_nodes_from_the_file_or_the_environment() {
+    let text = format!(
+        "{MINIMAL}[dedup.redis]\ncluster = [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]\n"
+    );
+    let c = load(&text).unwrap();
+    let store = c.dedup.redis_store(&c.source);
+    assert!(store.is_cluster());
+    assert_eq!(store.cluster.len(), 2);
+    assert!(
+        c.summary().contains("via redis cluster;"),
+        "{}",
+        c.summary()
+    );
+    let c = load_env(
+        MINIMAL,
+        &[(
+            "OUTRIGGER__DEDUP__REDIS__CLUSTER",
+            "[\"rediss://a:7000\", \"rediss://b:7000\"]",
+        )],
+    )
+    .unwrap();
+    assert_eq!(
+        c.dedup.redis.cluster,
+        ["rediss://a:7000", "rediss://b:7000"]
+    );
+    assert!(c.summary().contains("via redis cluster over TLS"));
+    let with_secret = load(&format!(
+        "{MINIMAL}[dedup.redis]\ncluster = [\"redis://app:{SECRET}@a:7000\"]\n"
+    ))
+    .unwrap();
+    assert!(!format!("{with_secret:?}").contains(SECRET));
+}
+
+#[test]
+fn cluster_nodes_are_checked_one_by_one_and_not_beside_a_url() {
+    let text = format!(
+        "{MINIMAL}[dedup.redis]\nurl = \"redis://cache\"\n\
+         cluster = [\"redis://a:7000\", \"redis+unix:///tmp/r.sock\", \"rediss://c:7000/2\"]\n"
+    );
+    let errors = rejected(&text);
+    let found: Vec<(usize, usize, &str)> = places(&errors)
+        .into_iter()
+        .map(|(line, column, path, _)| (line, column, path))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (4, 1, "dedup.redis.url"),
+            (5, 1, "dedup.redis.cluster"),
+            (5, 30, "dedup.redis.cluster[1]"),
+            (5, 58, "dedup.redis.cluster[2]"),
+        ],
+        "{errors:#?}"
+    );
+    let says = |i: usize| errors[i].message.as_str();
+    assert!(says(0).contains("both say where Redis is"));
+    assert!(says(1).contains("mixes rediss:// and redis:// nodes"));
+    assert!(says(2).contains("expected a redis:// URL (rediss:// for TLS) of a cluster node"));
+    assert!(says(3).contains("database 0 only"));
+}
