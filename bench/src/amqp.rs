@@ -13,6 +13,8 @@ use crate::sidecar::{self, PolicySpec, SourceSpec};
 
 /// Messages per throughput run unless `--messages` says otherwise: RabbitMQ takes them fast.
 const DEFAULT_MESSAGES: usize = 50_000;
+/// Events per request of the batch delivery run.
+const BATCH: u16 = 32;
 
 /// Runs both sides and cleans up the queues and dedup records, whatever happened.
 pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
@@ -22,6 +24,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
     let tag = &bench.tag;
     let raw_queue = format!("outrigger-bench-{tag}-raw");
     let sidecar_queue = format!("outrigger-bench-{tag}-sidecar");
+    let batch_queue = format!("outrigger-bench-{tag}-batch");
     let namespace = format!("outrigger-bench-{tag}");
 
     let result = async {
@@ -53,12 +56,34 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
             namespace: &namespace,
             prefetch: args.prefetch,
             admin: sidecar::free_port()?,
+            batch: None,
         };
         let paced = paced_batch(bench, plan, &sidecar_queue);
         let sidecar = bench
             .measure_sidecar(
                 plan,
                 "sidecar",
+                &spec,
+                broker.publish_paced(&paced, plan.rate, bench.clock),
+            )
+            .await?;
+        // The same again with batch delivery, on a queue of its own.
+        broker.declare(&batch_queue).await?;
+        publish_backlog(bench, plan, &broker, &batch_queue).await?;
+        let spec = PolicySpec {
+            source: SourceSpec::Amqp {
+                url: &args.amqp_url,
+                queue: &batch_queue,
+            },
+            admin: sidecar::free_port()?,
+            batch: Some(BATCH),
+            ..spec
+        };
+        let paced = paced_batch(bench, plan, &batch_queue);
+        let batched = bench
+            .measure_sidecar(
+                plan,
+                "sidecar, batch 32",
                 &spec,
                 broker.publish_paced(&paced, plan.rate, bench.clock),
             )
@@ -74,7 +99,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
             partitions_keys: None,
             raw,
             raw_ordered: None,
-            sidecars: vec![sidecar],
+            sidecars: vec![sidecar, batched],
         })
     }
     .await;
@@ -83,6 +108,8 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
     broker.delete(&raw_queue).await;
     broker.delete(&sidecar_queue).await;
     broker.delete(&format!("{sidecar_queue}.dlq")).await;
+    broker.delete(&batch_queue).await;
+    broker.delete(&format!("{batch_queue}.dlq")).await;
     broker.close().await;
     bench.purge(&namespace).await;
     result

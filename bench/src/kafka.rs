@@ -140,6 +140,7 @@ impl Kafka<'_> {
                 namespace: &self.namespace,
                 prefetch: args.prefetch,
                 admin: sidecar::free_port()?,
+                batch: None,
             };
             let paced = self.batch(&site.topic, self.plan.paced_messages);
             self.bench

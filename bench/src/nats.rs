@@ -79,6 +79,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
                 namespace: &namespace,
                 prefetch: args.prefetch,
                 admin: sidecar::free_port()?,
+                batch: None,
             };
             let result = bench
                 .measure_sidecar(

@@ -66,6 +66,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
             namespace: &namespace,
             prefetch: args.prefetch,
             admin: sidecar::free_port()?,
+            batch: None,
         };
         let sidecar = bench
             .measure_sidecar(

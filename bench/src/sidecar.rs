@@ -26,6 +26,8 @@ pub struct PolicySpec<'a> {
     pub prefetch: u16,
     /// The admin listener.
     pub admin: SocketAddr,
+    /// `[delivery.batch]`: events per batch request, when batching.
+    pub batch: Option<u16>,
 }
 
 /// The `[source]` table, and for Kafka what depends on it.
@@ -163,9 +165,13 @@ impl PolicySpec<'_> {
                 format!("max_in_flight_per_partition = {per_partition}\n"),
             ),
         };
+        let batch = match self.batch {
+            Some(events) => format!("[delivery.batch]\nmax_events = {events}\n\n"),
+            None => String::new(),
+        };
         format!(
             "{source}\n{ordering}\
-             [delivery]\nurl = {}\ntimeout = \"10s\"\n\n\
+             [delivery]\nurl = {}\ntimeout = \"10s\"\n\n{batch}\
              [dedup]\nkey = \"{{message_id}}\"\nstore = \"redis\"\n\n\
              [dedup.redis]\nurl = {}\nnamespace = {}\n\n\
              [backpressure]\nmax_in_flight = {}\n{per_partition}\n\
@@ -328,8 +334,10 @@ mod tests {
             namespace: "ns",
             prefetch: 64,
             admin: "127.0.0.1:9".parse().unwrap(),
+            batch: None,
         };
         let toml = spec.toml();
+        assert!(!toml.contains("[delivery.batch]"));
         assert!(toml.contains("[source.amqp]\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\""));
         assert!(toml.contains("key = \"{message_id}\""));
         assert!(toml.contains("max_in_flight = 64\n\n"));
@@ -353,8 +361,10 @@ mod tests {
             namespace: "ns",
             prefetch: 64,
             admin: "127.0.0.1:9".parse().unwrap(),
+            batch: Some(32),
         };
         let toml = spec.toml();
+        assert!(toml.contains("[delivery.batch]\nmax_events = 32\n"));
         assert!(toml.contains(
             "[source.kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\ntopics = [\"t\"]\ngroup_id = \"g\"\n"
         ));

@@ -56,14 +56,12 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-                tokio::spawn(outrigger::reload::on_hangup(
-                    hangups,
-                    path.clone(),
-                    config.clone(),
-                    shutdown.clone(),
-                ));
                 tokio::spawn(outrigger::shutdown::on_signal(shutdown.clone()));
-                match outrigger::run::run(config, shutdown).await {
+                let reload = outrigger::run::Reload {
+                    hangups,
+                    path: path.clone(),
+                };
+                match outrigger::run::run(config, shutdown, Some(reload)).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(RunError::Config(problems)) => {
                         eprintln!("{}: {problems}", path.display());

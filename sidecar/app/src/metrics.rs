@@ -79,6 +79,12 @@ pub mod names {
     pub const DLQ_RESUBMITTED: &str = "outrigger_dlq_resubmitted_total";
     /// Dead letters purged through the admin API.
     pub const DLQ_PURGED: &str = "outrigger_dlq_purged_total";
+    /// Re-reads of the policy file while running, by result: `applied`, `unchanged`,
+    /// `invalid` (it failed validation), `refused` (it changes what needs a restart).
+    pub const RELOADS: &str = "outrigger_policy_reloads_total";
+    /// 1, labelled with the hash of the policy file in force (`hash`: the first 12 hex digits
+    /// of its SHA-256), so that replicas running different policies stand out.
+    pub const POLICY_INFO: &str = "outrigger_policy_info";
 }
 
 /// Label keys.
@@ -99,6 +105,10 @@ pub mod labels {
     pub const TO: &str = "to";
     /// A stage of a message's life: lane, claim, complete, settle.
     pub const STAGE: &str = "stage";
+    /// What became of a policy reload.
+    pub const RESULT: &str = "result";
+    /// A policy file's hash.
+    pub const HASH: &str = "hash";
 }
 
 /// `metric`, registered in `registry`.
@@ -237,6 +247,28 @@ pub struct Metrics {
     dlq_purged: IntCounterVec,
     breaker_state: IntGaugeVec,
     breaker_transitions: IntCounterVec,
+    reloads: IntCounterVec,
+    policy_info: IntGaugeVec,
+}
+
+/// The policy reload counter and the gauge naming the policy in force.
+#[derive(Clone)]
+pub struct ReloadMetrics {
+    reloads: IntCounterVec,
+    policy_info: IntGaugeVec,
+}
+
+impl ReloadMetrics {
+    /// Counts one reload that ended in `result`.
+    pub fn counted(&self, result: &str) {
+        self.reloads.with_label_values(&[result]).inc();
+    }
+
+    /// Shows the policy with `hash` as the one in force.
+    pub fn in_force(&self, hash: &str) {
+        self.policy_info.reset();
+        self.policy_info.with_label_values(&[hash]).set(1);
+    }
 }
 
 /// The circuit breaker's gauge and counter, for one source.
@@ -455,8 +487,31 @@ impl Metrics {
                 "Moves of the circuit breaker, by the state moved to.",
                 &[labels::SOURCE, labels::TO],
             ),
+            reloads: counter(
+                names::RELOADS,
+                "Re-reads of the policy file while running, by result.",
+                &[labels::RESULT],
+            ),
+            policy_info: registered(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        names::POLICY_INFO,
+                        "1, labelled with the policy file's hash.",
+                    ),
+                    &[labels::HASH],
+                ),
+            ),
             partitions: PartitionGauges::new(&registry),
             registry,
+        }
+    }
+
+    /// The policy reload metrics.
+    pub fn reloads(&self) -> ReloadMetrics {
+        ReloadMetrics {
+            reloads: self.reloads.clone(),
+            policy_info: self.policy_info.clone(),
         }
     }
 

@@ -21,6 +21,7 @@ use crate::pipeline::{
     self, Batcher, Breaker, BreakerSettings, Dedup, Pipeline, Probe, Route, RouteTable, Routes,
     StoreFailureMode, Unrecorded,
 };
+use crate::reload::Reloader;
 use crate::store::Store;
 
 /// Why `run` stopped before consuming: the policy cannot run (exit 64), or something it needs
@@ -36,8 +37,21 @@ pub enum RunError {
     Failed(#[from] anyhow::Error),
 }
 
-/// Runs the sidecar described by `config` until `shutdown` is cancelled, then drains.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+/// Where the policy came from, for reloading it while running.
+pub struct Reload {
+    /// SIGHUP, installed before anything else ran (its default would end the process).
+    pub hangups: tokio::signal::unix::Signal,
+    /// The policy file.
+    pub path: std::path::PathBuf,
+}
+
+/// Runs the sidecar described by `config` until `shutdown` is cancelled, then drains. With
+/// `reload`, SIGHUP (and `reload.watch`) re-read the policy file meanwhile.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    reload: Option<Reload>,
+) -> Result<(), RunError> {
     if config.source.capabilities().in_process_only {
         return Err(RunError::Config(in_process_only(&config)));
     }
@@ -78,6 +92,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let pipeline = Arc::new(build_pipeline(&config, store, metrics.source(&source_name)));
     *admin_state.breaker.write() = Some(pipeline.breaker.clone());
+    if let Some(Reload { hangups, path }) = reload {
+        let reloader = Reloader::new(path, config.clone(), pipeline.clone(), metrics.reloads());
+        tokio::spawn(reloader.serve(hangups, shutdown.clone()));
+    }
     let consume = Consume {
         config: &config,
         pipeline,

@@ -43,7 +43,7 @@ pub use delivery::{BackpressureConfig, BatchConfig, DeliveryConfig};
 pub use env::PREFIX as ENV_PREFIX;
 pub use errors::{ConfigError, ConfigErrors};
 pub use load::{load_file, load_str};
-pub use operate::{AdminConfig, LogConfig, LogFormat, ShutdownConfig};
+pub use operate::{AdminConfig, LogConfig, LogFormat, ReloadConfig, ShutdownConfig};
 pub use ordering::OrderingConfig;
 pub use retry::{ParkedAfterDeadLetter, RetryConfig, RetryMode};
 
@@ -89,6 +89,9 @@ pub struct Config {
     /// `[shutdown]`: the grace period on SIGTERM.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// `[reload]`: picking up a changed policy file while running.
+    #[serde(default)]
+    pub reload: ReloadConfig,
 }
 
 impl Config {
@@ -131,7 +134,28 @@ impl Config {
         differs("admin", self.admin == other.admin);
         differs("log", self.log == other.log);
         differs("shutdown", self.shutdown == other.shutdown);
+        differs("reload", self.reload == other.reload);
         changed
+    }
+
+    /// The sections in which `other` differs from this policy in what only a restart can
+    /// change: everything but a message's route (`[delivery]`, `[[classify.rules]]`, the
+    /// retry budget and backoff, and the dedup key), which a reload swaps for the messages
+    /// taken after it. The source, the store, the limits and the retry queues stay.
+    pub fn restart_only_changes(&self, other: &Config) -> Vec<&'static str> {
+        let mut pinned = other.clone();
+        pinned.delivery = self.delivery.clone();
+        pinned.classify = self.classify.clone();
+        pinned.retry = RetryConfig {
+            mode: other.retry.mode,
+            tiers: other.retry.tiers.clone(),
+            parked_after_dead_letter: other.retry.parked_after_dead_letter,
+            ..self.retry.clone()
+        };
+        pinned.dedup.key = self.dedup.key.clone();
+        pinned.dedup.fallback_key = self.dedup.fallback_key.clone();
+        pinned.dedup.on_missing_key = self.dedup.on_missing_key;
+        self.changed_sections(&pinned)
     }
 
     /// What is valid but likely not what the user wants, in sentences: `check` prints them,

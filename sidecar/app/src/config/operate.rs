@@ -97,3 +97,32 @@ impl Default for ShutdownConfig {
         }
     }
 }
+
+/// `[reload]`: how a changed policy file is picked up while running. SIGHUP always re-reads
+/// it; `watch` also notices a change on disk by itself (a ConfigMap mount is updated in place,
+/// and nothing sends a signal).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Re-read the file when its content changes, checked every `interval`.
+    #[serde(default)]
+    pub watch: bool,
+    /// How often a watched file is read.
+    #[serde(default = "default_reload_interval", deserialize_with = "de::duration")]
+    pub interval: Duration,
+}
+
+/// Kubelet refreshes ConfigMap volumes about once a minute; a few seconds more is not felt,
+/// and reading a small file this often costs nothing.
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: false,
+            interval: default_reload_interval(),
+        }
+    }
+}
