@@ -44,50 +44,25 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
             .await?;
         consumer.stop().await;
 
-        broker.declare(&sidecar_queue).await?;
-        publish_backlog(bench, plan, &broker, &sidecar_queue).await?;
-        let spec = PolicySpec {
-            source: SourceSpec::Amqp {
-                url: &args.amqp_url,
-                queue: &sidecar_queue,
-            },
-            app_url: &app,
-            redis_url: &args.redis_url,
-            namespace: &namespace,
-            prefetch: args.prefetch,
-            admin: sidecar::free_port()?,
-            batch: None,
+        let on = |queue, batch| -> anyhow::Result<PolicySpec<'_>> {
+            Ok(PolicySpec {
+                source: SourceSpec::Amqp {
+                    url: &args.amqp_url,
+                    queue,
+                },
+                app_url: &app,
+                redis_url: &args.redis_url,
+                namespace: &namespace,
+                prefetch: args.prefetch,
+                admin: sidecar::free_port()?,
+                batch,
+            })
         };
-        let paced = paced_batch(bench, plan, &sidecar_queue);
-        let sidecar = bench
-            .measure_sidecar(
-                plan,
-                "sidecar",
-                &spec,
-                broker.publish_paced(&paced, plan.rate, bench.clock),
-            )
-            .await?;
+        let sidecar =
+            measure_sidecar(bench, plan, &broker, "sidecar", &on(&sidecar_queue, None)?).await?;
         // The same again with batch delivery, on a queue of its own.
-        broker.declare(&batch_queue).await?;
-        publish_backlog(bench, plan, &broker, &batch_queue).await?;
-        let spec = PolicySpec {
-            source: SourceSpec::Amqp {
-                url: &args.amqp_url,
-                queue: &batch_queue,
-            },
-            admin: sidecar::free_port()?,
-            batch: Some(BATCH),
-            ..spec
-        };
-        let paced = paced_batch(bench, plan, &batch_queue);
-        let batched = bench
-            .measure_sidecar(
-                plan,
-                "sidecar, batch 32",
-                &spec,
-                broker.publish_paced(&paced, plan.rate, bench.clock),
-            )
-            .await?;
+        let spec = on(&batch_queue, Some(BATCH))?;
+        let batched = measure_sidecar(bench, plan, &broker, "sidecar, batch 32", &spec).await?;
         Ok::<_, anyhow::Error>(Report {
             broker: BrokerKind::Amqp,
             setup: "RabbitMQ".to_owned(),
@@ -113,6 +88,30 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
     broker.close().await;
     bench.purge(&namespace).await;
     result
+}
+
+/// Publishes a backlog to the spec's queue, then measures the sidecar over it.
+async fn measure_sidecar(
+    bench: &Bench<'_>,
+    plan: Plan,
+    broker: &Broker,
+    label: &'static str,
+    spec: &PolicySpec<'_>,
+) -> anyhow::Result<crate::report::SidecarResult> {
+    let SourceSpec::Amqp { queue, .. } = spec.source else {
+        anyhow::bail!("an amqp policy");
+    };
+    broker.declare(queue).await?;
+    publish_backlog(bench, plan, broker, queue).await?;
+    let paced = paced_batch(bench, plan, queue);
+    bench
+        .measure_sidecar(
+            plan,
+            label,
+            spec,
+            broker.publish_paced(&paced, plan.rate, bench.clock),
+        )
+        .await
 }
 
 async fn publish_backlog(

@@ -123,7 +123,7 @@ impl<D> Reloader<D> {
     fn reload(&mut self, trigger: Trigger) -> Option<Reloaded> {
         let path = self.path.display().to_string();
         let why = trigger.as_str();
-        let text = match std::fs::read(&self.path) {
+        let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(e) if trigger == Trigger::Watch => {
                 // A ConfigMap update swaps a symlink; a read in between may miss the file.
@@ -135,12 +135,13 @@ impl<D> Reloader<D> {
                 return Some(self.counted(Reloaded::Invalid));
             }
         };
-        let hash = hash(&text);
+        let hash = hash(text.as_bytes());
         if trigger == Trigger::Watch && self.seen.as_deref() == Some(hash.as_str()) {
             return None;
         }
         self.seen = Some(hash.clone());
-        let read = match config::load_file(&self.path, std::env::vars()) {
+        // The text hashed is the text checked: the file may change again meanwhile.
+        let read = match config::load_str(&text, &path, std::env::vars()) {
             Ok(read) => read,
             Err(errors) => {
                 for e in &errors.errors {
