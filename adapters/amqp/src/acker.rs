@@ -1,4 +1,5 @@
-//! Settles one RabbitMQ delivery: ack, requeue, or a confirmed dead-letter publish then ack.
+//! Settles one RabbitMQ delivery: ack, requeue, or a confirmed publish (a dead letter, a retry
+//! copy) then ack.
 
 use std::fmt;
 use std::sync::Arc;
@@ -7,12 +8,13 @@ use bytes::Bytes;
 use lapin::options::BasicNackOptions;
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel};
-use outrigger_core::{Acker, Coordinates, DeadLetter, Settlement, SourceError, Unsettled};
+use outrigger_core::{Acker, Coordinates, DeadLetter, Settlement, SourceError, Trail, Unsettled};
 use tracing::debug;
 
 use crate::acks::Acks;
 use crate::dead_letter;
 use crate::publisher::Publisher;
+use crate::retry::{copy, RetryQueues};
 
 /// The handle of one RabbitMQ delivery. Dropped unsettled, it requeues the message.
 #[must_use = "dropping an acker unsettled requeues its message"]
@@ -27,12 +29,22 @@ pub struct AmqpAcker {
     publisher: Arc<Publisher>,
     dead_letter_queue: ShortString,
     coordinates: Coordinates,
-    /// The original properties and body, republished as they are on dead-lettering.
-    properties: BasicProperties,
-    payload: Bytes,
-    /// The dead letter is confirmed: a settlement tried again only acks.
-    dead_letter_written: bool,
+    /// The original properties, body and routing key (a retry copy's, as they were before
+    /// its first copy), republished as they are on dead-lettering and in retry copies.
+    original: Original,
+    /// Retry mode `queue`: the delay queues.
+    retry: Option<Arc<RetryQueues>>,
+    /// The dead letter or retry copy is confirmed: a settlement tried again only acks.
+    published: bool,
     settled: bool,
+}
+
+/// A delivery as the producer sent it, for the copies the acker writes.
+#[derive(Debug)]
+pub(crate) struct Original {
+    pub(crate) properties: BasicProperties,
+    pub(crate) payload: Bytes,
+    pub(crate) routing_key: ShortString,
 }
 
 impl AmqpAcker {
@@ -45,8 +57,8 @@ impl AmqpAcker {
         publisher: Arc<Publisher>,
         dead_letter_queue: ShortString,
         coordinates: Coordinates,
-        properties: BasicProperties,
-        payload: Bytes,
+        original: Original,
+        retry: Option<Arc<RetryQueues>>,
     ) -> Self {
         Self {
             acker,
@@ -56,9 +68,9 @@ impl AmqpAcker {
             publisher,
             dead_letter_queue,
             coordinates,
-            properties,
-            payload,
-            dead_letter_written: false,
+            original,
+            retry,
+            published: false,
             settled: false,
         }
     }
@@ -91,16 +103,16 @@ impl AmqpAcker {
     }
 
     async fn dead_letter(&mut self, dead_letter: &DeadLetter) -> Result<(), SourceError> {
-        if !self.dead_letter_written {
+        if !self.published {
             let properties = dead_letter::properties(
-                &self.properties,
+                &self.original.properties,
                 dead_letter.context_headers(&self.coordinates),
                 &self.publisher.user(),
             );
             self.publisher
-                .publish_to_queue(&self.dead_letter_queue, &self.payload, properties)
+                .publish_to_queue(&self.dead_letter_queue, &self.original.payload, properties)
                 .await?;
-            self.dead_letter_written = true;
+            self.published = true;
         }
         match self.ack().await {
             // The dead letter is confirmed and the channel is gone: the broker hands the
@@ -108,6 +120,41 @@ impl AmqpAcker {
             // returns) settles that copy without delivering or dead-lettering it again.
             Err(error) if !self.acker.usable() => {
                 debug!(coordinates = %self.coordinates, %error, "Dead letter confirmed, the original's channel closed before its ack; it comes back as already dead-lettered.");
+                Ok(())
+            }
+            acked => acked,
+        }
+    }
+
+    /// Publishes the retry copy to the delay queue of its tier, confirmed, then acks.
+    async fn retry(&mut self, trail: &Trail) -> Result<(), SourceError> {
+        if !self.published {
+            let Some(retry) = &self.retry else {
+                return Err(SourceError::Rejected(
+                    "this RabbitMQ source has no delay queues (retry_tiers is empty)".to_owned(),
+                ));
+            };
+            let (queue, delay) = retry.tier(trail.tier)?;
+            let trail = Trail {
+                due: Some(copy::due(*delay)),
+                ..trail.clone()
+            };
+            let properties = copy::properties(
+                &self.original.properties,
+                self.original.routing_key.as_str(),
+                &trail,
+                &self.publisher.user(),
+            );
+            self.publisher
+                .publish_to_queue(queue, &self.original.payload, properties)
+                .await?;
+            self.published = true;
+        }
+        match self.ack().await {
+            // The copy is confirmed and the channel is gone: the broker hands the original out
+            // again, which its chain knows (the same name, the same hop) or dedup settles.
+            Err(error) if !self.acker.usable() => {
+                debug!(coordinates = %self.coordinates, %error, "Retry copy confirmed, the original's channel closed before its ack; it comes back and is recognised.");
                 Ok(())
             }
             acked => acked,
@@ -129,14 +176,14 @@ impl AmqpAcker {
 }
 
 impl Acker for AmqpAcker {
+    /// `DeadLetter` and `Retry` publish with confirms, then ack; a failed publish or ack
+    /// returns the handle, and a try again after a confirmed publish only acks.
     async fn settle(mut self, settlement: Settlement) -> Result<(), Box<Unsettled<Self>>> {
         let result = match &settlement {
             Settlement::Ack => self.ack().await,
             Settlement::Requeue => self.requeue().await,
             Settlement::DeadLetter(dead_letter) => self.dead_letter(dead_letter).await,
-            Settlement::Retry(_) => Err(SourceError::Rejected(
-                "retry queues are not available for RabbitMQ sources yet".to_owned(),
-            )),
+            Settlement::Retry(trail) => self.retry(trail).await,
             Settlement::Redeliver(_) => Err(SourceError::Rejected(
                 "RabbitMQ has no delayed redelivery; use retry mode \"in_place\"".to_owned(),
             )),

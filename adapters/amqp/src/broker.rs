@@ -32,7 +32,7 @@ impl Broker for Amqp {
                 one: "queue",
                 many: "queues",
             },
-            retry_queues: false,
+            retry_queues: true,
             delayed_redelivery: false,
             ordering: ORDERING,
             // A queue's routing key is usually the queue name, so `key` would serialise

@@ -2,6 +2,7 @@
 //! settings a source runs with, derived from it and the policy's shared sections.
 
 use std::fmt;
+use std::time::Duration;
 
 use lapin::types::ShortString;
 use lapin::uri::AMQPUri;
@@ -21,7 +22,40 @@ pub struct AmqpConfig {
     /// The consumer tag shown in the RabbitMQ management UI.
     #[serde(default = "default_consumer_tag")]
     pub consumer_tag: String,
+    /// Retry mode `queue`: the type of the delay queues `<queue>.retry.<n>` the sidecar
+    /// declares, `quorum` or `classic`.
+    #[serde(default)]
+    pub retry_queue_type: RetryQueueType,
 }
+
+/// The queue type of the delay queues (retry mode `queue`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryQueueType {
+    /// Replicated, and the only type whose dead-lettering is confirmed (`at-least-once`): a
+    /// copy whose delay is over moves back to the source queue even across a node failure.
+    #[default]
+    Quorum,
+    /// A classic queue: what every RabbitMQ has (quorum queues need 3.10 for the message TTL
+    /// and confirmed dead-lettering used here); its dead-lettering is unconfirmed
+    /// (`at-most-once`), safe on one node, not across a cluster where the source queue lives
+    /// on a node that is down.
+    Classic,
+}
+
+impl RetryQueueType {
+    /// RabbitMQ's `x-queue-type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryQueueType::Quorum => "quorum",
+            RetryQueueType::Classic => "classic",
+        }
+    }
+}
+
+/// Longest tier a delay queue can hold: RabbitMQ takes `x-message-ttl` as milliseconds up to
+/// 2^32 - 1; a signed 32-bit value is what every client sends without surprise.
+const MAX_TIER: Duration = Duration::from_millis(i32::MAX as u64);
 
 /// RabbitMQ's out-of-the-box local broker (guest may only log in from localhost), so a
 /// developer's first run needs no URL.
@@ -44,6 +78,7 @@ impl AmqpConfig {
             url: url.into(),
             queue: queue.into(),
             consumer_tag: default_consumer_tag(),
+            retry_queue_type: RetryQueueType::default(),
         }
     }
 
@@ -82,8 +117,66 @@ impl AmqpConfig {
         p.extend(checks::dead_letters_not_consumed(
             &names, context, "queue", false,
         ));
+        self.check_retry_queues(&mut p, context, &dead_letters);
         p.into_vec()
     }
+
+    /// Retry mode `queue`: every delay queue has a name AMQP can carry, a TTL RabbitMQ takes,
+    /// and is neither the dead-letter queue nor consumed.
+    fn check_retry_queues(&self, p: &mut Problems, context: &SourceContext, dead_letters: &str) {
+        let tiers = KeyPath::parse("retry.tiers");
+        let queue = KeyPath::parse("source.amqp.queue");
+        for (tier, delay) in context.retry_tiers.iter().enumerate() {
+            let name = AmqpSettings::retry_queue_for(&self.queue, tier);
+            if ShortString::try_new(name.as_str()).is_err() {
+                p.at_paths(
+                    vec![queue.clone(), tiers.clone()],
+                    format!(
+                        "too long for retry mode \"queue\": its delay queue {name:?} has more \
+                         than the 255 bytes of an AMQP queue name"
+                    ),
+                );
+                break;
+            }
+            if name == dead_letters {
+                p.at_paths(
+                    vec![KeyPath::parse("dead_letter.destination"), tiers.clone()],
+                    format!(
+                        "{name:?} is the delay queue of retry tier {}: dead letters there would \
+                         come back to the source queue once its delay is over",
+                        tier + 1
+                    ),
+                );
+            }
+            if *delay < Duration::from_millis(1) || *delay > MAX_TIER {
+                p.at_paths(
+                    vec![tiers.index(tier)],
+                    format!(
+                        "a RabbitMQ delay queue holds a copy from 1ms up to {} (its \
+                         x-message-ttl, in milliseconds)",
+                        humantime::format_duration(MAX_TIER)
+                    ),
+                );
+            }
+        }
+        if !context.retry_tiers.is_empty() && is_retry_queue_name(&self.queue) {
+            p.at_paths(
+                vec![queue, KeyPath::parse("retry.mode")],
+                format!(
+                    "{:?} is named like a delay queue (<queue>.retry.<n>) in retry mode \
+                     \"queue\": consume the source queue itself, whose copies come back to it",
+                    self.queue
+                ),
+            );
+        }
+    }
+}
+
+/// Whether `queue` is named like a delay queue, `<queue>.retry.<n>`.
+fn is_retry_queue_name(queue: &str) -> bool {
+    queue.rsplit_once(".retry.").is_some_and(|(base, n)| {
+        !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// A name AMQP carries as a short string: at most 255 bytes.
@@ -106,6 +199,7 @@ impl fmt::Debug for AmqpConfig {
             .field("url", &redact_password(&self.url))
             .field("queue", &self.queue)
             .field("consumer_tag", &self.consumer_tag)
+            .field("retry_queue_type", &self.retry_queue_type)
             .finish()
     }
 }
@@ -126,6 +220,12 @@ pub struct AmqpSettings {
     pub dead_letter_queue: String,
     /// Declare the dead-letter queue (durable) when it is missing; otherwise it must exist.
     pub declare_dead_letter_queue: bool,
+    /// Retry mode `queue`: the delay of each tier. Tier `n` (from 0) is the queue
+    /// `<queue>.retry.<n + 1>`, declared when missing with this delay as its message TTL,
+    /// dead-lettering back to the source queue. Empty: no delay queues.
+    pub retry_tiers: Vec<Duration>,
+    /// The type of the delay queues.
+    pub retry_queue_type: RetryQueueType,
 }
 
 impl AmqpSettings {
@@ -142,7 +242,14 @@ impl AmqpSettings {
             consumer_tag: config.consumer_tag.clone(),
             dead_letter_queue: context.dead_letter_for(&config.queue),
             declare_dead_letter_queue: context.declare_dead_letters,
+            retry_tiers: context.retry_tiers.clone(),
+            retry_queue_type: config.retry_queue_type,
         }
+    }
+
+    /// The delay queue of `tier` (from 0) for messages from `queue`: `<queue>.retry.<tier + 1>`.
+    pub fn retry_queue_for(queue: &str, tier: usize) -> String {
+        format!("{queue}.retry.{}", tier + 1)
     }
 
     /// Settings for `queue` with every default: prefetch `max_in_flight`'s default, consumer
@@ -165,6 +272,8 @@ impl fmt::Debug for AmqpSettings {
             .field("consumer_tag", &self.consumer_tag)
             .field("dead_letter_queue", &self.dead_letter_queue)
             .field("declare_dead_letter_queue", &self.declare_dead_letter_queue)
+            .field("retry_tiers", &self.retry_tiers)
+            .field("retry_queue_type", &self.retry_queue_type)
             .finish()
     }
 }
@@ -226,6 +335,7 @@ mod tests {
             url: "amqp://rabbit:port/".into(),
             queue: "q".repeat(256),
             consumer_tag: "t".repeat(300),
+            retry_queue_type: RetryQueueType::Classic,
         };
         let found = problems(&bad);
         assert!(
@@ -244,5 +354,54 @@ mod tests {
             found[3].starts_with("dead_letter.destination: too long"),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn retry_queues_are_named_per_tier_and_checked() {
+        let tiers = vec![Duration::from_secs(1), Duration::from_secs(10)];
+        let context = SourceContext {
+            retry_tiers: tiers.clone(),
+            ..SourceContext::default()
+        };
+        let settings = AmqpSettings::from_config(&AmqpConfig::new("amqp://r", "orders"), &context);
+        assert_eq!(settings.retry_tiers, tiers);
+        assert_eq!(AmqpSettings::retry_queue_for("orders", 1), "orders.retry.2");
+        let problems = |c: &AmqpConfig, context: &SourceContext| -> Vec<String> {
+            c.validate(context).iter().map(|p| p.to_string()).collect()
+        };
+        assert!(problems(&AmqpConfig::new("amqp://r", "orders"), &context).is_empty());
+
+        let into_a_tier = SourceContext {
+            dead_letter_destination: Some("orders.retry.2".into()),
+            ..context.clone()
+        };
+        let found = problems(&AmqpConfig::new("amqp://r", "orders"), &into_a_tier);
+        assert!(
+            found[0].starts_with(
+                "dead_letter.destination: \"orders.retry.2\" is the delay queue of retry tier 2"
+            ),
+            "{found:?}"
+        );
+        let found = problems(&AmqpConfig::new("amqp://r", "orders.retry.1"), &context);
+        assert!(
+            found[0].contains("is named like a delay queue"),
+            "{found:?}"
+        );
+        let long = AmqpConfig::new("amqp://r", "q".repeat(250));
+        assert!(problems(&long, &context)[0].contains("its delay queue"));
+        let odd = SourceContext {
+            retry_tiers: vec![
+                Duration::from_micros(10),
+                Duration::from_secs(30 * 24 * 3600),
+            ],
+            ..SourceContext::default()
+        };
+        let found = problems(&AmqpConfig::new("amqp://r", "orders"), &odd);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("retry.tiers[0]: a RabbitMQ delay queue"));
+        assert!(found[1].starts_with("retry.tiers[1]"));
+        // Out of queue mode, a queue may have any name.
+        let plain = SourceContext::default();
+        assert!(problems(&AmqpConfig::new("amqp://r", "orders.retry.1"), &plain).is_empty());
     }
 }

@@ -18,6 +18,9 @@
 //!   for `outrigger dlq` and the admin API. A resubmitted copy is the original again (context
 //!   headers off, `expiration` and `user-id` restored where possible) plus the
 //!   `outrigger-resubmitted-*` mark; the record is acked only once the copy is confirmed.
+//! - Retry mode `queue`: a failing message is published (confirmed) to the delay queue of its
+//!   tier, then acked; RabbitMQ moves it back to the source queue once the tier's TTL is over,
+//!   and it is read there as its origin, with its trail. See `retry`.
 //! - Reconnects: a broken connection or channel marks the source's health flag down; `recv`
 //!   reconnects with backoff (100ms doubling to 5s). Ackers of the old channel then fail with
 //!   a connection error, and the broker redelivers their messages.
@@ -30,6 +33,9 @@
 //!   into `basic.ack(multiple)` where the delivery tags allow.
 //! - `session`: one connection's queue checks, channels, consumer and health watcher.
 //! - `publisher`: confirmed publishes on a channel of their own.
+//! - `retry`: retry mode `queue`, the delay queues `<queue>.retry.<n>` (per-queue TTL,
+//!   dead-lettering back to the source queue); `retry/copy`: the properties a retry copy
+//!   carries, the original read back from them, and the digest that names a message.
 //! - `dead_letter`: the properties a dead-letter copy carries.
 //! - `dlq`: [`AmqpDeadLetters`] and its [`AmqpPass`], the dead-letter queue read back;
 //!   `dlq/resubmit`: the properties a resubmitted copy carries.
@@ -47,12 +53,15 @@ mod error;
 mod headers;
 mod publisher;
 mod reconnect;
+mod retry;
 mod session;
 mod source;
 
 pub use acker::AmqpAcker;
 pub use broker::Amqp;
-pub use config::{AmqpConfig, AmqpSettings, DEFAULT_CONSUMER_TAG, DEFAULT_PREFETCH};
+pub use config::{
+    AmqpConfig, AmqpSettings, RetryQueueType, DEFAULT_CONSUMER_TAG, DEFAULT_PREFETCH,
+};
 pub use dead_letter::{ORIGINAL_EXPIRATION, ORIGINAL_USER_ID};
 pub use dlq::{AmqpDeadLetters, AmqpPass};
 pub use source::AmqpSource;

@@ -1,4 +1,4 @@
-//! Confirmed publishes for dead letters, on a channel of their own.
+//! Confirmed publishes for dead letters and retry copies, on a channel of their own.
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 
 use crate::error::classify;
 
-/// How long a dead-letter publish waits for the broker's confirm. A broker under a resource
+/// How long a publish (a dead letter, a retry copy) waits for the broker's confirm. A broker under a resource
 /// alarm blocks publishers indefinitely; past this bound the settlement fails and is retried
 /// by the caller, rather than pinning the message forever.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);

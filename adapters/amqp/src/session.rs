@@ -16,6 +16,7 @@ use crate::acks::Acks;
 use crate::config::AmqpSettings;
 use crate::error::{classify, is_inequivalent, is_not_found};
 use crate::publisher::Publisher;
+use crate::retry::RetryQueues;
 
 /// How long opening a connection may take before it counts as failed: a black-holed address
 /// would otherwise hold `connect` (and every reconnect) for the OS TCP timeout.
@@ -78,15 +79,20 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Connects, checks both queues, and starts consuming with `prefetch` unacked deliveries.
+    /// Connects, checks both queues, declares the delay queues (retry mode `queue`), and
+    /// starts consuming with `prefetch` unacked deliveries.
     pub(crate) async fn open(
         config: &AmqpSettings,
         names: &Names,
+        retry: Option<&RetryQueues>,
         health: &HealthFlag,
     ) -> Result<Self, SourceError> {
         let connection = connect(&names.uri).await?;
 
         check_queues(&connection, config, names).await?;
+        if let Some(retry) = retry {
+            retry.declare(&connection).await?;
+        }
 
         let consume = connection
             .create_channel()

@@ -1,5 +1,6 @@
 //! The RabbitMQ [`Source`]: consumes one queue, reconnecting with backoff when the broker goes.
 
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -10,10 +11,11 @@ use lapin::BasicProperties;
 use outrigger_core::{Coordinates, Delivery, Episode, HealthFlag, Message, Source, SourceError};
 use tracing::{debug, info, warn};
 
-use crate::acker::AmqpAcker;
+use crate::acker::{AmqpAcker, Original};
 use crate::config::AmqpSettings;
 use crate::headers;
 use crate::reconnect::ReconnectDelay;
+use crate::retry::{copy, RetryQueues};
 use crate::session::{Names, Session};
 
 /// How long `stop` waits for the broker to confirm the cancel and for the deliveries it had
@@ -28,6 +30,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct AmqpSource {
     config: AmqpSettings,
     names: Names,
+    /// Retry mode `queue`: the delay queues, declared at every connect.
+    retry: Option<Arc<RetryQueues>>,
     session: Option<Session>,
     health: HealthFlag,
     backoff: ReconnectDelay,
@@ -38,14 +42,17 @@ pub struct AmqpSource {
 
 impl AmqpSource {
     /// Connects, checks that the source queue exists (else [`SourceError::Rejected`]), checks or
-    /// declares the dead-letter queue, and starts consuming.
+    /// declares the dead-letter queue and, in retry mode `queue`, the delay queues (one
+    /// declared otherwise is [`SourceError::Rejected`]), and starts consuming.
     pub async fn connect(config: AmqpSettings) -> Result<Self, SourceError> {
         let names = Names::parse(&config)?;
+        let retry = RetryQueues::new(&config)?.map(Arc::new);
         let health = HealthFlag::new(false);
-        let session = Session::open(&config, &names, &health).await?;
+        let session = Session::open(&config, &names, retry.as_deref(), &health).await?;
         Ok(Self {
             config,
             names,
+            retry,
             session: Some(session),
             health,
             backoff: ReconnectDelay::default(),
@@ -64,7 +71,8 @@ impl AmqpSource {
             if let Some(delay) = self.backoff.delay() {
                 tokio::time::sleep(delay).await;
             }
-            match Session::open(&self.config, &self.names, &self.health).await {
+            let retry = self.retry.as_deref();
+            match Session::open(&self.config, &self.names, retry, &self.health).await {
                 Ok(session) => {
                     if !self.reconnecting.is_active() {
                         info!(queue = %self.config.queue, "Reconnected to RabbitMQ.");
@@ -114,6 +122,7 @@ impl Source for AmqpSource {
                     return Ok(Some(to_delivery(
                         queue,
                         dead_letter_queue,
+                        self.retry.clone(),
                         session,
                         delivery,
                     )));
@@ -171,9 +180,17 @@ impl Source for AmqpSource {
 }
 
 /// The core's view of a lapin delivery, with the acker that settles it.
+///
+/// A retry copy (one carrying a trail; it came back from a delay queue) becomes its origin
+/// again: its trail goes into [`Message::trail`], its coordinates are the origin's, and the
+/// message, the dead letter and the next copy see the original's properties, headers and
+/// routing key (see `retry::copy`). A copy whose trail cannot be read is handed out as a
+/// message of its own, with a warning. In retry mode `queue` any other message is named by a
+/// digest of its content, the same at every redelivery (see `copy::origin`).
 fn to_delivery(
     queue: String,
     dead_letter_queue: ShortString,
+    retry: Option<Arc<RetryQueues>>,
     session: &Session,
     delivery: lapin::message::Delivery,
 ) -> Delivery<AmqpAcker> {
@@ -187,17 +204,46 @@ fn to_delivery(
         ..
     } = delivery;
     let payload = Bytes::from(data);
-    let coordinates = Coordinates::Amqp {
-        queue,
-        delivery_tag,
+    // Counted from the delivery as it came: a copy's redeliveries are the copy's.
+    let deliveries = delivery_count(&properties);
+    let (coordinates, trail, original) = match copy::read(&properties) {
+        Some(Ok(copy)) => (
+            copy.trail.origin.clone(),
+            Some(copy.trail),
+            Original {
+                properties: copy.properties,
+                payload,
+                routing_key: copy.routing_key,
+            },
+        ),
+        found => {
+            if let Some(Err(error)) = found {
+                warn!(%error, queue, delivery_tag, "Unreadable retry trail; delivering the message as it is.");
+            }
+            let coordinates = match &retry {
+                Some(_) => copy::origin(&queue, routing_key.as_str(), &properties, &payload),
+                None => Coordinates::Amqp {
+                    queue,
+                    delivery_tag,
+                },
+            };
+            let original = Original {
+                properties,
+                payload,
+                routing_key,
+            };
+            (coordinates, None, original)
+        }
     };
-    let message = to_message(
+    let mut message = to_message(
         coordinates.clone(),
-        &routing_key,
+        &original.routing_key,
         redelivered,
-        &properties,
-        payload.clone(),
+        &original.properties,
+        original.payload.clone(),
     );
+    message.deliveries = deliveries;
+    message.trail = trail;
     session.acks.delivered(delivery_tag);
     let acker = AmqpAcker::new(
         acker,
@@ -207,10 +253,20 @@ fn to_delivery(
         session.publisher.clone(),
         dead_letter_queue,
         coordinates,
-        properties,
-        payload,
+        original,
+        retry,
     );
     Delivery { message, acker }
+}
+
+/// A quorum queue counts the earlier deliveries of a message in `x-delivery-count`.
+fn delivery_count(properties: &BasicProperties) -> Option<u32> {
+    properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-delivery-count"))
+        .and_then(headers::as_count)
+        .map(|earlier| earlier.saturating_add(1))
 }
 
 /// The core's view of an AMQP message.
@@ -237,13 +293,7 @@ pub(crate) fn to_message(
             .map(|secs| UNIX_EPOCH + Duration::from_secs(secs)),
         coordinates,
         redelivered,
-        // A quorum queue counts the earlier deliveries of a message in this header.
-        deliveries: properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("x-delivery-count"))
-            .and_then(headers::as_count)
-            .map(|earlier| earlier.saturating_add(1)),
+        deliveries: delivery_count(properties),
         trail: None,
     }
 }

@@ -152,6 +152,54 @@ impl Rabbit {
         );
     }
 
+    /// Binds `queue` to `exchange` with `routing_key`, so messages can reach it with keys of
+    /// their own (through the default exchange, the routing key is the queue's name).
+    pub async fn bind(&self, queue: &str, exchange: &str, routing_key: &str) {
+        self.channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                routing_key.into(),
+                lapin::options::QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("binding {queue} to {exchange} by {routing_key}: {e}"));
+    }
+
+    /// Publishes to `exchange` with `routing_key`, persistent, and waits until the broker
+    /// confirmed and routed it.
+    pub async fn publish_routed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) {
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let confirmation = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                options,
+                body,
+                properties.with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(
+            confirmation,
+            Confirmation::Ack(None),
+            "the broker confirmed and routed the test's publish to {exchange} by {routing_key}"
+        );
+    }
+
     /// Publishes with an `idempotency-key` header and waits for the confirm.
     pub async fn publish_keyed(&self, queue: &str, key: &str, body: &[u8]) {
         let mut headers = FieldTable::default();

@@ -93,6 +93,7 @@ grace_period = "45s"
             url: "amqp://u:p@rabbit:5672/%2f".into(),
             queue: "orders".into(),
             consumer_tag: "orders-sidecar".into(),
+            retry_queue_type: Default::default(),
         })
     );
     assert_eq!(c.delivery.url, "http://127.0.0.1:3000/events");
