@@ -74,14 +74,38 @@ The -0 suffix lets pre-release and vendor versions (v1.29.1-eks-..., v1.30.2-gke
 {{- end -}}
 {{- end -}}
 
-{{/* sha256 of the inline policy: changes the pod template, so the pods roll, when it changes. */}}
-{{- define "outrigger.policyChecksum" -}}
-{{- .values.policy.toml | sha256sum -}}
+{{/*
+The policy file's content exactly as the ConfigMap holds it and the sidecar reads it: the TOML
+with trailing whitespace trimmed and one newline after it. The ConfigMap renders this string
+as a literal block, which keeps every line as it is and ends it with one newline, so the
+hashes below are those of the very file in the pod.
+*/}}
+{{- define "outrigger.policyText" -}}
+{{- printf "%s\n" (regexReplaceAll "\\s+\\z" .values.policy.toml "") -}}
 {{- end -}}
 
-{{/* Pod annotations to add to the pods that carry the sidecar. */}}
-{{- define "outrigger.podAnnotations" -}}
+{{/* sha256 of the inline policy file. */}}
+{{- define "outrigger.policyChecksum" -}}
+{{- include "outrigger.policyText" . | sha256sum -}}
+{{- end -}}
+
+{{/*
+The hash outrigger_policy_info reports for the inline policy: the first 12 hex digits of the
+file's sha256 (sidecar/app/src/reload.rs). Empty with policy.existingConfigMap.
+*/}}
+{{- define "outrigger.policyHash" -}}
 {{- if not .values.policy.existingConfigMap -}}
+{{- include "outrigger.policyChecksum" . | trunc 12 -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Pod annotations to add to the pods that carry the sidecar. With policy.onChange rollout, the
+policy's checksum: a changed policy changes the pod template, and the pods roll. With reload,
+none: the sidecar applies the changed file in place, and a rollout would only restart it.
+*/}}
+{{- define "outrigger.podAnnotations" -}}
+{{- if and (eq .values.policy.onChange "rollout") (not .values.policy.existingConfigMap) -}}
 checksum/outrigger-policy: {{ include "outrigger.policyChecksum" . }}
 {{- end -}}
 {{- end -}}

@@ -41,6 +41,14 @@ docs/kubernetes.md has the whole pod template.
     # Drains within the pod's termination grace.
     - name: OUTRIGGER__SHUTDOWN__GRACE_PERIOD
       value: {{ printf "%ds" (int $v.shutdown.gracePeriodSeconds) | quote }}
+    {{- if eq $v.policy.onChange "reload" }}
+    # Apply a changed policy file without a restart: the kubelet updates the mounted
+    # ConfigMap in place, and nothing sends a signal.
+    - name: OUTRIGGER__RELOAD__WATCH
+      value: "true"
+    - name: OUTRIGGER__RELOAD__INTERVAL
+      value: {{ $v.policy.reloadInterval | quote }}
+    {{- end }}
     {{- if $v.data.enabled }}
     - name: OUTRIGGER__DEDUP__EMBEDDED__PATH
       value: /var/lib/outrigger/dedup.redb
@@ -113,6 +121,8 @@ docs/kubernetes.md has the whole pod template.
   securityContext:
     {{- toYaml $v.securityContext | nindent 4 }}
   volumeMounts:
+    # The whole directory, never a subPath: the kubelet updates a directory mount in place
+    # when the ConfigMap changes (a subPath mount keeps the file the container started with).
     - name: outrigger-policy
       mountPath: /etc/outrigger
       readOnly: true

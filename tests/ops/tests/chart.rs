@@ -43,6 +43,38 @@ fn lint_strict_passes_for_every_ci_values_file() {
     }
 }
 
+/// Every use (sidecar, standalone) with every broker has a values file in
+/// `charts/outrigger/ci/`, so each is linted, rendered, validated and `outrigger check`ed.
+#[test]
+fn the_ci_values_cover_each_use_and_each_broker() {
+    let files: Vec<(String, Value)> = all_ci_values()
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, yaml_serde::from_str(&text).unwrap())
+        })
+        .collect();
+    for mode in ["sidecar", "standalone"] {
+        for broker in ["amqp", "kafka", "redis_streams", "nats"] {
+            let found: Vec<&str> = files
+                .iter()
+                .filter(|(_, v)| {
+                    v["mode"] == mode
+                        && v["policy"]["toml"]
+                            .as_str()
+                            .is_some_and(|t| t.contains(&format!("[source.{broker}]")))
+                })
+                .map(|(n, _)| n.as_str())
+                .collect();
+            assert!(
+                !found.is_empty(),
+                "no values file in charts/outrigger/ci/ for mode {mode} with [source.{broker}]"
+            );
+        }
+    }
+}
+
 #[test]
 fn every_render_validates_against_its_kubernetes_version() {
     let dir = tempfile::tempdir().unwrap();
@@ -284,21 +316,88 @@ fn the_policy_is_mounted_where_run_reads_it() {
     assert_eq!(volume["items"][0]["path"], "policy.toml");
 }
 
+const CHECKSUM: &str = "checksum/outrigger-policy";
+
+fn annotations(m: &Manifests) -> Value {
+    m.one("Deployment")["spec"]["template"]["metadata"]["annotations"].clone()
+}
+
+/// `policy.onChange: reload` (the default): the sidecar watches the mounted file, which the
+/// kubelet updates in place; no checksum, so a policy change does not restart the pods.
 #[test]
-fn the_checksum_annotation_rolls_the_pods_when_the_policy_changes() {
-    let checksum = |m: &Manifests| {
-        str_of(
-            &m.one("Deployment")["spec"]["template"]["metadata"]["annotations"]
-                ["checksum/outrigger-policy"],
-            "the checksum annotation",
-        )
-        .to_owned()
-    };
-    let a = checksum(&standalone("1.33.0").manifests());
-    let again = checksum(&standalone("1.33.0").manifests());
+fn by_default_a_changed_policy_is_reloaded_in_place_without_rolling_the_pods() {
+    for kube in KUBE_VERSIONS {
+        let m = standalone(kube).manifests();
+        assert!(
+            annotations(&m)[CHECKSUM].is_null(),
+            "no checksum annotation with onChange reload: {:?}",
+            annotations(&m)
+        );
+        let pod = pod_spec(m.one("Deployment"));
+        let (_, c) = container(pod, "outrigger");
+        assert_eq!(env(c, "OUTRIGGER__RELOAD__WATCH").unwrap()["value"], "true");
+        assert_eq!(
+            env(c, "OUTRIGGER__RELOAD__INTERVAL").unwrap()["value"],
+            "5s"
+        );
+        // The kubelet updates a ConfigMap volume in place only where it is mounted as a
+        // directory: a subPath mount keeps the file the container started with.
+        for field in ["containers", "initContainers"] {
+            for c in pod[field].as_sequence().into_iter().flatten() {
+                for mount in c["volumeMounts"].as_sequence().into_iter().flatten() {
+                    assert!(mount["subPath"].is_null(), "a subPath mount: {mount:?}");
+                }
+            }
+        }
+        let mount = c["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "outrigger-policy")
+            .unwrap();
+        assert_eq!(mount["mountPath"], "/etc/outrigger");
+        let volume = pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "outrigger-policy")
+            .unwrap();
+        assert!(volume["configMap"]["name"].is_string());
+    }
+    let slower = standalone("1.33.0")
+        .set("policy.reloadInterval=30s")
+        .manifests();
+    let (_, c) = sidecar_of(&slower);
+    assert_eq!(
+        env(&c, "OUTRIGGER__RELOAD__INTERVAL").unwrap()["value"],
+        "30s"
+    );
+    // An existing ConfigMap is reloaded the same way.
+    let existing = standalone("1.33.0")
+        .set("policy.toml=")
+        .set("policy.existingConfigMap=orders-policy")
+        .manifests();
+    let (_, c) = sidecar_of(&existing);
+    assert_eq!(
+        env(&c, "OUTRIGGER__RELOAD__WATCH").unwrap()["value"],
+        "true"
+    );
+}
+
+/// `policy.onChange: rollout`: the pod template carries the policy's sha256, so a changed
+/// policy rolls the pods, and the sidecar does not watch the file.
+#[test]
+fn with_on_change_rollout_the_checksum_annotation_rolls_the_pods() {
+    let rollout = |r: Render| r.set("policy.onChange=rollout");
+    let checksum = |m: &Manifests| str_of(&annotations(m)[CHECKSUM], "the checksum").to_owned();
+    let m = rollout(standalone("1.33.0")).manifests();
+    let a = checksum(&m);
+    let (_, c) = sidecar_of(&m);
+    assert!(env(&c, "OUTRIGGER__RELOAD__WATCH").is_none());
+    let again = checksum(&rollout(standalone("1.33.0")).manifests());
     assert_eq!(a, again, "the same policy renders the same checksum");
     assert_eq!(a.len(), 64, "a sha256: {a}");
-    let changed = standalone("1.33.0")
+    let changed = rollout(standalone("1.33.0"))
         .set("string:policy.toml=[source.amqp]\nqueue = \"orders\"\n[retry]\nmax_attempts = 8\n")
         .manifests();
     assert_ne!(
@@ -307,8 +406,60 @@ fn the_checksum_annotation_rolls_the_pods_when_the_policy_changes() {
         "a changed policy changes the pod template"
     );
     // Settings outside the policy do not roll the pods through this annotation.
-    let other = standalone("1.33.0").set("admin.port=9191").manifests();
+    let other = rollout(standalone("1.33.0"))
+        .set("admin.port=9191")
+        .manifests();
     assert_eq!(a, checksum(&other));
+    // An existing ConfigMap's content is not the chart's to see: no annotation.
+    let existing = rollout(standalone("1.33.0"))
+        .set("policy.toml=")
+        .set("policy.existingConfigMap=orders-policy")
+        .manifests();
+    assert!(annotations(&existing)[CHECKSUM].is_null());
+}
+
+/// The checksum (and the hash the alert expects, its first 12 digits) is that of the very
+/// file the pod gets, whatever whitespace the values' TOML starts or ends with.
+#[test]
+fn the_checksum_is_the_sha256_of_the_file_in_the_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, toml) in [
+        "[source.amqp]\nqueue = \"orders\"\n",
+        "[source.amqp]\nqueue = \"orders\"",
+        "[source.amqp]\nqueue = \"orders\"   \n\n  \n\n",
+        "  # indented first line\n[source.amqp]\n\n\tqueue = \"orders\" # tab\n",
+        "\n\n[source.amqp]\n  queue = \"orders\"\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let values = dir.path().join(format!("policy-{i}.yaml"));
+        let mut doc = yaml_serde::Mapping::new();
+        doc.insert(
+            "policy".into(),
+            Value::Mapping(yaml_serde::Mapping::from_iter([
+                ("toml".into(), Value::from(*toml)),
+                ("onChange".into(), "rollout".into()),
+            ])),
+        );
+        std::fs::write(&values, yaml_serde::to_string(&doc).unwrap()).unwrap();
+        let m = standalone("1.33.0").values(&values).manifests();
+        let cm = m.one("ConfigMap");
+        let file = str_of(&cm["data"]["policy.toml"], "the policy file");
+        assert_eq!(
+            file,
+            format!("{}\n", toml.trim_end()),
+            "the file is the TOML with its trailing whitespace trimmed, then one newline"
+        );
+        let path = dir.path().join(format!("policy-{i}.toml"));
+        std::fs::write(&path, file).unwrap();
+        let sum = tools::success(Command::new("sha256sum").arg(&path));
+        assert_eq!(
+            sum.split_whitespace().next().unwrap(),
+            str_of(&annotations(&m)[CHECKSUM], "the checksum"),
+            "{toml:?}"
+        );
+    }
 }
 
 #[test]
@@ -505,6 +656,8 @@ fn the_schema_and_the_templates_refuse_wrong_values_with_a_clear_message() {
         (&["mode=daemonset"], "at '/mode': value must be one of 'sidecar', 'standalone'"),
         (&["replicaCount=2"], "additional properties 'replicaCount' not allowed"),
         (&["policy.tomll=x"], "at '/policy': additional properties 'tomll' not allowed"),
+        (&["policy.onChange=restart"], "at '/policy/onChange': value must be one of 'reload', 'rollout'"),
+        (&["policy.reloadInterval=5 seconds"], "at '/policy/reloadInterval'"),
         (&["image.pullPolicy=Sometimes"], "at '/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'"),
         (&["nativeSidecar=maybe"], "at '/nativeSidecar'"),
         (&["admin.listenAddress=127.0.0.1"], "at '/admin/listenAddress': value must be one of '0.0.0.0', '[::]'"),
@@ -549,6 +702,18 @@ fn service_chart() -> tempfile::TempDir {
     dir
 }
 
+/// The example service chart's values files, one per broker, sorted.
+fn example_values_files() -> Vec<String> {
+    let dir = outrigger_ops_tests::repo().join("examples/postgres-app/chart");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("values-") && n.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to.parent().unwrap()).unwrap();
     let status = Command::new("cp")
@@ -569,8 +734,18 @@ fn copy_dir(from: &Path, to: &Path) {
 fn a_service_chart_adds_the_sidecar_with_the_named_templates() {
     let dir = service_chart();
     let chart_dir = dir.path().join("orders");
-    let files = ["values-amqp.yaml", "values-kafka.yaml"];
-    for file in files {
+    let files = example_values_files();
+    assert_eq!(
+        files,
+        [
+            "values-amqp.yaml",
+            "values-kafka.yaml",
+            "values-nats.yaml",
+            "values-redis-streams.yaml"
+        ],
+        "one values file per broker"
+    );
+    for file in &files {
         tools::success(
             tools::command("helm")
                 .args(["lint", "--strict"])
@@ -580,7 +755,7 @@ fn a_service_chart_adds_the_sidecar_with_the_named_templates() {
         );
     }
     for kube in KUBE_VERSIONS {
-        for file in files {
+        for file in &files {
             let m = Render::chart(&chart_dir, kube)
                 .values(chart_dir.join(file))
                 .monitoring(true)
@@ -604,7 +779,12 @@ fn a_service_chart_adds_the_sidecar_with_the_named_templates() {
             assert!(volumes.contains(&"outrigger-policy"), "{volumes:?}");
             let template = &deployment["spec"]["template"]["metadata"];
             assert_eq!(template["labels"]["outrigger-sidecar"], FULLNAME);
-            assert!(template["annotations"]["checksum/outrigger-policy"].is_string());
+            // onChange reload: the sidecar watches the mounted policy; no checksum rolls the pods.
+            assert!(template["annotations"][CHECKSUM].is_null());
+            assert_eq!(
+                env(sidecar, "OUTRIGGER__RELOAD__WATCH").unwrap()["value"],
+                "true"
+            );
             assert_eq!(pod["terminationGracePeriodSeconds"], 55);
             // The subchart rendered the policy the sidecar mounts, and monitors these pods.
             let cm = m

@@ -106,8 +106,18 @@ fn the_example_service_charts_policies_pass_outrigger_check() {
         ("OUTRIGGER__ADMIN__LISTEN", "0.0.0.0:9090"),
         ("OUTRIGGER__ADMIN__TOKEN", "0123456789"),
     ];
-    for file in ["values-amqp.yaml", "values-kafka.yaml"] {
-        let path = repo().join("examples/postgres-app/chart").join(file);
+    let chart = repo().join("examples/postgres-app/chart");
+    let mut files: Vec<_> = std::fs::read_dir(&chart)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("values-") && name.ends_with(".yaml")
+        })
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 4, "one values file per broker: {files:?}");
+    for path in files {
         let values: Value = yaml_serde::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let outrigger = &values["outrigger"];
         let mut env: Vec<(String, String)> = base

@@ -39,13 +39,25 @@ fn unit_tests() -> Value {
     yaml_serde::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-#[test]
-fn promtool_checks_the_rules_and_runs_their_unit_tests() {
+/// The hash of the policy the rules expect the pods to run (`hash!="..."` in
+/// OutriggerPolicyNotApplied); `None` when they cannot know it.
+fn expected_hash(spec: &Value) -> Option<String> {
+    let rule = alerts(spec)
+        .into_iter()
+        .find(|r| r["alert"] == "OutriggerPolicyNotApplied")
+        .expect("OutriggerPolicyNotApplied");
+    let expr = str_of(&rule["expr"], "expr");
+    let (_, rest) = expr.split_once("hash!=\"")?;
+    Some(rest.split('"').next().unwrap().to_owned())
+}
+
+/// `promtool check rules` on `spec`, then `promtool test rules` with the unit tests in
+/// `tests/ops/rules/<tests>` (POLICY_HASH in them replaced by the policy's hash).
+fn promtool_tests(spec: &Value, tests: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let spec = spec();
     std::fs::write(
         dir.path().join("rules.yaml"),
-        yaml_serde::to_string(&spec).unwrap(),
+        yaml_serde::to_string(spec).unwrap(),
     )
     .unwrap();
     let checked = tools::success(
@@ -53,22 +65,63 @@ fn promtool_checks_the_rules_and_runs_their_unit_tests() {
             .args(["check", "rules", "rules.yaml"])
             .current_dir(dir.path()),
     );
-    let count = alerts(&spec).len();
+    let count = alerts(spec).len();
     assert!(
         checked.contains(&format!("SUCCESS: {count} rules found")),
         "{checked}"
     );
-    std::fs::copy(
-        repo().join("tests/ops/rules/alerts.test.yaml"),
-        dir.path().join("alerts.test.yaml"),
-    )
-    .unwrap();
+    let text = std::fs::read_to_string(repo().join("tests/ops/rules").join(tests)).unwrap();
+    let text = match expected_hash(spec) {
+        Some(hash) => text.replace("POLICY_HASH", &hash),
+        None => text,
+    };
+    std::fs::write(dir.path().join(tests), text).unwrap();
     let tested = tools::success(
         tools::command("promtool")
-            .args(["test", "rules", "alerts.test.yaml"])
+            .args(["test", "rules", tests])
             .current_dir(dir.path()),
     );
     assert!(tested.contains("SUCCESS"), "{tested}");
+}
+
+#[test]
+fn promtool_checks_the_rules_and_runs_their_unit_tests() {
+    promtool_tests(&spec(), "alerts.test.yaml");
+}
+
+/// With policy.existingConfigMap the chart cannot know the policy's hash: the rule compares
+/// the replicas with each other instead.
+#[test]
+fn with_an_existing_configmap_the_policy_alert_compares_the_replicas() {
+    let spec = rendered_spec(
+        Render::new("1.33.0")
+            .values(ci_values("sidecar-kafka-values.yaml"))
+            .set("policy.toml=")
+            .set("policy.existingConfigMap=orders-policy"),
+    );
+    assert_eq!(expected_hash(&spec), None);
+    assert_eq!(alert_names(&spec), alert_names(&self::spec()));
+    promtool_tests(&spec, "alerts-existing-configmap.test.yaml");
+}
+
+/// The hash the rule expects is the one the chart's checksum annotation (rollout mode) starts
+/// with, and so the one a sidecar reading the ConfigMap reports (tests/reload.rs shows that).
+#[test]
+fn the_policy_alert_expects_the_hash_of_the_policy_the_chart_deployed() {
+    let m = Render::new("1.33.0")
+        .values(ci_values("standalone-amqp-values.yaml"))
+        .set("policy.onChange=rollout")
+        .monitoring(true)
+        .manifests();
+    let checksum = str_of(
+        &m.one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+            ["checksum/outrigger-policy"],
+        "the checksum annotation",
+    );
+    let spec = m.one("PrometheusRule")["spec"].clone();
+    let hash = expected_hash(&spec).expect("the inline policy's hash");
+    assert_eq!(hash.len(), 12);
+    assert!(checksum.starts_with(&hash), "{checksum} / {hash}");
 }
 
 #[test]
@@ -86,7 +139,7 @@ fn every_alert_has_a_firing_and_a_quiet_unit_test() {
         }
     }
     let names = alert_names(&spec());
-    assert!(names.len() >= 10, "{names:?}");
+    assert!(names.len() >= 12, "{names:?}");
     for name in &names {
         assert!(firing.contains(name), "no unit test where {name} fires");
         assert!(
