@@ -67,6 +67,11 @@ impl<T> Lanes<T> {
         }
     }
 
+    /// Whether an item offered to `lane` now would wait.
+    pub fn is_busy(&self, lane: Option<&Lane>) -> bool {
+        lane.is_some_and(|lane| self.busy.contains_key(lane))
+    }
+
     /// Items waiting behind an active one.
     pub fn waiting(&self) -> usize {
         self.waiting
@@ -96,7 +101,9 @@ mod tests {
     #[test]
     fn one_active_per_lane_in_arrival_order() {
         let mut lanes = Lanes::default();
+        assert!(!lanes.is_busy(Some(&lane(1))));
         assert_eq!(lanes.offer(Some(&lane(1)), "a1"), Some("a1"));
+        assert!(lanes.is_busy(Some(&lane(1))) && !lanes.is_busy(None));
         assert_eq!(lanes.offer(Some(&lane(1)), "a2"), None);
         assert_eq!(lanes.offer(Some(&lane(2)), "b1"), Some("b1"));
         assert_eq!(lanes.offer(None, "free"), Some("free"));
@@ -107,6 +114,7 @@ mod tests {
         assert_eq!(lanes.finish(&lane(1)), Some("a3"));
         assert_eq!(lanes.finish(&lane(1)), None);
         assert_eq!((lanes.waiting(), lanes.busy_lanes()), (0, 0));
+        assert!(!lanes.is_busy(Some(&lane(1))));
     }
 
     #[derive(Debug, Clone)]

@@ -355,6 +355,7 @@ pub fn build_pipeline<D: outrigger_core::DedupStore>(
             store,
             on_failure,
             unrecorded: Unrecorded::default(),
+            lease: config.dedup.lease,
             down: match on_failure {
                 StoreFailureMode::Pause => Episode::new(
                     "Dedup store unreachable; holding messages until it is back.",

@@ -66,6 +66,11 @@ pub struct HttpDelivery {
 }
 
 impl HttpDelivery {
+    /// The deadline of one exchange once connected.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.settings.timeout
+    }
+
     /// A client for these settings; connections are opened lazily and kept alive.
     pub fn new(settings: DeliverySettings) -> Self {
         let host = settings.url.host().unwrap_or("127.0.0.1");

@@ -9,6 +9,7 @@
 mod batcher;
 pub mod breaker;
 mod parking;
+mod preclaim;
 mod route;
 mod throttle;
 mod unrecorded;
@@ -60,6 +61,8 @@ pub struct Dedup<D> {
     pub unrecorded: Unrecorded,
     /// The store being unreachable, logged once while it lasts.
     pub down: Episode,
+    /// How long a claim holds its key (`dedup.lease`): bounds how early one may be made.
+    pub lease: Duration,
 }
 
 /// Everything a message meets between the broker and its settlement.
@@ -100,7 +103,7 @@ where
     // Cancelled once the grace period is over: workers then release their claims and requeue.
     let abort = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let mut lanes: Lanes<Job<S::Acker>> = Lanes::default();
+    let mut lanes: Lanes<Job<S::Acker, D>> = Lanes::default();
     // Workers report their lane when they settle; bounded by the permits in circulation.
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Lane>();
     let mut permit = None;
@@ -118,7 +121,7 @@ where
         tokio::spawn(async move { breaker.probe_while_open(stop).await })
     };
     let mut breaker = pipeline.breaker.watch();
-    let spawn = |tasks: &mut JoinSet<()>, job: Job<S::Acker>| {
+    let spawn = |tasks: &mut JoinSet<()>, job: Job<S::Acker, D>| {
         let done = LaneDone {
             lane: job.lane,
             tx: done_tx.clone(),
@@ -133,6 +136,7 @@ where
             job.delivery,
             abort.clone(),
             job.permit,
+            job.early,
             done,
         ));
     };
@@ -158,12 +162,20 @@ where
                     source_down.recovered();
                     let route = pipeline.routes.pick(&delivery.message);
                     let lane = lane_of(route.ordering, &delivery.message);
+                    // Queued behind its lane: its key is claimed while it waits.
+                    let early = match &pipeline.dedup {
+                        Some(dedup) if lanes.is_busy(lane.as_ref()) => {
+                            early_claim(dedup, &route, &delivery.message)
+                        }
+                        _ => None,
+                    };
                     let job = Job {
                         lane: lane.clone(),
                         route,
                         received: std::time::Instant::now(),
                         delivery,
                         permit: permit.take().expect("guarded by the select"),
+                        early,
                     };
                     if let Some(job) = lanes.offer(lane.as_ref(), job) {
                         spawn(&mut tasks, job);
@@ -226,13 +238,32 @@ where
 }
 
 /// A delivery with its permit, on its way to a worker.
-struct Job<A> {
+struct Job<A, D: DedupStore> {
     lane: Option<Lane>,
     route: Arc<Route>,
     /// When it was taken from the broker, for the time it waits for its lane.
     received: std::time::Instant,
     delivery: Delivery<A>,
     permit: OwnedSemaphorePermit,
+    /// Its key's claim, made while it waits for its lane.
+    early: Option<preclaim::PreClaim<D>>,
+}
+
+/// The claim of a message queued behind its lane, when one can be made early: the message has
+/// an idempotency key, and its route has no parked-key chain (whose turn is taken before any
+/// claim, and may settle the message without one).
+fn early_claim<D: DedupStore>(
+    dedup: &Dedup<D>,
+    route: &Route,
+    message: &Message,
+) -> Option<preclaim::PreClaim<D>> {
+    if route.attempts.queue.is_some() {
+        return None;
+    }
+    match worker::idempotency_key(route, message) {
+        outrigger_policies::Keyed::Key(key) => preclaim::PreClaim::start(dedup, key),
+        _ => None,
+    }
 }
 
 /// Tells the consumer loop a lane is free when the worker is done, even if it panicked.
