@@ -501,8 +501,47 @@ fn secrets_reach_the_sidecar_only_from_secrets() {
     assert_eq!(c["envFrom"][0]["secretRef"]["name"], "orders-outrigger-env");
 }
 
+/// The README benchmark's peak RSS of the sidecar, as it prints it ("20–35 MB"), and its upper
+/// bound in MB.
+fn measured_peak_rss() -> (String, f64) {
+    let readme = std::fs::read_to_string(outrigger_ops_tests::repo().join("README.md")).unwrap();
+    let row = readme
+        .lines()
+        .find(|l| l.starts_with("| peak RSS |"))
+        .expect("the README's benchmark table has a peak RSS row");
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    // | peak RSS | raw | sidecar now | sidecar before |
+    let now = cells[3].to_owned();
+    let upper: f64 = now
+        .trim_end_matches(" MB")
+        .rsplit(['–', '-'])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|e| panic!("peak RSS {now:?}: {e}"));
+    (now, upper)
+}
+
 #[test]
 fn resources_and_termination_grace_follow_the_measurements_and_the_drain() {
+    // The defaults cite the README's measurement, and cover it.
+    let (rss, upper) = measured_peak_rss();
+    for doc in ["charts/outrigger/values.yaml", "docs/kubernetes.md"] {
+        let text = std::fs::read_to_string(outrigger_ops_tests::repo().join(doc)).unwrap();
+        assert!(
+            text.contains(&format!("peak RSS {rss}")),
+            "{doc} must cite the README's measured peak RSS ({rss})"
+        );
+    }
+    let request_mb = 64.0 * 1.048_576;
+    assert!(
+        request_mb >= 1.5 * upper,
+        "the memory request (64Mi) must cover the measured peak ({upper} MB) with room"
+    );
+    assert!(
+        192.0 * 1.048_576 >= upper + 64.0 * 1.048_576,
+        "the limit covers the peak plus max_buffered_bytes"
+    );
     let m = standalone("1.28.0").manifests();
     let (_, c) = sidecar_of(&m);
     assert_eq!(c["resources"]["requests"]["memory"], "64Mi");

@@ -223,6 +223,41 @@ fn rules_and_dashboard_use_only_metrics_the_sidecar_declares() {
         }
     }
     let used: BTreeSet<String> = exprs.iter().flat_map(|e| metrics::used_in(e)).collect();
+    // Panels do not overlap, and each has a title and a description.
+    let mut cells = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap();
+        if panel["type"] != "row" {
+            assert!(
+                panel["description"].as_str().is_some_and(|d| d.len() > 20),
+                "{title}: no description"
+            );
+        }
+        let g = &panel["gridPos"];
+        let (x, y, w, h) = (
+            g["x"].as_u64().unwrap(),
+            g["y"].as_u64().unwrap(),
+            g["w"].as_u64().unwrap(),
+            g["h"].as_u64().unwrap(),
+        );
+        assert!(x + w <= 24, "{title} is wider than the dashboard");
+        for cx in x..x + w {
+            for cy in y..y + h {
+                assert!(cells.insert((cx, cy)), "{title} overlaps another panel");
+            }
+        }
+    }
+    let ids: BTreeSet<u64> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        dashboard["panels"].as_array().unwrap().len(),
+        "panel ids are unique"
+    );
     for wanted in [
         "outrigger_messages_settled_total",
         "outrigger_delivery_duration_seconds",
@@ -230,6 +265,11 @@ fn rules_and_dashboard_use_only_metrics_the_sidecar_declares() {
         "outrigger_consumer_lag_messages",
         "outrigger_dead_lettered_total",
         "outrigger_dedup_store_errors_total",
+        "outrigger_breaker_state",
+        "outrigger_policy_reloads_total",
+        "outrigger_policy_info",
+        "outrigger_pending_messages",
+        "outrigger_deleted_while_pending_total",
     ] {
         assert!(used.contains(wanted), "the dashboard shows no {wanted}");
     }
