@@ -40,6 +40,11 @@ impl Acks {
         self.unsettled.lock().insert(tag);
     }
 
+    /// Deliveries handed out and not settled yet.
+    pub(crate) fn unsettled(&self) -> usize {
+        self.unsettled.lock().len()
+    }
+
     /// The delivery `tag` was settled another way (requeued, or its channel is gone).
     pub(crate) fn forget(&self, tag: u64) {
         self.unsettled.lock().remove(&tag);

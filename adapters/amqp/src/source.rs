@@ -8,10 +8,14 @@ use futures_util::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicNackOptions};
 use lapin::types::ShortString;
 use lapin::BasicProperties;
-use outrigger_core::{Coordinates, Delivery, Episode, HealthFlag, Message, Source, SourceError};
+use outrigger_core::{
+    Coordinates, Delivery, Episode, HealthFlag, Message, PartitionStats, Source, SourceError,
+    StatsProbe,
+};
 use tracing::{debug, info, warn};
 
 use crate::acker::{AmqpAcker, Original};
+use crate::acks::Acks;
 use crate::config::AmqpSettings;
 use crate::headers;
 use crate::reconnect::ReconnectDelay;
@@ -33,6 +37,8 @@ pub struct AmqpSource {
     /// Retry mode `queue`: the delay queues, declared at every connect.
     retry: Option<Arc<RetryQueues>>,
     session: Option<Session>,
+    /// The live session's acks, for the stats probe: what is handed out and not settled.
+    current: Arc<parking_lot::Mutex<Option<Acks>>>,
     health: HealthFlag,
     backoff: ReconnectDelay,
     /// Reconnect attempts that failed, logged once with a count.
@@ -49,11 +55,13 @@ impl AmqpSource {
         let retry = RetryQueues::new(&config)?.map(Arc::new);
         let health = HealthFlag::new(false);
         let session = Session::open(&config, &names, retry.as_deref(), &health).await?;
+        let current = Arc::new(parking_lot::Mutex::new(Some(session.acks.clone())));
         Ok(Self {
             config,
             names,
             retry,
             session: Some(session),
+            current,
             health,
             backoff: ReconnectDelay::default(),
             reconnecting: Episode::new(
@@ -78,6 +86,7 @@ impl AmqpSource {
                         info!(queue = %self.config.queue, "Reconnected to RabbitMQ.");
                     }
                     self.reconnecting.recovered();
+                    *self.current.lock() = Some(session.acks.clone());
                     self.session = Some(session);
                     return Ok(());
                 }
@@ -176,6 +185,25 @@ impl Source for AmqpSource {
 
     fn health(&self) -> HealthFlag {
         self.health.clone()
+    }
+
+    /// The queue as one partition: its deliveries not settled yet, held back when they reach
+    /// the prefetch (RabbitMQ then stops pushing); the parked keys of retry mode `queue` are
+    /// counted against it.
+    fn stats(&self) -> StatsProbe {
+        let queue = self.config.queue.clone();
+        let prefetch = usize::from(self.config.prefetch);
+        let current = self.current.clone();
+        StatsProbe::new(move || {
+            let in_flight = current.lock().as_ref().map_or(0, Acks::unsettled);
+            let stats = PartitionStats {
+                source: queue.clone(),
+                in_flight,
+                paused: in_flight >= prefetch,
+                ..PartitionStats::default()
+            };
+            Box::pin(async move { vec![stats] })
+        })
     }
 }
 

@@ -19,6 +19,9 @@
 //!   broker process of the test's own.
 //! - [`source`]: the source contract: [`SourceFixture`], its points, and
 //!   [`source_contract!`], which runs them for one broker.
+//! - [`retry`]: the retry contract (retry mode `queue` end to end through the binary):
+//!   [`retry::RetryFixture`], its scenario, [`retry_contract!`], and the Kafka and RabbitMQ
+//!   fixtures.
 //! - [`tls`]: [`tls::Certificates`], a throwaway CA and its certificates.
 //! - [`redis_server`]: [`redis_server::RedisServer`], a `redis-server` of the test's own
 //!   (TLS only, or with any more settings: ACL users, cluster mode);
@@ -36,6 +39,7 @@ pub mod proxy;
 pub mod rabbit;
 pub mod redis_cluster;
 pub mod redis_server;
+pub mod retry;
 pub mod sidecar;
 pub mod source;
 pub mod store;

@@ -1,0 +1,17 @@
+//! The retry contract (retry mode `queue` end to end through the binary, see
+//! `outrigger_testkit::retry`) on every broker that has retry queues: one invocation each.
+//!
+//! Needs the local RabbitMQ and Redis, and tansu on PATH for Kafka.
+
+use outrigger_testkit::retry_contract;
+
+retry_contract!(
+    kafka,
+    outrigger_testkit::retry::fixtures::KafkaRetry,
+    env!("CARGO_BIN_EXE_outrigger")
+);
+retry_contract!(
+    amqp,
+    outrigger_testkit::retry::fixtures::AmqpRetry,
+    env!("CARGO_BIN_EXE_outrigger")
+);
