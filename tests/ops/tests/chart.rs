@@ -139,6 +139,37 @@ fn every_render_validates_against_its_kubernetes_version() {
 }
 
 #[test]
+fn standalone_mode_renders_a_deployment_its_policy_and_a_service_for_the_admin_port() {
+    let m = standalone("1.33.0").manifests();
+    for kind in ["Deployment", "ConfigMap", "Service", "Secret"] {
+        assert!(m.has(kind), "standalone renders a {kind}: {:?}", m.kinds());
+    }
+    let service = m.one("Service");
+    let admin = service["spec"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "outrigger-admin")
+        .expect("the admin port on the Service");
+    assert_eq!(admin["port"], 9090);
+    assert_eq!(admin["targetPort"], "outrigger-admin");
+    let labels = &m.one("Deployment")["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in service["spec"]["selector"].as_mapping().unwrap() {
+        assert_eq!(
+            &labels[k.as_str().unwrap()],
+            v,
+            "the Service selects the pods"
+        );
+    }
+    // Sidecar mode renders no workload of its own: the service's chart has it.
+    let sidecar = Render::new("1.33.0")
+        .values(ci_values("sidecar-amqp-values.yaml"))
+        .manifests();
+    assert!(!sidecar.has("Deployment") && !sidecar.has("Service"));
+    assert!(sidecar.has("ConfigMap"));
+}
+
+#[test]
 fn native_sidecar_from_1_29_regular_container_before() {
     let new = standalone("1.33.0").manifests();
     let pod = pod_spec(new.one("Deployment"));
