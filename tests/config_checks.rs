@@ -756,11 +756,10 @@ async fn every_nats_start_check_is_reported_by_check_and_refused_by_run() {
 }
 
 /// What a broker cannot do is refused by `check` and by `run` alike, saying which brokers can:
-/// retry queues exist on Kafka only.
+/// retry queues exist on RabbitMQ and Kafka.
 #[test]
 fn queue_mode_retries_are_refused_on_every_broker_without_retry_queues() {
     for (source, kind) in [
-        ("[source.amqp]\nqueue = \"orders\"\n", "amqp"),
         (
             "[source.redis_streams]\nstreams = [\"orders\"]\ngroup = \"g\"\n",
             "redis_streams",
@@ -777,13 +776,111 @@ fn queue_mode_retries_are_refused_on_every_broker_without_retry_queues() {
             at: Box::leak(format!("{line}:1: retry.mode").into_boxed_str()),
             says: Box::leak(
                 format!(
-                    "queue mode needs retry queues, built for kafka sources only; use \
+                    "queue mode needs retry queues, built for amqp and kafka sources only; use \
                      \"in_place\" with a {kind} source"
                 )
                 .into_boxed_str(),
             ),
         };
         refused_by_check_and_run(&case);
+    }
+}
+
+/// A RabbitMQ source in retry mode `queue`: its delay queues `<queue>.retry.<n>`.
+macro_rules! amqp_queue_mode {
+    ($source:literal, $rest:literal) => {
+        concat!(
+            "[source.amqp]\nurl = \"amqp://127.0.0.1:1\"\n",
+            $source,
+            "[dedup]\nstore = \"embedded\"\n[ordering]\nmode = \"key\"\n",
+            "[retry]\nmode = \"queue\"\n",
+            $rest
+        )
+    };
+}
+
+/// Retry mode `queue` on RabbitMQ: each case with the tiers its policy sets.
+const AMQP_QUEUE_MODE: &[(Case, &[Duration])] = &[
+    (
+        Case {
+            policy: amqp_queue_mode!(
+                "queue = \"orders\"\n",
+                "tiers = [\"1s\", \"10s\"]\n[dead_letter]\ndestination = \"orders.retry.2\"\n"
+            ),
+            at: "12:1: dead_letter.destination",
+            says: "\"orders.retry.2\" is the delay queue of retry tier 2: dead letters there \
+                   would come back to the source queue",
+        },
+        &[Duration::from_secs(1), Duration::from_secs(10)],
+    ),
+    (
+        Case {
+            policy: amqp_queue_mode!("queue = \"orders.retry.1\"\n", ""),
+            at: "3:1: source.amqp.queue",
+            says: "\"orders.retry.1\" is named like a delay queue (<queue>.retry.<n>)",
+        },
+        &[
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        ],
+    ),
+    (
+        Case {
+            policy: amqp_queue_mode!(
+                "queue = \"qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq\"\n",
+                ""
+            ),
+            at: "3:1: source.amqp.queue",
+            says: "its delay queue",
+        },
+        &[
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        ],
+    ),
+    (
+        Case {
+            policy: amqp_queue_mode!("queue = \"orders\"\n", "tiers = [\"1s\", \"200us\"]\n"),
+            at: "10:16: retry.tiers[1]",
+            says: "a RabbitMQ delay queue holds a copy from 1ms up to",
+        },
+        &[Duration::from_secs(1), Duration::from_micros(200)],
+    ),
+];
+
+#[tokio::test]
+async fn every_amqp_queue_mode_check_is_reported_by_check_and_refused_by_run() {
+    for (case, tiers) in AMQP_QUEUE_MODE {
+        refused_by_check_and_run(case);
+        let config: outrigger_amqp::AmqpConfig = table(case.policy, "amqp");
+        let context = SourceContext {
+            dead_letter_destination: case
+                .policy
+                .contains("destination")
+                .then(|| "orders.retry.2".into()),
+            retry_tiers: tiers.to_vec(),
+            ..SourceContext::default()
+        };
+        connect_refuses::<outrigger_amqp::Amqp>(&config, &context, case.says).await;
+    }
+}
+
+/// Retry mode `queue` on RabbitMQ is a policy `check` takes, with either queue type.
+#[test]
+fn check_accepts_queue_mode_on_rabbitmq() {
+    for kind in ["quorum", "classic"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        let policy = format!(
+            "[source.amqp]\nqueue = \"orders\"\nretry_queue_type = \"{kind}\"\n\
+             [dedup]\nstore = \"embedded\"\n[ordering]\nmode = \"key\"\n\
+             [retry]\nmode = \"queue\"\ntiers = [\"1s\", \"10s\", \"1m\"]\n"
+        );
+        std::fs::write(&path, &policy).unwrap();
+        let (code, text) = outrigger(&["check", "--config", path.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{policy}\n{text}");
     }
 }
 
