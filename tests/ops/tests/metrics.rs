@@ -122,6 +122,7 @@ listen = "{admin}"
         "outrigger_messages_settled_total",
         "outrigger_delivery_duration_seconds_bucket",
         "outrigger_in_flight_messages",
+        "outrigger_policy_info",
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }
