@@ -4,6 +4,10 @@
 //! one at a time, in arrival order; different lanes run in parallel. A message with no lane
 //! runs as soon as it arrives. In-place retries keep their lane busy, so a failing message holds
 //! back exactly what must wait for it: its partition in `partition` mode, its key in `key` mode.
+//!
+//! A lane may also be wider than one: in `none` mode with a per-key limit, a key's lane runs up
+//! to that many of its messages at once (in any order among them) and holds back the rest, so
+//! one hot key cannot take every delivery slot.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -13,12 +17,19 @@ pub use outrigger_core::OrderingMode;
 /// A lane: the partition or key a message must keep its order within.
 pub type Lane = Bytes;
 
-/// Per-lane queues: at most one item active per lane, the rest waiting in arrival order.
+/// Per-lane queues: at most `width` items active per lane (one, for ordering), the rest
+/// waiting in arrival order.
 #[derive(Debug)]
 pub struct Lanes<T> {
-    /// Lanes with an active item, and what waits behind it.
-    busy: HashMap<Lane, VecDeque<T>>,
+    /// Lanes with an active item: how many are active, and what waits behind them.
+    busy: HashMap<Lane, Busy<T>>,
     waiting: usize,
+}
+
+#[derive(Debug)]
+struct Busy<T> {
+    active: usize,
+    queue: VecDeque<T>,
 }
 
 impl<T> Default for Lanes<T> {
@@ -31,48 +42,58 @@ impl<T> Default for Lanes<T> {
 }
 
 impl<T> Lanes<T> {
-    /// Offers an item. Returns it back when it may start now; otherwise it waits in its lane.
+    /// Offers an item to a lane running `width` items at once (at least 1). Returns it back
+    /// when it may start now; otherwise it waits in its lane.
     #[must_use = "an item returned by offer must be started"]
-    pub fn offer(&mut self, lane: Option<&Lane>, item: T) -> Option<T> {
+    pub fn offer(&mut self, lane: Option<&Lane>, width: usize, item: T) -> Option<T> {
         let Some(lane) = lane else {
             return Some(item);
         };
         match self.busy.get_mut(lane) {
-            Some(queue) => {
-                queue.push_back(item);
+            Some(busy) if busy.active >= width.max(1) => {
+                busy.queue.push_back(item);
                 self.waiting += 1;
                 None
             }
+            Some(busy) => {
+                busy.active += 1;
+                Some(item)
+            }
             None => {
-                self.busy.insert(lane.clone(), VecDeque::new());
+                let queue = VecDeque::new();
+                self.busy.insert(lane.clone(), Busy { active: 1, queue });
                 Some(item)
             }
         }
     }
 
-    /// The active item of `lane` finished. Returns the next item of that lane to start, which
-    /// keeps the lane busy; `None` frees the lane.
+    /// Whether an item offered to `lane` of `width` now would wait.
+    pub fn would_wait(&self, lane: Option<&Lane>, width: usize) -> bool {
+        lane.and_then(|lane| self.busy.get(lane))
+            .is_some_and(|busy| busy.active >= width.max(1))
+    }
+
+    /// An active item of `lane` finished. Returns the next item of that lane to start in its
+    /// place; `None` when nothing waits (the lane is freed once none is active).
     #[must_use = "an item returned by finish must be started"]
     pub fn finish(&mut self, lane: &Lane) -> Option<T> {
-        let queue = self.busy.get_mut(lane)?;
-        match queue.pop_front() {
+        let busy = self.busy.get_mut(lane)?;
+        match busy.queue.pop_front() {
             Some(next) => {
                 self.waiting -= 1;
                 Some(next)
             }
             None => {
-                self.busy.remove(lane);
+                busy.active -= 1;
+                if busy.active == 0 {
+                    self.busy.remove(lane);
+                }
                 None
             }
         }
     }
 
-    /// Whether an item offered to `lane` now would wait.
-    pub fn is_busy(&self, lane: Option<&Lane>) -> bool {
-        lane.is_some_and(|lane| self.busy.contains_key(lane))
-    }
-
-    /// Items waiting behind an active one.
+    /// Items waiting behind active ones.
     pub fn waiting(&self) -> usize {
         self.waiting
     }
@@ -85,7 +106,10 @@ impl<T> Lanes<T> {
     /// Takes every waiting item out (shutdown); active lanes stay busy until they finish.
     pub fn drain_waiting(&mut self) -> Vec<T> {
         self.waiting = 0;
-        self.busy.values_mut().flat_map(|q| q.drain(..)).collect()
+        self.busy
+            .values_mut()
+            .flat_map(|b| b.queue.drain(..))
+            .collect()
     }
 }
 
@@ -101,20 +125,37 @@ mod tests {
     #[test]
     fn one_active_per_lane_in_arrival_order() {
         let mut lanes = Lanes::default();
-        assert!(!lanes.is_busy(Some(&lane(1))));
-        assert_eq!(lanes.offer(Some(&lane(1)), "a1"), Some("a1"));
-        assert!(lanes.is_busy(Some(&lane(1))) && !lanes.is_busy(None));
-        assert_eq!(lanes.offer(Some(&lane(1)), "a2"), None);
-        assert_eq!(lanes.offer(Some(&lane(2)), "b1"), Some("b1"));
-        assert_eq!(lanes.offer(None, "free"), Some("free"));
-        assert_eq!(lanes.offer(Some(&lane(1)), "a3"), None);
+        assert!(!lanes.would_wait(Some(&lane(1)), 1));
+        assert_eq!(lanes.offer(Some(&lane(1)), 1, "a1"), Some("a1"));
+        assert!(lanes.would_wait(Some(&lane(1)), 1) && !lanes.would_wait(None, 1));
+        assert_eq!(lanes.offer(Some(&lane(1)), 1, "a2"), None);
+        assert_eq!(lanes.offer(Some(&lane(2)), 1, "b1"), Some("b1"));
+        assert_eq!(lanes.offer(None, 1, "free"), Some("free"));
+        assert_eq!(lanes.offer(Some(&lane(1)), 1, "a3"), None);
         assert_eq!(lanes.waiting(), 2);
         assert_eq!(lanes.finish(&lane(1)), Some("a2"));
         assert_eq!(lanes.finish(&lane(2)), None);
         assert_eq!(lanes.finish(&lane(1)), Some("a3"));
         assert_eq!(lanes.finish(&lane(1)), None);
         assert_eq!((lanes.waiting(), lanes.busy_lanes()), (0, 0));
-        assert!(!lanes.is_busy(Some(&lane(1))));
+        assert!(!lanes.would_wait(Some(&lane(1)), 1));
+    }
+
+    #[test]
+    fn a_wide_lane_runs_its_width_and_queues_the_rest() {
+        let mut lanes = Lanes::default();
+        assert_eq!(lanes.offer(Some(&lane(1)), 2, "a1"), Some("a1"));
+        assert!(!lanes.would_wait(Some(&lane(1)), 2));
+        assert_eq!(lanes.offer(Some(&lane(1)), 2, "a2"), Some("a2"));
+        assert!(lanes.would_wait(Some(&lane(1)), 2));
+        assert_eq!(lanes.offer(Some(&lane(1)), 2, "a3"), None);
+        assert_eq!(lanes.offer(Some(&lane(1)), 2, "a4"), None);
+        assert_eq!(lanes.finish(&lane(1)), Some("a3"), "in a2's place or a1's");
+        assert_eq!(lanes.finish(&lane(1)), Some("a4"));
+        assert_eq!(lanes.finish(&lane(1)), None);
+        assert_eq!(lanes.busy_lanes(), 1, "a4 is still active");
+        assert_eq!(lanes.finish(&lane(1)), None);
+        assert_eq!((lanes.waiting(), lanes.busy_lanes()), (0, 0));
     }
 
     #[derive(Debug, Clone)]
@@ -131,17 +172,20 @@ mod tests {
     }
 
     proptest! {
-        /// Per lane, items start in the order they were offered; never two active in a lane;
-        /// once everything active finishes, every offered item has started exactly once.
+        /// Per lane, items start in the order they were offered; never more active in a lane
+        /// than its width (lane l is l + 1 wide when `wide`, else 1); once everything active
+        /// finishes, every offered item has started exactly once.
         #[test]
-        fn lanes_keep_order_and_lose_nothing(ops in proptest::collection::vec(op(), 0..200)) {
+        fn lanes_keep_order_and_lose_nothing(ops in proptest::collection::vec(op(), 0..200), wide: bool) {
+            let width = |l: u8| if wide { usize::from(l) + 1 } else { 1 };
             let mut lanes: Lanes<(Option<u8>, usize)> = Lanes::default();
             let mut active: Vec<(Option<u8>, usize)> = Vec::new();
             let mut started: Vec<(Option<u8>, usize)> = Vec::new();
             let mut offered = 0usize;
             let start = |item: (Option<u8>, usize), active: &mut Vec<_>, started: &mut Vec<_>| {
                 if let Some(l) = item.0 {
-                    prop_assert!(active.iter().all(|(a, _): &(Option<u8>, usize)| *a != Some(l)), "two active in lane {}", l);
+                    let now = active.iter().filter(|(a, _): &&(Option<u8>, usize)| *a == Some(l)).count();
+                    prop_assert!(now < width(l), "more than {} active in lane {}", width(l), l);
                 }
                 active.push(item);
                 started.push(item);
@@ -152,7 +196,7 @@ mod tests {
                     Op::Offer(l) => {
                         let item = (l, offered);
                         offered += 1;
-                        if let Some(now) = lanes.offer(l.map(lane).as_ref(), item) {
+                        if let Some(now) = lanes.offer(l.map(lane).as_ref(), l.map_or(1, width), item) {
                             start(now, &mut active, &mut started)?;
                         }
                     }

@@ -368,6 +368,7 @@ pub fn build_pipeline<D: outrigger_core::DedupStore>(
             },
         }),
         max_in_flight: usize::from(config.backpressure.max_in_flight),
+        max_in_flight_per_key: config.backpressure.max_in_flight_per_key.map(usize::from),
         concurrency: Arc::new(Semaphore::new(config.backpressure.concurrency().max(1))),
         breaker: Arc::new(breaker),
         grace_period: config.shutdown.grace_period,

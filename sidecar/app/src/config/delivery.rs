@@ -192,6 +192,12 @@ pub struct BackpressureConfig {
     /// without partitions (amqp), where a queue is a single stream.
     #[serde(default = "default_max_in_flight_per_partition")]
     pub max_in_flight_per_partition: u16,
+    /// With `ordering.mode = "none"`: messages of one key delivered at once; the key's others
+    /// wait (holding their place in `max_in_flight`, not a delivery slot), so one hot key
+    /// cannot take every delivery to the app. Messages without a key are not limited.
+    /// Default: no limit.
+    #[serde(default)]
+    pub max_in_flight_per_key: Option<u16>,
     /// Payload bytes taken and not yet settled, whatever the number of messages.
     #[serde(
         default = "default_max_buffered_bytes",
@@ -236,6 +242,7 @@ impl Default for BackpressureConfig {
         Self {
             max_in_flight: default_max_in_flight(),
             max_in_flight_per_partition: default_max_in_flight_per_partition(),
+            max_in_flight_per_key: None,
             max_buffered_bytes: default_max_buffered_bytes(),
             max_concurrency: None,
             prefetch: None,

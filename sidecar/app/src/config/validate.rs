@@ -353,6 +353,37 @@ fn backpressure(c: &Config, capabilities: &Capabilities, v: &mut Problems) {
             ),
         );
     }
+    match (b.max_in_flight_per_key, c.ordering.mode(&c.source)) {
+        (None, _) => {}
+        (Some(0), _) => v.at(
+            &["backpressure.max_in_flight_per_key"],
+            "must be at least 1",
+        ),
+        (Some(_), mode) if mode != OrderingMode::None => {
+            v.at(
+                &["backpressure.max_in_flight_per_key", "ordering.mode"],
+                format!(
+                "backpressure.max_in_flight_per_key limits a key's deliveries in ordering mode \
+                 \"none\"; in mode {:?} a {} already runs one message at a time",
+                mode.as_str(),
+                if mode == OrderingMode::Key { "key" } else { "partition" },
+            ),
+            )
+        }
+        (Some(n), _) if b.max_in_flight > 0 && n > b.max_in_flight => v.at(
+            &[
+                "backpressure.max_in_flight_per_key",
+                "backpressure.max_in_flight",
+            ],
+            format!(
+                "backpressure.max_in_flight_per_key ({n}) must not exceed \
+                 backpressure.max_in_flight ({}): one key cannot have more in flight than all \
+                 of them together",
+                b.max_in_flight
+            ),
+        ),
+        (Some(_), _) => {}
+    }
     match b.max_concurrency {
         Some(0) => v.at(&["backpressure.max_concurrency"], "must be at least 1"),
         Some(n) if b.max_in_flight > 0 && n > b.max_in_flight => v.at(

@@ -73,6 +73,8 @@ pub struct Pipeline<D> {
     pub dedup: Option<Dedup<D>>,
     /// Messages taken and not yet settled (running, waiting in a lane or for a retry).
     pub max_in_flight: usize,
+    /// In ordering mode `none`, messages of one key delivered at once; `None`: no limit.
+    pub max_in_flight_per_key: Option<usize>,
     /// Deliveries to the app at once.
     pub concurrency: Arc<Semaphore>,
     /// The circuit breaker in front of the app.
@@ -161,10 +163,11 @@ where
                     backoff = Duration::from_millis(100);
                     source_down.recovered();
                     let route = pipeline.routes.pick(&delivery.message);
-                    let lane = lane_of(route.ordering, &delivery.message);
+                    let (lane, width) =
+                        lane_of(route.ordering, pipeline.max_in_flight_per_key, &delivery.message);
                     // Queued behind its lane: its key is claimed while it waits.
                     let early = match &pipeline.dedup {
-                        Some(dedup) if lanes.is_busy(lane.as_ref()) => {
+                        Some(dedup) if lanes.would_wait(lane.as_ref(), width) => {
                             early_claim(dedup, &route, &delivery.message)
                         }
                         _ => None,
@@ -177,7 +180,7 @@ where
                         permit: permit.take().expect("guarded by the select"),
                         early,
                     };
-                    if let Some(job) = lanes.offer(lane.as_ref(), job) {
+                    if let Some(job) = lanes.offer(lane.as_ref(), width, job) {
                         spawn(&mut tasks, job);
                     }
                     pipeline.metrics.ordering_waiting.set(lanes.waiting() as i64);
@@ -280,12 +283,17 @@ impl Drop for LaneDone {
     }
 }
 
-/// The lane a message keeps its order in.
-fn lane_of(mode: OrderingMode, message: &Message) -> Option<Lane> {
+/// The lane a message keeps its order in, and how many of the lane run at once: one for an
+/// ordering lane, `per_key` for a key's lane in mode `none` (no lane without a limit).
+fn lane_of(mode: OrderingMode, per_key: Option<usize>, message: &Message) -> (Option<Lane>, usize) {
+    let key = || message.key.clone().filter(|k| !k.is_empty());
     match mode {
-        OrderingMode::None => None,
-        OrderingMode::Key => message.key.clone().filter(|k| !k.is_empty()),
-        OrderingMode::Partition => Some(Bytes::from(message.coordinates.partition())),
+        OrderingMode::None => match per_key {
+            Some(width) => (key(), width),
+            None => (None, 1),
+        },
+        OrderingMode::Key => (key(), 1),
+        OrderingMode::Partition => (Some(Bytes::from(message.coordinates.partition())), 1),
     }
 }
 

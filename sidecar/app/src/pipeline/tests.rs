@@ -352,3 +352,79 @@ async fn a_dead_letter_is_written_once_and_a_resubmitted_copy_is_still_delivered
     );
     assert_eq!(broker.ready("q.dlq").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_key_is_held_to_its_per_key_limit() {
+    // Per key: requests held now, the most held at once; and the order requests arrived in.
+    type Held = parking_lot::Mutex<std::collections::HashMap<String, (usize, usize)>>;
+    let held: Arc<Held> = Arc::default();
+    let arrivals = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let (h, a) = (held.clone(), arrivals.clone());
+    let app = Router::new().route(
+        "/",
+        post(move |headers: http::HeaderMap| {
+            let (held, arrivals) = (h.clone(), a.clone());
+            async move {
+                let key = headers["ce-id"].to_str().unwrap().to_owned();
+                let entity = key.split('-').next().unwrap().to_owned();
+                arrivals.lock().push(entity.clone());
+                {
+                    let mut held = held.lock();
+                    let (now, most) = held.entry(entity.clone()).or_default();
+                    *now += 1;
+                    *most = (*most).max(*now);
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                held.lock().get_mut(&entity).unwrap().0 -= 1;
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = policy(
+        &url,
+        dir.path(),
+        "max_in_flight = 16\nmax_in_flight_per_key = 2",
+    );
+    config.ordering.mode = Some(outrigger_core::OrderingMode::None);
+    let broker = MemoryBroker::new();
+    // A burst of one hot key, then a few messages of other keys behind it.
+    for i in 0..30 {
+        broker.publish(
+            "q",
+            Outgoing::new("{}")
+                .key("hot")
+                .message_id(format!("hot-{i}")),
+        );
+    }
+    for i in 0..6 {
+        broker.publish(
+            "q",
+            Outgoing::new("{}")
+                .key(format!("k{i}"))
+                .message_id(format!("k{i}-0")),
+        );
+    }
+    let metrics = Metrics::new().source("q");
+    let store = Store::open(&config).await.unwrap();
+    let pipeline = Arc::new(build_pipeline(&config, Some(store), metrics.clone()));
+    super::run(
+        pipeline,
+        broker.source("q", "q.dlq"),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(metrics.delivered.get(), 36);
+    let held = held.lock();
+    // Without the limit all 16 messages taken would be the hot key's, delivered at once.
+    assert_eq!(
+        held["hot"].1, 2,
+        "the hot key never had more than its 2 at once"
+    );
+    assert!(held.iter().all(|(_, (now, _))| *now == 0));
+}

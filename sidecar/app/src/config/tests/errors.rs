@@ -526,6 +526,43 @@ fn backpressure_limits_must_be_positive_and_consistent() {
 }
 
 #[test]
+fn a_per_key_limit_is_for_ordering_none_and_within_max_in_flight() {
+    // Kafka orders by key by default: a key runs one at a time already.
+    let errors = rejected(&format!(
+        "{KAFKA_MINIMAL}[backpressure]\nmax_in_flight_per_key = 4\n"
+    ));
+    assert_eq!(
+        places(&errors),
+        vec![(5, 1, "backpressure.max_in_flight_per_key", Some("4"))],
+        "{errors:#?}"
+    );
+    assert_eq!(
+        errors[0].message,
+        "backpressure.max_in_flight_per_key limits a key's deliveries in ordering mode \
+         \"none\"; in mode \"key\" a key already runs one message at a time"
+    );
+    let none = format!("{KAFKA_MINIMAL}[ordering]\nmode = \"none\"\n[backpressure]\n");
+    let errors = rejected(&format!(
+        "{none}max_in_flight = 8\nmax_in_flight_per_partition = 8\nmax_in_flight_per_key = 9\n"
+    ));
+    assert_eq!(
+        places(&errors),
+        vec![(9, 1, "backpressure.max_in_flight_per_key", Some("9"))],
+        "{errors:#?}"
+    );
+    assert!(errors[0]
+        .message
+        .contains("must not exceed backpressure.max_in_flight (8)"));
+    let errors = rejected(&format!("{none}max_in_flight_per_key = 0\n"));
+    assert_eq!(
+        places(&errors),
+        vec![(7, 1, "backpressure.max_in_flight_per_key", Some("0"))]
+    );
+    assert_eq!(errors[0].message, "must be at least 1");
+    assert!(load(&format!("{none}max_in_flight_per_key = 4\n")).is_ok());
+}
+
+#[test]
 fn a_file_that_cannot_be_read_is_one_error() {
     let errors = load_file(
         std::path::Path::new("/nonexistent/policy.toml"),

@@ -169,6 +169,7 @@ grace_period = "45s"
         BackpressureConfig {
             max_in_flight: 16,
             max_in_flight_per_partition: 4,
+            max_in_flight_per_key: None,
             max_buffered_bytes: ByteSize::mib(8),
             max_concurrency: None,
             prefetch: None,
@@ -270,6 +271,7 @@ mode = "none"
 [backpressure]
 max_in_flight = 128
 max_in_flight_per_partition = 128
+max_in_flight_per_key = 8
 max_buffered_bytes = "16MiB"
 "#;
     let c = load(text).unwrap();
@@ -307,6 +309,7 @@ max_buffered_bytes = "16MiB"
         BackpressureConfig {
             max_in_flight: 128,
             max_in_flight_per_partition: 128,
+            max_in_flight_per_key: Some(8),
             max_buffered_bytes: ByteSize::mib(16),
             max_concurrency: None,
             prefetch: None,
