@@ -13,8 +13,9 @@ use redis::AsyncCommands;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::super::Pipeline;
 use crate::config::{self, Config};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SourceMetrics};
 use crate::run::build_pipeline;
 use crate::store::Store;
 
@@ -101,22 +102,28 @@ fn policy(url: &str, namespace: &str) -> Config {
     config::load_str(&text, "test.toml", std::iter::empty()).expect("a valid test policy")
 }
 
-fn publish(broker: &MemoryBroker, n: usize) {
+/// A pipeline toward `app` under `namespace`, and a broker holding `m-0` .. `m-<n - 1>`.
+async fn staged(
+    app: &App,
+    namespace: &str,
+    n: usize,
+) -> (MemoryBroker, SourceMetrics, Arc<Pipeline<Store>>) {
+    let config = policy(&app.url, namespace);
+    let broker = MemoryBroker::new();
     for i in 0..n {
         broker.publish("q", Outgoing::new("{}").message_id(format!("m-{i}")));
     }
+    let metrics = Metrics::new().source("q");
+    let store = Store::open(&config).await.unwrap();
+    let pipeline = Arc::new(build_pipeline(&config, Some(store), metrics.clone()));
+    (broker, metrics, pipeline)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_message_is_claimed_before_its_turn_and_delivered_once() {
     let ns = namespace("turn");
     let app = app(&ns, Duration::from_millis(30), Duration::from_millis(30)).await;
-    let config = policy(&app.url, &ns);
-    let broker = MemoryBroker::new();
-    publish(&broker, 12);
-    let metrics = Metrics::new().source("q");
-    let store = Store::open(&config).await.unwrap();
-    let pipeline = Arc::new(build_pipeline(&config, Some(store), metrics.clone()));
+    let (broker, metrics, pipeline) = staged(&app, &ns, 12).await;
     super::super::run(
         pipeline,
         broker.source("q", "q.dlq"),
@@ -151,12 +158,7 @@ async fn an_early_claim_held_too_long_is_given_back_and_made_again() {
     let ns = namespace("stale");
     // m-0 holds the lane 800ms: m-1's early claim is then older than the 500ms it may be.
     let app = app(&ns, Duration::ZERO, Duration::from_millis(800)).await;
-    let config = policy(&app.url, &ns);
-    let broker = MemoryBroker::new();
-    publish(&broker, 2);
-    let metrics = Metrics::new().source("q");
-    let store = Store::open(&config).await.unwrap();
-    let pipeline = Arc::new(build_pipeline(&config, Some(store), metrics.clone()));
+    let (broker, metrics, pipeline) = staged(&app, &ns, 2).await;
     super::super::run(
         pipeline,
         broker.source("q", "q.dlq"),
@@ -182,12 +184,7 @@ async fn an_early_claim_held_too_long_is_given_back_and_made_again() {
 async fn early_claims_of_messages_returned_at_shutdown_are_given_back() {
     let ns = namespace("shutdown");
     let app = app(&ns, Duration::ZERO, Duration::from_millis(800)).await;
-    let config = policy(&app.url, &ns);
-    let broker = MemoryBroker::new();
-    publish(&broker, 6);
-    let metrics = Metrics::new().source("q");
-    let store = Store::open(&config).await.unwrap();
-    let pipeline = Arc::new(build_pipeline(&config, Some(store), metrics.clone()));
+    let (broker, metrics, pipeline) = staged(&app, &ns, 6).await;
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(super::super::run(
         pipeline,
