@@ -165,10 +165,8 @@ macro_rules! retry_contract {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_key_retries_in_order_while_others_flow_through_a_sigkill() {
-                $crate::retry::a_key_retries_in_order_while_others_flow_through_a_sigkill::<
-                                    $fixture,
-                                >($binary)
-                                .await;
+                use $crate::retry::a_key_retries_in_order_while_others_flow_through_a_sigkill as run;
+                run::<$fixture>($binary).await;
             }
         }
     };
