@@ -140,7 +140,7 @@ url = \"https://app.internal/\"
 timeout = \"90s\"
 
 [retry]
-mode = \"queue\"
+mode = \"redeliver\"
 max_attempts = 0
 initial = \"1m\"
 max = \"10s\"
@@ -163,7 +163,7 @@ level = \"verbose\"
             (3, 1, "source.amqp.url", Some("\"http://rabbit\"")),
             (6, 1, "delivery.url", Some("\"https://app.internal/\"")),
             (7, 1, "delivery.timeout", Some("\"90s\"")),
-            (10, 1, "retry.mode", Some("\"queue\"")),
+            (10, 1, "retry.mode", Some("\"redeliver\"")),
             (11, 1, "retry.max_attempts", Some("0")),
             (12, 1, "retry.initial", Some("\"1m\"")),
             (14, 1, "retry.multiplier", Some("0.5")),
@@ -176,7 +176,7 @@ level = \"verbose\"
     );
     let message = |path: &str| &errors.iter().find(|e| e.path == path).unwrap().message;
     assert!(message("delivery.timeout").contains("a lease shorter than the delivery timeout"));
-    assert!(message("retry.mode").contains("built for kafka sources only"));
+    assert!(message("retry.mode").contains("built for nats sources only"));
     assert!(message("retry.initial").contains("retry.initial (1m) must not exceed retry.max (10s)"));
     assert!(message("admin.listen").contains("token"));
 }
@@ -611,9 +611,13 @@ fn queue_mode_takes_tiers_on_kafka_and_says_what_it_needs_elsewhere() {
     ));
     assert_eq!(places(&errors)[0].2, "retry.tiers[1]", "{errors:#?}");
 
-    let errors = rejected(&format!("{MINIMAL}[retry]\nmode = \"queue\"\n"));
+    let errors = rejected(
+        "[source.redis_streams]\nstreams = [\"orders\"]\ngroup = \"g\"\n[retry]\nmode = \"queue\"\n",
+    );
     assert!(
-        errors[0].message.contains("kafka sources only"),
+        errors[0]
+            .message
+            .contains("built for amqp and kafka sources only"),
         "{errors:#?}"
     );
 }
