@@ -317,7 +317,7 @@ async fn the_dlq_cli_lists_shows_resubmits_and_purges_the_dead_letter_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_the_connection_the_lag_and_what_is_ack_pending() {
     let streams = Streams::new("gauges").await;
-    let app = TestApp::slow_on("held", Duration::from_secs(5)).await;
+    let app = TestApp::slow_on("held", Duration::from_secs(7)).await;
     let sidecar = Sidecar::start(
         OUTRIGGER,
         policy(&streams, &app, &[]).set("delivery.timeout", "8s"),

@@ -662,7 +662,9 @@ async fn the_dlq_cli_lists_shows_resubmits_and_purges_and_a_rerun_never_doubles(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_the_connection_what_is_pending_and_what_was_deleted_while_pending() {
     let s = Streams::new("rs-gauges").await;
-    let app = TestApp::slow_on("held", Duration::from_secs(3)).await;
+    // Held long enough for the once-a-second gauge to be read while it is pending, even on a
+    // loaded machine (3 s was missed under CI load).
+    let app = TestApp::slow_on("held", Duration::from_secs(10)).await;
     // An entry this consumer read before (a crash), then deleted from the stream.
     let gone = s.add_keyed("gone", b"{}").await;
     s.create_group().await;
