@@ -13,6 +13,7 @@
 //!   `outrigger-action` header, then user rules, then the defaults.
 //! - [`key`]: idempotency-key templates over headers, JSON payload fields and broker ids.
 //! - [`ordering`]: which messages keep their order, and the per-lane queues that enforce it.
+//! - [`route`]: which route a message takes, by glob patterns over its source, type, headers.
 //! - [`chain`]: parked-key chains, which keep per-key order through retry queues, and
 //!   ([`chain::link`]) a message's place in one.
 
@@ -24,6 +25,7 @@ pub mod dedup;
 pub mod key;
 pub mod ordering;
 pub mod retry;
+pub mod route;
 
 pub use attempt::{AttemptPolicy, Attempts, Done, Next, RetryTiers, Tried, Wait};
 pub use backoff::{Backoff, BackoffKind};
@@ -35,3 +37,4 @@ pub use dedup::{DedupRecord, DedupState, Step};
 pub use key::{KeyError, KeyPolicy, KeyTemplate, Keyed, MissingKey, ParseKeyTemplateError};
 pub use ordering::{Lane, Lanes, OrderingMode};
 pub use retry::{Exhausted, RetryDecision, RetryPolicy};
+pub use route::{MessageMatch, Pattern};

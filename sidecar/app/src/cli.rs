@@ -28,6 +28,10 @@ pub enum Command {
         /// The TOML policy file.
         #[arg(long, short, env = "OUTRIGGER_CONFIG", value_name = "FILE")]
         config: PathBuf,
+        /// Also say which route a message like this one would take, and what it would get:
+        /// `source=orders,type=order.refunded,header.x-tenant=acme` (each part optional).
+        #[arg(long, value_name = "SAMPLE")]
+        explain: Vec<String>,
     },
     /// Run thousands of events through every policy in-process: no broker, no Redis needed.
     Demo {

@@ -24,11 +24,20 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Check { config } => match load(&config) {
+        Command::Check { config, explain } => match load(&config) {
             Ok(c) => {
                 println!("{}: OK ({})", config.display(), c.summary());
                 for warning in c.warnings() {
                     println!("warning: {warning}");
+                }
+                for sample in &explain {
+                    match outrigger::config::explain(&c, sample) {
+                        Ok(sentence) => println!("{sentence}"),
+                        Err(e) => {
+                            eprintln!("--explain {sample}: {e}");
+                            return ExitCode::from(EXIT_USAGE);
+                        }
+                    }
                 }
                 if c.source.capabilities().in_process_only {
                     // Valid for `outrigger demo`, which is what such a policy is for; say that

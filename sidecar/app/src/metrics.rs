@@ -93,6 +93,8 @@ pub mod labels {
     pub const SOURCE: &str = "source";
     /// A settled message's outcome: delivered, duplicate, dead_lettered, dropped.
     pub const OUTCOME: &str = "outcome";
+    /// The route a message took (bounded: `default` and the names of `[[routes]]`).
+    pub const ROUTE: &str = "route";
     /// A bounded failure or response class: 2xx, 4xx, 5xx, timeout, connection, decode.
     pub const CLASS: &str = "class";
     /// A Kafka topic (bounded: the configured topics).
@@ -381,8 +383,8 @@ impl Metrics {
             ),
             settled: counter(
                 names::SETTLED,
-                "Messages acked at the broker, by final outcome.",
-                &[labels::SOURCE, labels::OUTCOME],
+                "Messages acked at the broker, by final outcome and the route they took.",
+                &[labels::SOURCE, labels::OUTCOME, labels::ROUTE],
             ),
             delivered: counter(names::DELIVERED, "Messages the app handled.", src),
             duplicates: counter(names::DUPLICATES, "Duplicates acked without delivery.", src),
@@ -590,24 +592,32 @@ impl SourceMetrics {
             .inc();
     }
 
-    /// Counts one message acked at the broker with this outcome.
-    pub fn settled(&self, outcome: &str) {
+    /// Counts one message of `route` acked at the broker with this outcome.
+    pub fn settled(&self, route: &str, outcome: &str) {
         self.metrics
             .settled
-            .with_label_values(&[self.source.as_str(), outcome])
+            .with_label_values(&[self.source.as_str(), outcome, route])
             .inc();
     }
 
     /// Messages settled so far, whatever their outcome.
     pub fn settled_count(&self) -> u64 {
-        ["delivered", "duplicate", "dropped", "dead_lettered"]
+        use prometheus::core::Collector;
+        const FINAL: [&str; 4] = ["delivered", "duplicate", "dropped", "dead_lettered"];
+        let label = |m: &prometheus::proto::Metric, name: &str| {
+            m.get_label()
+                .iter()
+                .find(|l| l.name() == name)
+                .map(|l| l.value().to_owned())
+        };
+        self.metrics
+            .settled
+            .collect()
             .iter()
-            .map(|o| {
-                self.metrics
-                    .settled
-                    .with_label_values(&[self.source.as_str(), o])
-                    .get()
-            })
+            .flat_map(|family| family.get_metric())
+            .filter(|m| label(m, labels::SOURCE).as_deref() == Some(self.source.as_str()))
+            .filter(|m| label(m, labels::OUTCOME).is_some_and(|o| FINAL.contains(&o.as_str())))
+            .map(|m| m.get_counter().get_value() as u64)
             .sum()
     }
 
@@ -630,14 +640,14 @@ mod tests {
         let s = m.source("orders");
         s.consumed.inc();
         s.attempt("5xx");
-        s.settled("delivered");
+        s.settled("default", "delivered");
         let text = m.render();
         assert!(text.contains("outrigger_messages_consumed_total{source=\"orders\"} 1"));
         assert!(
             text.contains("outrigger_delivery_attempts_total{class=\"5xx\",source=\"orders\"} 1")
         );
         assert!(text.contains(
-            "outrigger_messages_settled_total{outcome=\"delivered\",source=\"orders\"} 1"
+            "outrigger_messages_settled_total{outcome=\"delivered\",route=\"default\",source=\"orders\"} 1"
         ));
     }
 }

@@ -23,8 +23,8 @@ use tracing::{error, info};
 
 use crate::config::{self, Config};
 use crate::metrics::ReloadMetrics;
-use crate::pipeline::{Pipeline, Routes};
-use crate::run::default_route;
+use crate::pipeline::Pipeline;
+use crate::run::routes;
 
 /// What set off a reload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,9 +166,7 @@ impl<D> Reloader<D> {
             self.metrics.in_force(&hash);
             return Some(self.counted(Reloaded::Unchanged));
         }
-        self.pipeline
-            .routes
-            .swap(Routes::single(default_route(&read)));
+        self.pipeline.routes.swap(routes(&read));
         self.running = read;
         self.metrics.in_force(&hash);
         info!(

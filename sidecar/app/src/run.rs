@@ -14,7 +14,10 @@ use tracing::info;
 
 use crate::admin::{self, AdminState, StoreProbe};
 use crate::brokers::WithBroker;
-use crate::config::{Config, OnMissingKey, OnStoreError, ParkedAfterDeadLetter, RetryMode};
+use crate::config::{
+    Config, OnMissingKey, OnStoreError, ParkedAfterDeadLetter, RetryMode, RouteAction,
+    DEFAULT_ROUTE,
+};
 use crate::delivery::{Batching, DeliverySettings, HeaderPlan, HttpDelivery};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::pipeline::{
@@ -262,9 +265,23 @@ async fn export_partition_stats<D: ParkingStore>(
     }
 }
 
-/// The route every message takes: the policy's top-level delivery, dedup key, classification,
+/// The routes of `config`: each `[[routes]]` entry with what it matches, tried in order, and
+/// the top-level policy for the messages none takes.
+pub fn routes(config: &Config) -> Routes {
+    let routes = config
+        .routes
+        .iter()
+        .map(|r| {
+            let route = route(&r.name, &r.effective(config), r.action);
+            (r.matching.matcher(), route)
+        })
+        .collect();
+    Routes::new(routes, route(DEFAULT_ROUTE, config, config.default_action))
+}
+
+/// The route named `name` whose policy is `config`'s delivery, dedup key, classification,
 /// retry and ordering settings.
-pub fn default_route(config: &Config) -> Route {
+fn route(name: &str, config: &Config, action: RouteAction) -> Route {
     let delivery = &config.delivery;
     let ce_source = delivery.ce_source.clone().unwrap_or_else(|| {
         format!(
@@ -274,7 +291,8 @@ pub fn default_route(config: &Config) -> Route {
         )
     });
     Route {
-        name: "default".to_owned(),
+        name: name.to_owned(),
+        action,
         delivery: HttpDelivery::new(DeliverySettings {
             url: delivery.url.clone(),
             timeout: delivery.timeout,
@@ -349,7 +367,7 @@ pub fn build_pipeline<D: outrigger_core::DedupStore>(
         metrics.breaker(),
     );
     Pipeline {
-        routes: RouteTable::new(Routes::single(default_route(config))),
+        routes: RouteTable::new(routes(config)),
         dedup: store.map(|store| Dedup {
             batcher: Batcher::start(store.clone(), metrics.store_calls.clone()),
             store,

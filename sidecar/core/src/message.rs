@@ -244,6 +244,27 @@ impl Message {
     pub fn header_str(&self, name: &str) -> Option<&str> {
         self.header(name).and_then(|v| std::str::from_utf8(v).ok())
     }
+
+    /// A CloudEvents attribute (`type`, `id`, ...) the producer set as a header, in any
+    /// binding's spelling (`ce-type` for HTTP and RabbitMQ, `ce_type` for Kafka,
+    /// `cloudEvents:type` for AMQP, `cloudEvents_type` for JMS-style brokers): the first
+    /// such header whose value is UTF-8 and not blank.
+    pub fn ce_attribute(&self, attr: &str) -> Option<&str> {
+        self.headers.iter().find_map(|h| {
+            let name = h.name.as_str();
+            let bare = name
+                .strip_prefix("ce-")
+                .or_else(|| name.strip_prefix("ce_"))
+                .or_else(|| name.strip_prefix("cloudEvents:"))
+                .or_else(|| name.strip_prefix("cloudEvents_"))?;
+            if !bare.eq_ignore_ascii_case(attr) {
+                return None;
+            }
+            std::str::from_utf8(&h.value)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+        })
+    }
 }
 
 #[cfg(test)]

@@ -80,6 +80,16 @@ impl Policy {
         self
     }
 
+    /// Adds TOML the dotted setters cannot write (`[[routes]]` arrays of tables), after what
+    /// is there.
+    pub fn with_toml(self, extra: &str) -> Self {
+        let text = format!("{}\n{extra}", self.text());
+        Policy(
+            text.parse()
+                .expect("the policy and the extra TOML make one document"),
+        )
+    }
+
     /// The TOML text.
     pub fn text(&self) -> String {
         self.0.to_string()

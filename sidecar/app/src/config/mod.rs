@@ -28,6 +28,7 @@ mod messages;
 mod operate;
 mod ordering;
 mod retry;
+mod routes;
 mod validate;
 
 #[cfg(test)]
@@ -46,6 +47,7 @@ pub use load::{load_file, load_str};
 pub use operate::{AdminConfig, LogConfig, LogFormat, ReloadConfig, ShutdownConfig};
 pub use ordering::OrderingConfig;
 pub use retry::{ParkedAfterDeadLetter, RetryConfig, RetryMode};
+pub use routes::{explain, MatchConfig, RouteAction, RouteConfig, DEFAULT_ROUTE};
 
 pub use crate::brokers::SourceConfig;
 use outrigger_core::{Limits, SourceContext};
@@ -54,6 +56,11 @@ use outrigger_core::{Limits, SourceContext};
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// What happens to a message no `[[routes]]` entry takes: `deliver` under the top-level
+    /// policy (the default), `drop` or `dead_letter`. A top-level key: write it before the
+    /// first table.
+    #[serde(default)]
+    pub default_action: RouteAction,
     /// Where messages come from: exactly one `[source.<kind>]` table.
     pub source: SourceConfig,
     /// `[delivery]`: the app's URL and the HTTP request it receives.
@@ -92,6 +99,9 @@ pub struct Config {
     /// `[reload]`: picking up a changed policy file while running.
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// `[[routes]]`: a policy per kind of message, tried in order.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
 }
 
 impl Config {
@@ -135,15 +145,25 @@ impl Config {
         differs("log", self.log == other.log);
         differs("shutdown", self.shutdown == other.shutdown);
         differs("reload", self.reload == other.reload);
+        differs(
+            "routes",
+            self.routes == other.routes && self.default_action == other.default_action,
+        );
         changed
     }
 
     /// The sections in which `other` differs from this policy in what only a restart can
     /// change: everything but a message's route (`[delivery]`, `[[classify.rules]]`, the
-    /// retry budget and backoff, and the dedup key), which a reload swaps for the messages
-    /// taken after it. The source, the store, the limits and the retry queues stay.
+    /// retry budget and backoff, the dedup key, and `[[routes]]` but those that keep another
+    /// order than the top-level policy),
+    /// which a reload swaps for the messages taken after it. The source, the store, the
+    /// limits, the retry queues and what keeps its order stay.
     pub fn restart_only_changes(&self, other: &Config) -> Vec<&'static str> {
         let mut pinned = other.clone();
+        if self.reordering_routes() == other.reordering_routes() {
+            pinned.routes = self.routes.clone();
+            pinned.default_action = self.default_action;
+        }
         pinned.delivery = self.delivery.clone();
         pinned.classify = self.classify.clone();
         pinned.retry = RetryConfig {
@@ -156,6 +176,16 @@ impl Config {
         pinned.dedup.fallback_key = self.dedup.fallback_key.clone();
         pinned.dedup.on_missing_key = self.dedup.on_missing_key;
         self.changed_sections(&pinned)
+    }
+
+    /// The routes that keep another order than the top-level policy: changing which messages
+    /// they take would change the order of messages in flight, so only a restart can.
+    fn reordering_routes(&self) -> Vec<&RouteConfig> {
+        let top = self.ordering.mode(&self.source);
+        self.routes
+            .iter()
+            .filter(|r| r.effective(self).ordering.mode(&self.source) != top)
+            .collect()
     }
 
     /// What is valid but likely not what the user wants, in sentences: `check` prints them,
@@ -212,8 +242,13 @@ impl Config {
             .collect();
         // One `destination` for every topic reads once.
         dead_letters.dedup();
+        let routes = match self.routes.len() {
+            0 => String::new(),
+            1 => "; 1 route".to_owned(),
+            n => format!("; {n} routes"),
+        };
         format!(
-            "{source} → {}; {dedup}; up to {} attempts; {rules}; dead letters to {}",
+            "{source} → {}; {dedup}; up to {} attempts; {rules}; dead letters to {}{routes}",
             self.delivery.url,
             self.retry.max_attempts,
             quoted(&dead_letters),

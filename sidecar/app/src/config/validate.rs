@@ -34,6 +34,19 @@ pub(crate) fn validate(config: &Config) -> Vec<Problem> {
     operations(config, &mut issues);
     backpressure(config, &capabilities, &mut issues);
     breaker(config, &mut issues);
+    super::routes::validate(config, per_message, &mut issues);
+    issues.into_vec()
+}
+
+/// The problems of what a route may set: what decides one message's delivery.
+fn per_message(config: &Config) -> Vec<Problem> {
+    let mut issues = Problems::default();
+    let capabilities = config.source.capabilities();
+    ordering(config, &capabilities, &mut issues);
+    delivery(config, &mut issues);
+    dedup(config, &mut issues);
+    retry(config, &capabilities, &mut issues);
+    classify(config, &mut issues);
     issues.into_vec()
 }
 
@@ -162,7 +175,19 @@ fn dedup(c: &Config, v: &mut Problems) {
             }
             // URL, login, TLS files and timeout: the store's own checks, which its connect
             // makes too.
-            v.extend(d.redis_store(&c.source).problems());
+            for mut problem in d.redis_store(&c.source).problems() {
+                let namespace = KeyPath::parse("dedup.redis.namespace");
+                if d.redis.namespace.is_none() && problem.paths.contains(&namespace) {
+                    // Not written: the namespace is the source's name, which the user wrote.
+                    problem.paths.push(KeyPath::parse("source"));
+                    problem.message = format!(
+                        "the dedup namespace defaults to the source's name, and {}: set \
+                         dedup.redis.namespace",
+                        problem.message
+                    );
+                }
+                v.extend([problem]);
+            }
         }
         StoreKind::Embedded => {
             if d.embedded.path.as_os_str().is_empty() {

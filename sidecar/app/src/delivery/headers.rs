@@ -135,21 +135,9 @@ pub fn cloudevents_id(message: &Message) -> Option<&str> {
 /// One that is empty or cannot travel as an HTTP header value (control characters, bytes that
 /// are not UTF-8) counts as absent, so the default takes its place.
 fn ce_attr<'m>(message: &'m Message, attr: &str) -> Option<&'m str> {
-    message.headers.iter().find_map(|h| {
-        let name = h.name.as_str();
-        let bare = name
-            .strip_prefix("ce-")
-            .or_else(|| name.strip_prefix("ce_"))
-            .or_else(|| name.strip_prefix("cloudEvents:"))
-            .or_else(|| name.strip_prefix("cloudEvents_"))?;
-        if bare.eq_ignore_ascii_case(attr) {
-            std::str::from_utf8(&h.value)
-                .ok()
-                .filter(|v| !v.trim().is_empty() && HeaderValue::from_str(v).is_ok())
-        } else {
-            None
-        }
-    })
+    message
+        .ce_attribute(attr)
+        .filter(|v| HeaderValue::from_str(v).is_ok())
 }
 
 fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {

@@ -9,15 +9,18 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use outrigger_core::{Message, OrderingMode};
-use outrigger_policies::{AttemptPolicy, Classifier, KeyPolicy};
+use outrigger_policies::{AttemptPolicy, Classifier, KeyPolicy, MessageMatch};
 
 use super::ThrottleGate;
+use crate::config::RouteAction;
 use crate::delivery::HttpDelivery;
 
 /// Everything that decides what happens to one message, from delivery to settlement.
 pub struct Route {
     /// Its name: a bounded label (`default` for the top-level policy).
     pub name: String,
+    /// Deliver its messages, or settle them without delivery (drop, dead-letter).
+    pub action: RouteAction,
     /// Where and how it is delivered.
     pub delivery: HttpDelivery,
     /// How its idempotency key is made, and what a message without one gets.
@@ -36,20 +39,28 @@ pub struct Route {
 
 /// The routes in force: the snapshot a message picks its route from.
 pub struct Routes {
+    /// Tried in order; the first whose match holds takes the message.
+    routes: Vec<(MessageMatch, Arc<Route>)>,
+    /// For the messages none of them takes.
     default: Arc<Route>,
 }
 
 impl Routes {
-    /// A snapshot in which every message takes `default`.
-    pub fn single(default: Route) -> Self {
+    /// `routes` tried in order, then `default`.
+    pub fn new(routes: Vec<(MessageMatch, Route)>, default: Route) -> Self {
         Self {
+            routes: routes.into_iter().map(|(m, r)| (m, Arc::new(r))).collect(),
             default: Arc::new(default),
         }
     }
 
     /// The route `message` takes.
-    pub fn pick(&self, _message: &Message) -> Arc<Route> {
-        self.default.clone()
+    pub fn pick(&self, message: &Message) -> Arc<Route> {
+        self.routes
+            .iter()
+            .find(|(matching, _)| matching.matches(message))
+            .map_or(&self.default, |(_, route)| route)
+            .clone()
     }
 }
 

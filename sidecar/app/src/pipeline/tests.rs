@@ -10,10 +10,10 @@ use axum::Router;
 use outrigger_memory::{MemoryBroker, Outgoing};
 use tokio_util::sync::CancellationToken;
 
-use super::{RouteTable, Routes};
+use super::RouteTable;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
-use crate::run::{build_pipeline, default_route};
+use crate::run::{build_pipeline, routes};
 use crate::store::Store;
 
 /// An app that takes 30 ms per delivery and remembers the most it held at once.
@@ -88,7 +88,7 @@ fn a_swapped_snapshot_applies_to_messages_taken_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let first = policy("http://127.0.0.1:1/first", dir.path(), "");
     let second = policy("http://127.0.0.1:1/second", dir.path(), "");
-    let table = RouteTable::new(Routes::single(default_route(&first)));
+    let table = RouteTable::new(routes(&first));
     let message = outrigger_core::Message::new(
         "{}",
         outrigger_core::Coordinates::Memory {
@@ -97,7 +97,7 @@ fn a_swapped_snapshot_applies_to_messages_taken_after_it() {
         },
     );
     let in_flight = table.pick(&message);
-    table.swap(Routes::single(default_route(&second)));
+    table.swap(routes(&second));
     assert_eq!(
         in_flight.delivery.url().path(),
         "/first",

@@ -20,6 +20,7 @@ use tracing::{debug, error, warn, Instrument};
 use super::parking::{self, Link};
 use super::preclaim::{self, PreClaim};
 use super::{sleep_unless, Doubling, Pipeline, Route, StoreFailureMode, WAIT_MAX};
+use crate::config::RouteAction;
 use crate::delivery::Attempt;
 
 /// Outcome labels of `outrigger_messages_settled_total`.
@@ -51,6 +52,9 @@ fn mark(key: Option<&str>, held: Option<Held>) -> Option<Mark> {
 
 /// The failure class of dead letters a chain caused (followers, interrupted writes).
 const PARKED_CLASS: &str = "parked";
+
+/// The failure class of dead letters a route with `action = "dead_letter"` wrote.
+const ROUTE_CLASS: &str = "route";
 
 /// Longest wait between writes of a dead letter or retry copy the broker did not confirm.
 const PUBLISH_WAIT_MAX: Duration = Duration::from_secs(5);
@@ -179,6 +183,14 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
     /// `queue`): what must be recorded before the broker settles happens before, the rest
     /// after, so a crash in between never loses a message or strands a chain.
     async fn run<A: Acker>(&self, acker: A) {
+        // A route that delivers nothing settles its messages as they come. Not a retry copy:
+        // its chain waits for it, so it runs to its end under the route that wrote it.
+        if self.message.trail.is_none() {
+            if let Some(fate) = self.without_delivery() {
+                self.settle(acker, fate).await;
+                return;
+            }
+        }
         let queue = self.route.attempts.queue.as_ref();
         let mut link = queue
             .and_then(|_| Link::of(self.message))
@@ -309,6 +321,33 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         };
         let (store, down) = (&*dedup.store, &dedup.down);
         parking::apply(store, down, link, step, self.abort, &self.p.metrics).await
+    }
+
+    /// The fate of a message on a route that does not deliver.
+    fn without_delivery(&self) -> Option<Fate> {
+        match self.route.action {
+            RouteAction::Deliver => None,
+            RouteAction::Drop => Some(Fate::Ack(outcome::DROPPED)),
+            RouteAction::DeadLetter => {
+                let now = SystemTime::now();
+                Some(Fate::DeadLetter(
+                    DeadLetter {
+                        reason: format!(
+                            "route {:?} dead-letters every message it takes, without delivery",
+                            self.route.name
+                        ),
+                        class: ROUTE_CLASS.to_owned(),
+                        last_status: None,
+                        attempts: 0,
+                        first_failure: now,
+                        last_failure: now,
+                        key: self.dedup_key(),
+                        response_excerpt: Bytes::new(),
+                    },
+                    None,
+                ))
+            }
+        }
     }
 
     /// The dead letter of a message its chain sends to the dead-letter queue.
@@ -767,7 +806,7 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
             warn!(source = %self.message.coordinates, class, "Dead-lettered message.");
         }
         if let Some(label) = label {
-            metrics.settled(label);
+            metrics.settled(&self.route.name, label);
         }
         label.is_some()
     }

@@ -5,6 +5,7 @@ use super::*;
 mod env;
 mod errors;
 mod redis;
+mod routes;
 mod values;
 
 pub(super) fn load(text: &str) -> Result<Config, ConfigErrors> {
