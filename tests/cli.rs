@@ -53,6 +53,52 @@ fn check_accepts_the_examples() {
 }
 
 #[test]
+fn check_explains_which_route_a_sample_takes_and_refuses_a_bad_sample() {
+    let path = examples().join("kafka-routes.toml");
+    let path = path.to_str().unwrap();
+    let out = outrigger(&[
+        "check",
+        "--config",
+        path,
+        "--explain",
+        "source=orders,type=order.refunded",
+        "--explain",
+        "source=payments,header.X-Kind=heartbeat",
+        "--explain",
+        "type=order.created",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].contains(r#"takes route "refunds" (routes[0]): POST http://127.0.0.1:8080/refunds (timeout 30s); dedup on {json:/refund_id}; up to 10 attempts; ordering none"#),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].contains(r#"takes route "heartbeats" (routes[2]): dropped"#),
+        "{stdout}"
+    );
+    assert!(
+        lines[2]
+            .contains("takes no route, so the top-level policy: POST http://127.0.0.1:8080/events"),
+        "{stdout}"
+    );
+
+    let out = outrigger(&["check", "--config", path, "--explain", "topic=orders"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("expected source, type or header.NAME"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn check_reports_three_mistakes_at_once_with_positions_and_exits_64() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

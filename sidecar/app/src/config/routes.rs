@@ -433,13 +433,16 @@ pub fn explain(c: &Config, sample: &str) -> Result<String, String> {
             } else {
                 "dedup off".to_owned()
             };
+            let rules = match policy.classify.rules.len() {
+                1 => "1 classify rule".to_owned(),
+                n => format!("{n} classify rules"),
+            };
             format!(
-                "POST {} (timeout {}); {dedup}; up to {} attempts; ordering {}; {} classify rules",
+                "POST {} (timeout {}); {dedup}; up to {} attempts; ordering {}; {rules}",
                 policy.delivery.url,
                 humantime::format_duration(policy.delivery.timeout),
                 policy.retry.max_attempts,
                 policy.ordering.mode(&policy.source),
-                policy.classify.rules.len(),
             )
         }
         RouteAction::Drop => "dropped without delivery (acked, counted as dropped)".to_owned(),
