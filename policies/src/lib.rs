@@ -11,6 +11,7 @@
 //! - [`retry`]: whether a failed message gets another attempt, and when.
 //! - [`classify`]: the app's reply to an [`Action`](outrigger_core::Action): the app's
 //!   `outrigger-action` header, then user rules, then the defaults.
+//! - [`concurrency`]: adaptive concurrency toward the app (Vegas: the queue from the latency).
 //! - [`key`]: idempotency-key templates over headers, JSON payload fields and broker ids.
 //! - [`ordering`]: which messages keep their order, and the per-lane queues that enforce it.
 //! - [`route`]: which route a message takes, by glob patterns over its source, type, headers.
@@ -21,6 +22,7 @@ pub mod attempt;
 pub mod backoff;
 pub mod chain;
 pub mod classify;
+pub mod concurrency;
 pub mod dedup;
 pub mod key;
 pub mod ordering;
@@ -33,6 +35,7 @@ pub use chain::{Arrival, Chain, Finish, Turn};
 pub use classify::{
     Classifier, HeaderMatch, Matched, ParseStatusError, Rule, StatusRange, Verdict,
 };
+pub use concurrency::{AdaptiveLimit, Bounds, Sample};
 pub use dedup::{DedupRecord, DedupState, Step};
 pub use key::{KeyError, KeyPolicy, KeyTemplate, Keyed, MissingKey, ParseKeyTemplateError};
 pub use ordering::{Lane, Lanes, OrderingMode};

@@ -54,6 +54,8 @@ pub mod names {
     pub const STAGE_DURATION: &str = "outrigger_stage_duration_seconds";
     /// 1 while the broker connection is up.
     pub const SOURCE_UP: &str = "outrigger_source_up";
+    /// Deliveries to the app allowed at once.
+    pub const CONCURRENCY_LIMIT: &str = "outrigger_concurrency_limit";
     /// Messages between the committed watermark and the partition's end.
     pub const CONSUMER_LAG: &str = "outrigger_consumer_lag_messages";
     /// The next offset the sidecar will commit (everything below is settled).
@@ -245,6 +247,7 @@ pub struct Metrics {
     duration: HistogramVec,
     stages: HistogramVec,
     source_up: IntGaugeVec,
+    concurrency_limit: IntGaugeVec,
     dlq_resubmitted: IntCounterVec,
     dlq_purged: IntCounterVec,
     breaker_state: IntGaugeVec,
@@ -350,6 +353,8 @@ pub struct SourceMetrics {
     pub settle_time: Histogram,
     /// Broker connection state.
     pub source_up: IntGauge,
+    /// Deliveries to the app allowed at once (moves with `backpressure.adaptive`).
+    pub concurrency_limit: IntGauge,
     source: String,
     metrics: Metrics,
 }
@@ -468,6 +473,10 @@ impl Metrics {
                 h
             },
             source_up: gauge(names::SOURCE_UP, "1 while the broker connection is up."),
+            concurrency_limit: gauge(
+                names::CONCURRENCY_LIMIT,
+                "Deliveries to the app allowed at once (adaptive with backpressure.adaptive).",
+            ),
             dlq_resubmitted: counter(
                 names::DLQ_RESUBMITTED,
                 "Dead letters resubmitted, confirmed by the broker.",
@@ -542,6 +551,7 @@ impl Metrics {
             complete_time: self.stages.with_label_values(&[source, "complete"]),
             settle_time: self.stages.with_label_values(&[source, "settle"]),
             source_up: self.source_up.with_label_values(l),
+            concurrency_limit: self.concurrency_limit.with_label_values(l),
             source: source.to_owned(),
             metrics: self.clone(),
         }

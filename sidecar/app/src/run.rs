@@ -8,7 +8,6 @@ use anyhow::Context as _;
 use outrigger_core::{Broker, Episode, HealthFlag, ParkingStore, Source, SourceError, StatsProbe};
 use outrigger_policies::{AttemptPolicy, KeyPolicy, MissingKey, RetryTiers};
 use prometheus::IntGauge;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -21,8 +20,8 @@ use crate::config::{
 use crate::delivery::{Batching, DeliverySettings, HeaderPlan, HttpDelivery};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::pipeline::{
-    self, Batcher, Breaker, BreakerSettings, Dedup, Pipeline, Probe, Route, RouteTable, Routes,
-    StoreFailureMode, Unrecorded,
+    self, AppConcurrency, Batcher, Breaker, BreakerSettings, Dedup, Pipeline, Probe, Route,
+    RouteTable, Routes, StoreFailureMode, Unrecorded,
 };
 use crate::reload::Reloader;
 use crate::store::Store;
@@ -387,7 +386,13 @@ pub fn build_pipeline<D: outrigger_core::DedupStore>(
         }),
         max_in_flight: usize::from(config.backpressure.max_in_flight),
         max_in_flight_per_key: config.backpressure.max_in_flight_per_key.map(usize::from),
-        concurrency: Arc::new(Semaphore::new(config.backpressure.concurrency().max(1))),
+        concurrency: match config.backpressure.adaptive_bounds() {
+            Some(bounds) => AppConcurrency::adaptive(bounds, metrics.concurrency_limit.clone()),
+            None => AppConcurrency::fixed(
+                config.backpressure.concurrency(),
+                metrics.concurrency_limit.clone(),
+            ),
+        },
         breaker: Arc::new(breaker),
         grace_period: config.shutdown.grace_period,
         metrics,

@@ -205,9 +205,17 @@ pub struct BackpressureConfig {
     )]
     pub max_buffered_bytes: ByteSize,
     /// Deliveries to the app at once (HTTP requests in flight), at most `max_in_flight`.
-    /// Default: `max_in_flight`.
+    /// Default: `max_in_flight`. With `adaptive`, the most the limit grows to.
     #[serde(default)]
     pub max_concurrency: Option<u16>,
+    /// Find the app's concurrency from its answers instead of fixing it: the limit grows while
+    /// the app's latency shows no queue, shrinks when requests wait or the app refuses (`429`,
+    /// `503`) or times out; between `min_concurrency` and `max_concurrency`.
+    #[serde(default)]
+    pub adaptive: bool,
+    /// With `adaptive`: the floor of the limit. Default 1.
+    #[serde(default = "default_min_concurrency")]
+    pub min_concurrency: u16,
     /// Messages the broker hands out ahead of the pipeline: RabbitMQ's `basic.qos` prefetch
     /// (default `max_in_flight`: RabbitMQ counts a delivery as unacked until it is settled),
     /// or the records librdkafka keeps fetched per Kafka partition (default 1000).
@@ -216,10 +224,32 @@ pub struct BackpressureConfig {
 }
 
 impl BackpressureConfig {
-    /// Deliveries to the app at once: `max_concurrency`, or else `max_in_flight`.
+    /// Deliveries to the app at once: `max_concurrency`, or else `max_in_flight`; with
+    /// `adaptive`, the most there may be.
     pub fn concurrency(&self) -> usize {
         usize::from(self.max_concurrency.unwrap_or(self.max_in_flight))
     }
+
+    /// With `adaptive`: where the limit starts, and its bounds. It starts low (8, or the floor
+    /// when higher) and grows within seconds under load, so an app that cannot take much is
+    /// not flooded before the first measurement.
+    pub fn adaptive_bounds(&self) -> Option<outrigger_policies::Bounds> {
+        let max = self.concurrency();
+        let min = usize::from(self.min_concurrency);
+        self.adaptive.then(|| outrigger_policies::Bounds {
+            initial: min.max(ADAPTIVE_START).min(max),
+            min,
+            max,
+        })
+    }
+}
+
+/// Where an adaptive limit starts (see [`BackpressureConfig::adaptive_bounds`]).
+const ADAPTIVE_START: usize = 8;
+
+/// One delivery at a time at least: a floor of 0 could stop delivering altogether.
+const fn default_min_concurrency() -> u16 {
+    1
 }
 
 /// See [`Limits::DEFAULT_MAX_IN_FLIGHT`], which every adapter shares.
@@ -245,6 +275,8 @@ impl Default for BackpressureConfig {
             max_in_flight_per_key: None,
             max_buffered_bytes: default_max_buffered_bytes(),
             max_concurrency: None,
+            adaptive: false,
+            min_concurrency: default_min_concurrency(),
             prefetch: None,
         }
     }

@@ -421,6 +421,28 @@ fn backpressure(c: &Config, capabilities: &Capabilities, v: &mut Problems) {
         ),
         _ => {}
     }
+    if b.min_concurrency == 0 {
+        v.at(
+            &["backpressure.min_concurrency"],
+            "must be at least 1, or the adaptive limit could stop every delivery",
+        );
+    } else if b.adaptive && usize::from(b.min_concurrency) > b.concurrency() {
+        v.at(
+            &["backpressure.min_concurrency", "backpressure.max_concurrency"],
+            format!(
+                "backpressure.min_concurrency ({}) must not exceed the most deliveries at once                  ({}, backpressure.max_concurrency or else max_in_flight)",
+                b.min_concurrency,
+                b.concurrency()
+            ),
+        );
+    }
+    if b.adaptive && c.delivery.batch.is_some() {
+        v.at(
+            &["backpressure.adaptive", "delivery.batch"],
+            "backpressure.adaptive does not apply to batch delivery, whose requests carry many \
+             events each: set a fixed backpressure.max_concurrency instead",
+        );
+    }
     if b.prefetch == Some(0) {
         v.at(&["backpressure.prefetch"], "must be at least 1");
     }

@@ -8,6 +8,7 @@
 
 mod batcher;
 pub mod breaker;
+mod concurrency;
 mod parking;
 mod preclaim;
 mod route;
@@ -36,6 +37,7 @@ use crate::metrics::SourceMetrics;
 
 pub use batcher::Batcher;
 pub use breaker::{Breaker, BreakerSettings, BreakerState, Probe};
+pub use concurrency::AppConcurrency;
 pub use route::{Route, RouteTable, Routes};
 pub use throttle::ThrottleGate;
 pub use unrecorded::Unrecorded;
@@ -76,7 +78,7 @@ pub struct Pipeline<D> {
     /// In ordering mode `none`, messages of one key delivered at once; `None`: no limit.
     pub max_in_flight_per_key: Option<usize>,
     /// Deliveries to the app at once.
-    pub concurrency: Arc<Semaphore>,
+    pub concurrency: AppConcurrency,
     /// The circuit breaker in front of the app.
     pub breaker: Arc<Breaker>,
     /// How long in-flight messages may finish after shutdown begins.

@@ -559,22 +559,20 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         let send = async {
             self.route.throttle.wait().await;
             // A batch takes one slot for all its events, when it is sent.
-            let _slot = match self.route.delivery.batches() {
+            let slot = match self.route.delivery.batches() {
                 true => None,
-                false => Some(
-                    self.p
-                        .concurrency
-                        .acquire()
-                        .await
-                        .expect("the concurrency semaphore is never closed"),
-                ),
+                false => Some(self.p.concurrency.acquire().await),
             };
             let attempt = Attempt {
                 key,
                 attempt,
                 fence: held.map(|h| h.fence),
             };
-            self.route.delivery.send(self.message, attempt).await
+            let (reply, took) = self.route.delivery.send(self.message, attempt).await;
+            if let Some(slot) = &slot {
+                self.p.concurrency.record(slot, &reply, took);
+            }
+            (reply, took)
         };
         tokio::select! {
             biased;

@@ -653,3 +653,31 @@ fn a_batch_table_with_its_defaults_is_valid() {
     assert_eq!(c.delivery.batch, Some(BatchConfig::default()));
     assert_eq!(load(MINIMAL).expect("valid").delivery.batch, None);
 }
+
+#[test]
+fn adaptive_concurrency_needs_a_floor_under_its_ceiling_and_no_batches() {
+    let c = load(&format!(
+        "{MINIMAL}[backpressure]\nadaptive = true\nmax_concurrency = 32\nmin_concurrency = 4\n"
+    ))
+    .unwrap();
+    let bounds = c.backpressure.adaptive_bounds().unwrap();
+    assert_eq!((bounds.initial, bounds.min, bounds.max), (8, 4, 32));
+    assert_eq!(load(MINIMAL).unwrap().backpressure.adaptive_bounds(), None);
+
+    let errors = rejected(&format!(
+        "{MINIMAL}[backpressure]\nadaptive = true\nmax_concurrency = 4\nmin_concurrency = 8\n\
+         [delivery.batch]\nmax_events = 2\n"
+    ));
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["backpressure.adaptive", "backpressure.min_concurrency"],
+        "{errors:#?}"
+    );
+    assert!(errors[0]
+        .message
+        .contains("does not apply to batch delivery"));
+    assert!(errors[1].message.contains("must not exceed"));
+    let errors = rejected(&format!("{MINIMAL}[backpressure]\nmin_concurrency = 0\n"));
+    assert_eq!(places(&errors)[0].2, "backpressure.min_concurrency");
+}

@@ -172,6 +172,8 @@ grace_period = "45s"
             max_in_flight_per_key: None,
             max_buffered_bytes: ByteSize::mib(8),
             max_concurrency: None,
+            adaptive: false,
+            min_concurrency: 1,
             prefetch: None,
         }
     );
@@ -312,6 +314,8 @@ max_buffered_bytes = "16MiB"
             max_in_flight_per_key: Some(8),
             max_buffered_bytes: ByteSize::mib(16),
             max_concurrency: None,
+            adaptive: false,
+            min_concurrency: 1,
             prefetch: None,
         }
     );
