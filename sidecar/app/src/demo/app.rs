@@ -3,16 +3,18 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// What the app saw, per event id.
@@ -24,6 +26,20 @@ pub struct Ledger {
     pub accepted: HashMap<String, u32>,
     /// Whether the attempt header ever disagreed with the app's own count.
     pub attempt_header_mismatches: u32,
+    /// Accepted events per handler (the request's path).
+    pub by_path: HashMap<String, u32>,
+    /// Requests of legacy events, which their route drops: must stay 0.
+    pub legacy_seen: u32,
+}
+
+/// The app's workers: more requests at once than this wait inside it, and take longer.
+pub const WORKERS: usize = 4;
+/// What one request takes once a worker has it.
+const WORK: Duration = Duration::from_millis(1);
+
+struct AppState {
+    ledger: Arc<Mutex<Ledger>>,
+    workers: Semaphore,
 }
 
 #[derive(Deserialize)]
@@ -46,9 +62,11 @@ pub async fn start(shutdown: CancellationToken) -> std::io::Result<FlakyApp> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let router = Router::new()
-        .fallback(post(handle))
-        .with_state(ledger.clone());
+    let state = Arc::new(AppState {
+        ledger: ledger.clone(),
+        workers: Semaphore::new(WORKERS),
+    });
+    let router = Router::new().fallback(post(handle)).with_state(state);
     tokio::spawn(async move {
         let _ = axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -58,14 +76,22 @@ pub async fn start(shutdown: CancellationToken) -> std::io::Result<FlakyApp> {
 }
 
 async fn handle(
-    State(ledger): State<Arc<Mutex<Ledger>>>,
+    State(app): State<Arc<AppState>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let Ok(p) = serde_json::from_slice::<Payload>(&body) else {
         return (StatusCode::BAD_REQUEST, "payload is not an order").into_response();
     };
-    let mut ledger = ledger.lock();
+    {
+        let _worker = app.workers.acquire().await.expect("never closed");
+        tokio::time::sleep(WORK).await;
+    }
+    let mut ledger = app.ledger.lock();
+    if p.kind == "legacy" {
+        ledger.legacy_seen += 1;
+    }
     let n = {
         let n = ledger.attempts.entry(p.id.clone()).or_default();
         *n += 1;
@@ -105,6 +131,7 @@ async fn handle(
                 ledger.attempt_header_mismatches += 1;
             }
             *ledger.accepted.entry(p.id).or_default() += 1;
+            *ledger.by_path.entry(uri.path().to_owned()).or_default() += 1;
             StatusCode::NO_CONTENT.into_response()
         }
     }

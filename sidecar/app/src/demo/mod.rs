@@ -23,6 +23,9 @@ use crate::store::Store;
 
 use events::{Expected, Kind};
 
+/// Where refunds go after the reload halfway through.
+const REFUNDS_V2: &str = "/refunds-v2";
+
 /// The embedded default policy.
 pub const DEMO_POLICY: &str = include_str!("../../../../examples/demo.toml");
 
@@ -60,7 +63,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         .enumerate()
     {
         let e = &events[i];
-        let mut out = Outgoing::new(Bytes::from(e.payload(n as u32 % 900 + 1)));
+        let mut out = Outgoing::new(Bytes::from(e.payload(n as u32 % 900 + 1)))
+            .header("ce-type", e.event_type());
         out.content_type = Some("application/json".into());
         out.message_id = Some(format!("msg-{n}"));
         broker.publish(&queue, out);
@@ -85,19 +89,39 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} settled  {elapsed}  {msg}")
             .expect("valid template"),
     );
+    // The adaptive limit, every tick, for its median.
+    let limits = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    // Halfway, the policy is reloaded: refunds go to the app's new handler from then on.
+    let mut reloaded = config.clone();
+    reloaded.routes[0].delivery.path = Some(REFUNDS_V2.to_owned());
     let ticker = {
         let bar = bar.clone();
         let m = source_metrics.clone();
+        let pipeline = pipeline.clone();
+        let half = expected.published / 2;
+        let limits = limits.clone();
         tokio::spawn(async move {
+            let mut reload = Some(reloaded);
             loop {
-                bar.set_position(m.settled_count());
-                bar.set_message(format!("{} in flight", m.in_flight.get()));
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                let settled = m.settled_count();
+                limits.lock().push(m.concurrency_limit.get());
+                if settled >= half {
+                    if let Some(next) = reload.take() {
+                        pipeline.routes.swap(crate::run::routes(&next));
+                    }
+                }
+                bar.set_position(settled);
+                bar.set_message(format!(
+                    "{} in flight, {} at once to the app",
+                    m.in_flight.get(),
+                    m.concurrency_limit.get()
+                ));
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
     };
     let started = Instant::now();
-    pipeline::run(pipeline, source, shutdown.clone())
+    pipeline::run(pipeline.clone(), source, shutdown.clone())
         .await
         .context("the demo pipeline failed")?;
     let took = started.elapsed();
@@ -121,6 +145,17 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     let total = got.delivered + got.dropped + got.dead_lettered + got.duplicates;
 
     let count = |k: Kind| events.iter().filter(|e| e.kind == k).count();
+    let dropped_by_route: u32 = events
+        .iter()
+        .filter(|e| e.kind == Kind::Legacy)
+        .map(|e| e.copies)
+        .sum();
+    let accepted_refunds = events
+        .iter()
+        .filter(|e| e.refund && e.kind.is_accepted())
+        .count() as u32;
+    let at = |path: &str| ledger.by_path.get(path).copied().unwrap_or(0);
+    let (orders, refunds, refunds_v2) = (at("/orders"), at("/refunds"), at(REFUNDS_V2));
     let reasons = |class: &str| {
         dead.iter()
             .filter(|m| m.header_str(dlq::CLASS) == Some(class))
@@ -135,7 +170,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         reasons("4xx"),
         reasons("5xx")
     );
-    println!("  dropped at the app's request    {:>6}", got.dropped);
+    println!(
+        "  dropped                         {:>6}   ({} at the app's request, {} legacy by their route)",
+        got.dropped,
+        count(Kind::Unwanted),
+        dropped_by_route
+    );
     println!("  ─────────────────────────────────────");
     println!(
         "  total                           {:>6}   of {} published",
@@ -151,6 +191,26 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     println!(
         "  throttle responses              {:>6}   (429: slowed down, no attempt spent)",
         source_metrics.throttled.get()
+    );
+    println!();
+    println!("Policies");
+    println!("  route default  → /orders        {orders:>6} accepted");
+    println!(
+        "  route refunds  → /refunds       {refunds:>6} accepted, then {refunds_v2} at {REFUNDS_V2} after the reload halfway"
+    );
+    println!(
+        "  route legacy   dropped          {dropped_by_route:>6} without delivery (the app saw {})",
+        ledger.legacy_seen
+    );
+    let median_limit = {
+        let mut limits = limits.lock().clone();
+        limits.sort_unstable();
+        limits.get(limits.len() / 2).copied().unwrap_or_default()
+    };
+    println!(
+        "  concurrency to the app          {median_limit:>6}   at once (median): adaptive, for an app with {} workers (ceiling {})",
+        app::WORKERS,
+        config.backpressure.concurrency()
     );
     println!();
 
@@ -200,6 +260,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         (
             ready == 0 && unacked == 0,
             format!("the source queue is empty ({ready} ready, {unacked} unacked)"),
+        ),
+        (
+            refunds + refunds_v2 == accepted_refunds
+                && orders + accepted_refunds == accepted_ids as u32
+                && ledger.legacy_seen == 0,
+            format!(
+                "each route's events reached its handler ({accepted_refunds} refunds, before and \
+                 after the reload); no legacy event reached the app"
+            ),
         ),
     ];
     println!("Checks");
