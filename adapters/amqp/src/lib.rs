@@ -40,8 +40,7 @@
 //! - `dlq`: [`AmqpDeadLetters`] and its [`AmqpPass`], the dead-letter queue read back;
 //!   `dlq/resubmit`: the properties a resubmitted copy carries.
 //! - `headers`: AMQP header tables to core headers.
-//! - `error`, `reconnect`: lapin errors to [`SourceError`](outrigger_core::SourceError), and
-//!   reconnect delays.
+//! - `error`: lapin errors to [`SourceError`](outrigger_core::SourceError).
 
 mod acker;
 mod acks;
@@ -52,7 +51,6 @@ mod dlq;
 mod error;
 mod headers;
 mod publisher;
-mod reconnect;
 mod retry;
 mod session;
 mod source;

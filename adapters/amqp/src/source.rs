@@ -18,9 +18,9 @@ use crate::acker::{AmqpAcker, Original};
 use crate::acks::Acks;
 use crate::config::AmqpSettings;
 use crate::headers;
-use crate::reconnect::ReconnectDelay;
 use crate::retry::{copy, RetryQueues};
 use crate::session::{Names, Session};
+use outrigger_core::ReconnectDelay;
 
 /// How long `stop` waits for the broker to confirm the cancel and for the deliveries it had
 /// already pushed to be handed back. Past it, those come back when the channel closes.

@@ -58,7 +58,7 @@
 //! - `dlq`: [`RedisStreamsDeadLetters`] and its [`RedisStreamsPass`].
 //! - `mapping`: entries as messages; `reply`: the commands' replies; `scripts`: the Lua
 //!   scripts; `client`: the connections; `groups`: groups and streams checked or created at
-//!   connect; `stats`; `error`, `reconnect`.
+//!   connect; `stats`; `error`.
 
 mod acker;
 mod broker;
@@ -72,7 +72,6 @@ mod keeper;
 mod ledger;
 mod mapping;
 mod reader;
-mod reconnect;
 mod reply;
 mod scripts;
 mod shared;

@@ -33,9 +33,9 @@ use tracing::warn;
 use crate::client::bounded;
 use crate::dead_letter::{self, Target};
 use crate::error::{is_no_group, odd_reply, source_error};
-use crate::reconnect::ReconnectDelay;
 use crate::reply::{self, Entry};
 use crate::shared::{Item, Shared};
+use outrigger_core::ReconnectDelay;
 
 /// Why a step of the reader ended early.
 enum Halt {

@@ -20,6 +20,7 @@
 //! - [`source`]: the adapter traits, [`Source`] and [`Acker`].
 //! - [`stats`]: what a source reports per partition, [`PartitionStats`].
 //! - [`episode`]: a repeated failure logged once when it starts and once when it clears.
+//! - [`reconnect`]: the bounded doubling delay between an adapter's reconnect attempts.
 //! - [`dedup`]: the dedup store trait and its protocol types.
 //! - [`retry`]: retry queues: the trail a copy carries and the settlement that writes it.
 //! - [`parking`]: the store of parked-key chains, for retry queues that keep per-key order.
@@ -34,6 +35,7 @@ pub mod episode;
 pub mod message;
 pub mod ordering;
 pub mod parking;
+pub mod reconnect;
 pub mod reply;
 pub mod retry;
 pub mod source;
@@ -52,6 +54,7 @@ pub use episode::Episode;
 pub use message::{partition_name, Coordinates, Header, Message, ParseCoordinatesError};
 pub use ordering::OrderingMode;
 pub use parking::{ChainId, ParkingStore};
+pub use reconnect::ReconnectDelay;
 pub use reply::{Reply, Response, TransportError, TransportErrorKind};
 pub use retry::{Trail, TrailError};
 pub use source::{Acker, Delivery, HealthFlag, Settlement, Source, SourceError, Unsettled};

@@ -1,4 +1,4 @@
-//! Bounded exponential delay between reconnect attempts.
+//! Bounded exponential delay between an adapter's reconnect attempts.
 
 use std::time::Duration;
 
@@ -9,13 +9,13 @@ const MAX: Duration = Duration::from_secs(5);
 
 /// Counts consecutive failures and says how long to wait before the next attempt.
 #[derive(Debug, Default)]
-pub(crate) struct ReconnectDelay {
+pub struct ReconnectDelay {
     failures: u32,
 }
 
 impl ReconnectDelay {
     /// The wait before the next attempt: none until a failure, then 100ms doubling up to 5s.
-    pub(crate) fn delay(&self) -> Option<Duration> {
+    pub fn delay(&self) -> Option<Duration> {
         let doublings = self.failures.checked_sub(1)?;
         Some(
             FIRST
@@ -25,12 +25,12 @@ impl ReconnectDelay {
     }
 
     /// Records a failed attempt.
-    pub(crate) fn failed(&mut self) {
+    pub fn failed(&mut self) {
         self.failures = self.failures.saturating_add(1);
     }
 
-    /// Records that things work again (for the source: a delivery arrived).
-    pub(crate) fn reset(&mut self) {
+    /// Records that things work again (a delivery arrived, a turn of reading worked).
+    pub fn reset(&mut self) {
         self.failures = 0;
     }
 }
