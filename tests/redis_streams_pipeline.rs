@@ -663,8 +663,8 @@ async fn the_dlq_cli_lists_shows_resubmits_and_purges_and_a_rerun_never_doubles(
 async fn metrics_show_the_connection_what_is_pending_and_what_was_deleted_while_pending() {
     let s = Streams::new("rs-gauges").await;
     // Held long enough for the once-a-second gauge to be read while it is pending, even on a
-    // loaded machine (3 s was missed under CI load).
-    let app = TestApp::slow_on("held", Duration::from_secs(10)).await;
+    // loaded machine, and shorter than the delivery timeout below, or it would be retried.
+    let app = TestApp::slow_on("held", Duration::from_secs(7)).await;
     // An entry this consumer read before (a crash), then deleted from the stream.
     let gone = s.add_keyed("gone", b"{}").await;
     s.create_group().await;
@@ -674,7 +674,11 @@ async fn metrics_show_the_connection_what_is_pending_and_what_was_deleted_while_
     let _: i64 = s.run(&delete).await;
     s.add_keyed("held", b"{}").await;
 
-    let sidecar = Sidecar::start(OUTRIGGER, s.policy("sidecar-1", &app, "30s"));
+    let sidecar = Sidecar::start(
+        OUTRIGGER,
+        s.policy("sidecar-1", &app, "30s")
+            .set("delivery.timeout", "9s"),
+    );
     let labels = format!(r#"partition="",topic="{}""#, s.stream);
     wait_until("the held entry pending, by the gauge", LIMIT, || async {
         app.count() == 1 && sidecar.metric("outrigger_pending_messages", &labels) == 1.0
