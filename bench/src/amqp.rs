@@ -62,7 +62,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
             measure_sidecar(bench, plan, &broker, "sidecar", &on(&sidecar_queue, None)?).await?;
         // The same again with batch delivery, on a queue of its own.
         let spec = on(&batch_queue, Some(BATCH))?;
-        let batched = measure_sidecar(bench, plan, &broker, "sidecar, batch 32", &spec).await?;
+        let batched = measure_sidecar(bench, plan, &broker, "batch 32", &spec).await?;
         Ok::<_, anyhow::Error>(Report {
             broker: BrokerKind::Amqp,
             setup: "RabbitMQ".to_owned(),

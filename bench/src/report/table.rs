@@ -88,8 +88,9 @@ impl Table<'_> {
     /// One row: `raws` under the raw consumers, `sidecars` under the sidecar runs, then `note`.
     fn row(&mut self, label: &str, raws: Vec<String>, sidecars: Vec<String>, note: &str) {
         let _ = write!(self.out, "{label:<LABEL_WIDTH$}");
+        // A space before each cell, so a heading as wide as the column still stands apart.
         for cell in raws.iter().chain(&sidecars) {
-            let _ = write!(self.out, "{cell:>COLUMN_WIDTH$}");
+            let _ = write!(self.out, " {cell:>0$}", COLUMN_WIDTH - 1);
         }
         let _ = writeln!(self.out, "{note}");
     }
