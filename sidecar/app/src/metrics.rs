@@ -594,6 +594,14 @@ impl SourceMetrics {
         self.metrics.breaker(&self.source)
     }
 
+    /// How often the circuit breaker opened.
+    pub fn breaker_opened(&self) -> u64 {
+        self.metrics
+            .breaker_transitions
+            .with_label_values(&[self.source.as_str(), "open"])
+            .get()
+    }
+
     /// Counts one delivery attempt by the app's response class.
     pub fn attempt(&self, class: &str) {
         self.metrics

@@ -1,6 +1,7 @@
 //! The demo's built-in flaky app: an HTTP server on loopback that fails on purpose.
 
 use std::collections::HashMap;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use axum::Router;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// What the app saw, per event id.
@@ -40,6 +41,9 @@ const WORK: Duration = Duration::from_millis(1);
 struct AppState {
     ledger: Arc<Mutex<Ledger>>,
     workers: Semaphore,
+    /// Go away once this many events were accepted, for this long.
+    outage: Option<(usize, Duration)>,
+    outages: mpsc::UnboundedSender<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -57,22 +61,58 @@ pub struct FlakyApp {
     pub ledger: Arc<Mutex<Ledger>>,
 }
 
-/// Starts the app on an ephemeral loopback port.
-pub async fn start(shutdown: CancellationToken) -> std::io::Result<FlakyApp> {
+/// Starts the app on an ephemeral loopback port. With `outage = (n, d)`, once it accepted `n`
+/// events it goes away for `d`, as in a restart: it stops listening (connections are refused),
+/// then listens on the same address again.
+pub async fn start(
+    shutdown: CancellationToken,
+    outage: Option<(usize, Duration)>,
+) -> std::io::Result<FlakyApp> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let (outages, down) = mpsc::unbounded_channel();
     let state = Arc::new(AppState {
         ledger: ledger.clone(),
         workers: Semaphore::new(WORKERS),
+        outage,
+        outages,
     });
     let router = Router::new().fallback(post(handle)).with_state(state);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-    });
+    tokio::spawn(serve(listener, router, shutdown, down));
     Ok(FlakyApp { addr, ledger })
+}
+
+/// Serves until `shutdown`, going away for each outage asked for.
+async fn serve(
+    mut listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    mut outages: mpsc::UnboundedReceiver<Duration>,
+) {
+    loop {
+        let addr = listener.local_addr().ok();
+        let stop = shutdown.child_token();
+        let server = tokio::spawn(
+            axum::serve(listener, router.clone())
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future(),
+        );
+        let outage = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            outage = outages.recv() => outage,
+        };
+        stop.cancel();
+        let _ = server.await;
+        let (Some(outage), Some(addr)) = (outage, addr) else {
+            return;
+        };
+        tokio::time::sleep(outage).await;
+        listener = match TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            Err(_) => return,
+        };
+    }
 }
 
 async fn handle(
@@ -132,6 +172,11 @@ async fn handle(
             }
             *ledger.accepted.entry(p.id).or_default() += 1;
             *ledger.by_path.entry(uri.path().to_owned()).or_default() += 1;
+            if let Some((after, how_long)) = app.outage {
+                if ledger.accepted.len() == after {
+                    let _ = app.outages.send(how_long);
+                }
+            }
             StatusCode::NO_CONTENT.into_response()
         }
     }

@@ -23,6 +23,9 @@ use crate::store::Store;
 
 use events::{Expected, Kind};
 
+/// How long the app goes away, once it accepted 70% of the events it will accept.
+const OUTAGE: Duration = Duration::from_millis(500);
+
 /// Where refunds go after the reload halfway through.
 const REFUNDS_V2: &str = "/refunds-v2";
 
@@ -50,13 +53,14 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     config.dedup.embedded.path = dir.path().join("dedup.redb");
 
     let shutdown = CancellationToken::new();
-    let app = app::start(shutdown.clone())
+    let events = events::generate(options.events, options.seed);
+    let expected = Expected::of(&events);
+    let outage_after = (expected.delivered * 7 / 10) as usize;
+    let app = app::start(shutdown.clone(), Some((outage_after, OUTAGE)))
         .await
         .context("starting the demo app")?;
     config.delivery.url = format!("http://{}/orders", app.addr).parse()?;
 
-    let events = events::generate(options.events, options.seed);
-    let expected = Expected::of(&events);
     let broker = MemoryBroker::new();
     for (n, i) in events::publication_order(&events, options.seed)
         .into_iter()
@@ -212,6 +216,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         app::WORKERS,
         config.backpressure.concurrency()
     );
+    let opened = source_metrics.breaker_opened();
+    println!(
+        "  app outage                      {:>6}   ms of refused connections 70% through: the breaker opened {opened} time(s), no attempt spent",
+        OUTAGE.as_millis()
+    );
     println!();
 
     let sample = dead.iter().find_map(|m| {
@@ -260,6 +269,14 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         (
             ready == 0 && unacked == 0,
             format!("the source queue is empty ({ready} ready, {unacked} unacked)"),
+        ),
+        (
+            reasons("connection") == 0,
+            format!(
+                "the app's outage was ridden out: the breaker opened {opened} time(s), {} dead \
+                 letters for it",
+                reasons("connection")
+            ),
         ),
         (
             refunds + refunds_v2 == accepted_refunds
