@@ -7,24 +7,31 @@ use outrigger_core::{Reply, TransportErrorKind};
 use outrigger_policies::{AdaptiveLimit, Bounds, Sample};
 use parking_lot::Mutex;
 use prometheus::IntGauge;
-use tokio::sync::Notify;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
-/// The gate every delivery to the app passes.
+/// The gate every delivery to the app passes: a FIFO semaphore (a delivery that waited is
+/// never overtaken by one that came later) whose permits follow the limit.
 pub struct AppConcurrency {
+    permits: Semaphore,
     state: Mutex<State>,
-    freed: Notify,
     /// `outrigger_concurrency_limit`.
     gauge: IntGauge,
 }
 
 struct State {
-    in_use: usize,
     limit: usize,
+    in_use: usize,
+    /// Permits still to take out of circulation after a cut: those in use when it came are
+    /// forgotten as they come back.
+    debt: usize,
     adaptive: Option<AdaptiveLimit>,
 }
 
 /// One delivery's place at the gate, given back when dropped.
-pub struct Slot<'a>(&'a AppConcurrency);
+pub struct Slot<'a> {
+    gate: &'a AppConcurrency,
+    permit: Option<SemaphorePermit<'a>>,
+}
 
 impl AppConcurrency {
     /// `limit` deliveries at once, always.
@@ -41,31 +48,28 @@ impl AppConcurrency {
     fn with(limit: usize, adaptive: Option<AdaptiveLimit>, gauge: IntGauge) -> Self {
         gauge.set(limit as i64);
         Self {
+            permits: Semaphore::new(limit),
             state: Mutex::new(State {
-                in_use: 0,
                 limit,
+                in_use: 0,
+                debt: 0,
                 adaptive,
             }),
-            freed: Notify::new(),
             gauge,
         }
     }
 
-    /// Waits for a place under the limit.
+    /// Waits for a place under the limit, in arrival order.
     pub async fn acquire(&self) -> Slot<'_> {
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            // Registered before the check, so a place freed in between wakes this one.
-            freed.as_mut().enable();
-            {
-                let mut s = self.state.lock();
-                if s.in_use < s.limit {
-                    s.in_use += 1;
-                    return Slot(self);
-                }
-            }
-            freed.await;
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the app's semaphore is never closed");
+        self.state.lock().in_use += 1;
+        Slot {
+            gate: self,
+            permit: Some(permit),
         }
     }
 
@@ -79,13 +83,20 @@ impl AppConcurrency {
         let Some(limit) = limiter.record(sample(reply, took), in_use) else {
             return;
         };
-        let grew = limit > s.limit;
+        if limit > s.limit {
+            // Growth first cancels what a cut still owes.
+            let grow = limit - s.limit;
+            let cancelled = grow.min(s.debt);
+            s.debt -= cancelled;
+            self.permits.add_permits(grow - cancelled);
+        } else {
+            let cut = s.limit - limit;
+            let forgotten = self.permits.forget_permits(cut);
+            s.debt += cut - forgotten;
+        }
         s.limit = limit;
         drop(s);
         self.gauge.set(limit as i64);
-        if grew {
-            self.freed.notify_waiters();
-        }
     }
 
     /// The limit in force.
@@ -96,8 +107,16 @@ impl AppConcurrency {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.0.state.lock().in_use -= 1;
-        self.0.freed.notify_one();
+        let mut s = self.gate.state.lock();
+        s.in_use -= 1;
+        let permit = self
+            .permit
+            .take()
+            .expect("a slot holds its permit until dropped");
+        if s.debt > 0 {
+            s.debt -= 1;
+            permit.forget();
+        }
     }
 }
 
@@ -160,9 +179,38 @@ mod tests {
             headers: Vec::new(),
             body_excerpt: Default::default(),
         });
-        let slot = gate.acquire().await;
-        gate.record(&slot, &refused, Duration::from_millis(5));
+        let slots: Vec<_> = futures_util::future::join_all((0..20).map(|_| gate.acquire())).await;
+        gate.record(&slots[0], &refused, Duration::from_millis(5));
         assert_eq!(gate.limit(), 18);
         assert_eq!(g.get(), 18, "the gauge follows");
+        // All 20 were in use when the cut came: two are forgotten as they come back, so
+        // 18 go back to circulation.
+        drop(slots);
+        let again: Vec<_> = futures_util::future::join_all((0..18).map(|_| gate.acquire())).await;
+        let more = tokio::time::timeout(Duration::from_millis(50), gate.acquire()).await;
+        assert!(more.is_err(), "a 19th waits: the limit is 18");
+        drop(again);
+    }
+
+    #[tokio::test]
+    async fn the_first_to_wait_is_the_first_let_through() {
+        let gate = Arc::new(AppConcurrency::fixed(1, gauge()));
+        let held = gate.acquire().await;
+        let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for i in 0..5 {
+            let (gate, order) = (gate.clone(), order.clone());
+            waiters.push(tokio::spawn(async move {
+                let _slot = gate.acquire().await;
+                order.lock().push(i);
+            }));
+            // Each one queued before the next starts.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(held);
+        for w in waiters {
+            w.await.unwrap();
+        }
+        assert_eq!(*order.lock(), [0, 1, 2, 3, 4]);
     }
 }
