@@ -328,7 +328,7 @@ async fn metrics_show_the_connection_the_lag_and_what_is_ack_pending() {
         "the held message ack-pending, by the gauge",
         LIMIT,
         || async {
-            app.count() == 1 && sidecar.metric("outrigger_pending_messages", &labels) == 1.0
+            app.arrived() == 1 && sidecar.metric("outrigger_pending_messages", &labels) == 1.0
         },
     )
     .await;

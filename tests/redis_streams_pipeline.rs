@@ -681,10 +681,13 @@ async fn metrics_show_the_connection_what_is_pending_and_what_was_deleted_while_
     );
     let labels = format!(r#"partition="",topic="{}""#, s.stream);
     wait_until("the held entry pending, by the gauge", LIMIT, || async {
-        app.count() == 1 && sidecar.metric("outrigger_pending_messages", &labels) == 1.0
+        app.arrived() == 1 && sidecar.metric("outrigger_pending_messages", &labels) == 1.0
     })
     .await;
-    assert_eq!(sidecar.metric("outrigger_source_up", ""), 1.0);
+    wait_until("the connection up, by the gauge", LIMIT, || async {
+        sidecar.metric("outrigger_source_up", "") == 1.0
+    })
+    .await;
     wait_until("the deleted entry counted", LIMIT, || async {
         sidecar.metric("outrigger_deleted_while_pending_total", &labels) == 1.0
     })

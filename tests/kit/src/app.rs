@@ -176,7 +176,15 @@ impl TestApp {
         assert!(twice.is_empty(), "delivered more than once: {twice:?}");
     }
 
-    /// Number of requests so far.
+    /// Requests that arrived, answered or not yet (a slow answer is counted by [`count`]
+    /// only once it was sent).
+    ///
+    /// [`count`]: Self::count
+    pub fn arrived(&self) -> usize {
+        self.inner.counts.lock().values().map(|&n| n as usize).sum()
+    }
+
+    /// Requests answered so far (a slow one counts once its answer was sent).
     pub fn count(&self) -> usize {
         self.inner.hits.lock().len()
     }
