@@ -332,7 +332,10 @@ async fn metrics_show_the_connection_the_lag_and_what_is_ack_pending() {
         },
     )
     .await;
-    assert_eq!(sidecar.metric("outrigger_source_up", ""), 1.0);
+    wait_until("the connection up, by the gauge", LIMIT, || async {
+        sidecar.metric("outrigger_source_up", "") == 1.0
+    })
+    .await;
     assert_eq!(
         sidecar.metric("outrigger_consumer_lag_messages", &labels),
         0.0,
