@@ -12,16 +12,6 @@ const SETTLED: &str = "outrigger_messages_settled_total";
 const RELOADS: &str = "outrigger_policy_reloads_total";
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// `kill -HUP <pid>` through the `kill` command: no unsafe code in the tests.
-fn hangup(sidecar: &Sidecar) {
-    let status = std::process::Command::new("kill")
-        .arg("-HUP")
-        .arg(sidecar.pid().to_string())
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-}
-
 /// The hash label of `outrigger_policy_info`, the policy in force.
 fn policy_hash(sidecar: &Sidecar) -> Option<String> {
     let (_, body) = sidecar.get("/metrics")?;
@@ -31,12 +21,6 @@ fn policy_hash(sidecar: &Sidecar) -> Option<String> {
     let start = line.find("hash=\"")? + "hash=\"".len();
     let end = start + line[start..].find('"')?;
     Some(line[start..end].to_owned())
-}
-
-/// Writes `policy` as the sidecar's file, with the admin address it runs with.
-fn rewrite(sidecar: &Sidecar, policy: Policy) {
-    let text = policy.set("admin.listen", sidecar.admin.to_string()).text();
-    std::fs::write(sidecar.dir().join("policy.toml"), text).unwrap();
 }
 
 async fn ready(sidecar: &Sidecar) {
@@ -63,14 +47,13 @@ async fn sighup_sends_new_messages_to_the_new_route_while_in_flight_ones_finish_
         sidecar.metric("outrigger_in_flight_messages", "") >= 1.0
     })
     .await;
-    rewrite(
-        &sidecar,
+    sidecar.rewrite_policy(
         policy
             .clone()
             .set("delivery.url", new_app.url())
             .set("retry.max_attempts", 9),
     );
-    hangup(&sidecar);
+    sidecar.hangup();
     wait_until("the reload applied", LIMIT, || async {
         sidecar.metric(RELOADS, r#"result="applied""#) == 1.0
     })
@@ -125,15 +108,14 @@ async fn a_reload_that_fails_validation_or_needs_a_restart_changes_nothing() {
 
     // A new queue (a restart's business) and a new app URL (a route's) in one file: none of
     // it is applied.
-    rewrite(
-        &sidecar,
+    sidecar.rewrite_policy(
         policy
             .clone()
             .set("source.amqp.queue", "another-queue")
             .set("backpressure.max_in_flight", 7)
             .set("delivery.url", other.url()),
     );
-    hangup(&sidecar);
+    sidecar.hangup();
     wait_until("the reload refused", LIMIT, || async {
         sidecar.metric(RELOADS, r#"result="refused""#) == 1.0
     })
@@ -144,7 +126,7 @@ async fn a_reload_that_fails_validation_or_needs_a_restart_changes_nothing() {
         format!("{text}\n[delivery.batch]\nmax_events = 0\n"),
     )
     .unwrap();
-    hangup(&sidecar);
+    sidecar.hangup();
     wait_until("the invalid file refused", LIMIT, || async {
         sidecar.metric(RELOADS, r#"result="invalid""#) == 1.0
     })
@@ -197,7 +179,7 @@ async fn a_watched_file_is_applied_when_it_changes_without_a_signal() {
     })
     .await;
 
-    rewrite(&sidecar, policy.clone().set("delivery.url", new_app.url()));
+    sidecar.rewrite_policy(policy.clone().set("delivery.url", new_app.url()));
     wait_until("the change applied", LIMIT, || async {
         sidecar.metric(RELOADS, r#"result="applied""#) == 1.0
     })

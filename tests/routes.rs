@@ -6,25 +6,14 @@ mod support;
 
 use std::time::Duration;
 
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::BasicProperties;
 use support::{unique, wait_until, Policy, Rabbit, Reply, Sidecar, TestApp, OUTRIGGER};
 
 const SETTLED: &str = "outrigger_messages_settled_total";
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// Publishes with an `idempotency-key` header and these others.
+/// Publishes a `{}` body with an `idempotency-key` header and these others.
 async fn publish(rabbit: &Rabbit, queue: &str, key: &str, headers: &[(&str, &str)]) {
-    let mut table = FieldTable::default();
-    for (name, value) in [("idempotency-key", key)].iter().chain(headers) {
-        table.insert(
-            (*name).into(),
-            AMQPValue::LongString(LongString::from(value.as_bytes().to_vec())),
-        );
-    }
-    rabbit
-        .publish(queue, b"{}", BasicProperties::default().with_headers(table))
-        .await;
+    rabbit.publish_keyed_with(queue, key, headers, b"{}").await;
 }
 
 fn keys_of(app: &TestApp) -> Vec<String> {
@@ -141,16 +130,6 @@ async fn each_kind_of_message_takes_its_route_and_the_rest_the_top_level_policy(
     rabbit.delete(&queue).await;
 }
 
-/// `kill -HUP <pid>` through the `kill` command: no unsafe code in the tests.
-fn hangup(sidecar: &Sidecar) {
-    let status = std::process::Command::new("kill")
-        .arg("-HUP")
-        .arg(sidecar.pid().to_string())
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_routes_the_messages_taken_after_it() {
     let rabbit = Rabbit::connect().await;
@@ -166,15 +145,12 @@ async fn a_reload_routes_the_messages_taken_after_it() {
     })
     .await;
 
-    let routed = policy
-        .set("admin.listen", sidecar.admin.to_string())
-        .with_toml(&format!(
-            "[[routes]]\nname = \"refunds\"\nmatch = {{ type = \"order.refunded\" }}\n\
-             [routes.delivery]\nurl = \"{}\"\n",
-            refunds.url()
-        ));
-    std::fs::write(sidecar.dir().join("policy.toml"), routed.text()).unwrap();
-    hangup(&sidecar);
+    sidecar.rewrite_policy(policy.with_toml(&format!(
+        "[[routes]]\nname = \"refunds\"\nmatch = {{ type = \"order.refunded\" }}\n\
+         [routes.delivery]\nurl = \"{}\"\n",
+        refunds.url()
+    )));
+    sidecar.hangup();
     wait_until("the reload applied", LIMIT, || async {
         sidecar.metric("outrigger_policy_reloads_total", r#"result="applied""#) == 1.0
     })

@@ -202,17 +202,27 @@ impl Rabbit {
 
     /// Publishes with an `idempotency-key` header and waits for the confirm.
     pub async fn publish_keyed(&self, queue: &str, key: &str, body: &[u8]) {
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "idempotency-key".into(),
-            AMQPValue::LongString(LongString::from(key.as_bytes().to_vec())),
-        );
-        self.publish(
-            queue,
-            body,
-            BasicProperties::default().with_headers(headers),
-        )
-        .await;
+        self.publish_keyed_with(queue, key, &[], body).await;
+    }
+
+    /// Publishes with an `idempotency-key` header and these text headers, and waits for the
+    /// confirm.
+    pub async fn publish_keyed_with(
+        &self,
+        queue: &str,
+        key: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) {
+        let mut table = FieldTable::default();
+        for (name, value) in [("idempotency-key", key)].iter().chain(headers) {
+            table.insert(
+                (*name).into(),
+                AMQPValue::LongString(LongString::from(value.as_bytes().to_vec())),
+            );
+        }
+        self.publish(queue, body, BasicProperties::default().with_headers(table))
+            .await;
     }
 
     /// Ready messages and consumers of a queue, which must exist. A fresh channel each time: a

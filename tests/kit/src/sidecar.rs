@@ -53,9 +53,27 @@ impl Sidecar {
         }
     }
 
-    /// The process id, for signals the fixture has no method for (SIGHUP).
+    /// The process id, for signals the fixture has no method for.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends SIGHUP (`kill -HUP <pid>` through the `kill` command: no unsafe code in the
+    /// tests).
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Writes `policy` as the sidecar's file, with the admin address it runs with, for a
+    /// reload to read.
+    pub fn rewrite_policy(&self, policy: Policy) {
+        let text = policy.set("admin.listen", self.admin.to_string()).text();
+        std::fs::write(self.dir().join("policy.toml"), text).unwrap();
     }
 
     /// What the sidecar logged so far.
