@@ -309,9 +309,10 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
             Meeting::Run => None,
             Meeting::Park(trail) => Some(Fate::Retry(trail)),
             Meeting::Stale => Some(Fate::Ack(outcome::STALE)),
-            Meeting::DeadLetter(reason) => {
-                Some(Fate::DeadLetter(self.chain_dead_letter(reason), None))
-            }
+            Meeting::DeadLetter(reason) => Some(Fate::DeadLetter(
+                self.undelivered_dead_letter(reason, PARKED_CLASS),
+                None,
+            )),
         }
     }
 
@@ -328,35 +329,27 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
         match self.route.action {
             RouteAction::Deliver => None,
             RouteAction::Drop => Some(Fate::Ack(outcome::DROPPED)),
-            RouteAction::DeadLetter => {
-                let now = SystemTime::now();
-                Some(Fate::DeadLetter(
-                    DeadLetter {
-                        reason: format!(
-                            "route {:?} dead-letters every message it takes, without delivery",
-                            self.route.name
-                        ),
-                        class: ROUTE_CLASS.to_owned(),
-                        last_status: None,
-                        attempts: 0,
-                        first_failure: now,
-                        last_failure: now,
-                        key: self.dedup_key(),
-                        response_excerpt: Bytes::new(),
-                    },
-                    None,
-                ))
-            }
+            RouteAction::DeadLetter => Some(Fate::DeadLetter(
+                self.undelivered_dead_letter(
+                    format!(
+                        "route {:?} dead-letters every message it takes, without delivery",
+                        self.route.name
+                    ),
+                    ROUTE_CLASS,
+                ),
+                None,
+            )),
         }
     }
 
-    /// The dead letter of a message its chain sends to the dead-letter queue.
-    fn chain_dead_letter(&self, reason: String) -> DeadLetter {
+    /// The dead letter of a message sent to the dead-letter queue without a delivery (by its
+    /// chain, or by its route): the attempts its trail carries, if any.
+    fn undelivered_dead_letter(&self, reason: String, class: &str) -> DeadLetter {
         let now = SystemTime::now();
         let trail = self.message.trail.as_ref();
         DeadLetter {
             reason,
-            class: PARKED_CLASS.to_owned(),
+            class: class.to_owned(),
             last_status: None,
             attempts: trail.map_or(0, |t| t.attempts),
             first_failure: trail.and_then(|t| t.first_failure).unwrap_or(now),
