@@ -3,8 +3,9 @@
 //!
 //! Connecting is timed apart from the exchange, so an app whose listen backlog makes connects
 //! wait is not mistaken for a slow handler, and a connect that fails is known to have reached
-//! nothing (the breaker counts it against the app, not the message). A request that finds a
-//! kept-alive connection closed under it before anything was sent goes out again on a new one.
+//! nothing (the breaker counts it against the app, not the message). A request the app never
+//! took in (a kept-alive connection it closed as idle, a reset from a restart's listen backlog)
+//! goes out again on a new connection instead of spending an attempt.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -132,8 +133,9 @@ impl Pool {
     }
 
     /// Sends `request` on `lease` and returns the response head with the lease, to give back
-    /// once the body is read. On a kept-alive connection (`reused`) that the app closed before
-    /// the request went out, it goes out again on a new connection, once.
+    /// once the body is read. A connection that went away before answering in a way that says
+    /// the app never took the request in (see [`unread`]) gets it again on a new connection,
+    /// once.
     pub(crate) async fn exchange(
         &self,
         mut lease: Lease,
@@ -141,14 +143,14 @@ impl Pool {
         reused: bool,
     ) -> Result<(Response<Incoming>, Lease), PoolError> {
         let request = self.form(request);
-        let resend = reused.then(|| clone_request(&request));
+        let resend = clone_request(&request);
         match lease.sender.send(request).await {
             Ok(response) => Ok((response, lease)),
-            Err(e) if e.is_canceled() && resend.is_some() => {
+            Err(e) if unread(&e, reused) => {
                 let mut lease = self.connect(lease._slot.take()).await?;
                 let response = lease
                     .sender
-                    .send(resend.expect("checked"))
+                    .send(resend)
                     .await
                     .map_err(PoolError::Exchange)?;
                 Ok((response, lease))
@@ -224,6 +226,36 @@ impl Pool {
     }
 }
 
+/// Whether a connection went away before answering in a way that says the app never took the
+/// request in, so sending it again on a new connection spends no attempt and applies nothing
+/// twice:
+/// - the connection was gone before the request was handed to it (its channel closed), the
+///   request was cancelled before it was written, or its write failed (broken pipe);
+/// - the connection was reset: a socket closed with our request unread in it sends a reset,
+///   as a restarting app does for the connections still in its listen backlog;
+/// - a kept-alive (`reused`) connection closed cleanly with no answer: the app closed it as
+///   idle while the request was on its way, the keep-alive race of RFC 9112 §9.3.1.
+///
+/// A new connection closed cleanly with no answer is different: the app read the request and
+/// went away (a crash in the handler), and that is the attempt's failure.
+fn unread(e: &hyper::Error, reused: bool) -> bool {
+    use std::error::Error as _;
+    if e.is_closed() || e.is_canceled() || (reused && e.is_incomplete_message()) {
+        return true;
+    }
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            return matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            );
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// A hyper error with its causes, which say what actually happened (reset, closed early).
 fn describe(e: &hyper::Error) -> String {
     use std::error::Error as _;
@@ -252,4 +284,122 @@ fn clone_request(request: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
     }
     copy.body(request.body().clone())
         .expect("a copy of a valid request is valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+    /// Reads one small request (it fits one read) and returns it.
+    async fn read_request(stream: &mut TcpStream) -> Vec<u8> {
+        let mut buf = vec![0u8; 4096];
+        let n = stream.read(&mut buf).await.unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    fn request(body: &'static str) -> Request<Full<Bytes>> {
+        Request::post("http://app/")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap()
+    }
+
+    async fn round_trip(pool: &Pool, body: &'static str) -> Result<(), PoolError> {
+        use http_body_util::BodyExt as _;
+        let (lease, reused) = pool.checkout().await?;
+        let (response, lease) = pool.exchange(lease, request(body), reused).await?;
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap();
+        pool.give_back(lease);
+        Ok(())
+    }
+
+    /// The app reads the second request on a kept-alive connection and closes it unanswered,
+    /// as a restart's graceful shutdown does: the request goes out again on a new connection.
+    #[tokio::test]
+    async fn a_kept_alive_connection_closed_before_answering_is_retried_on_a_new_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pool::new(
+            listener.local_addr().unwrap().to_string(),
+            false,
+            Duration::from_secs(1),
+            1,
+        );
+        let app = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let (mut first, _) = listener.accept().await.unwrap();
+            seen.push(read_request(&mut first).await);
+            first.write_all(OK).await.unwrap();
+            seen.push(read_request(&mut first).await);
+            drop(first);
+            let (mut second, _) = listener.accept().await.unwrap();
+            seen.push(read_request(&mut second).await);
+            second.write_all(OK).await.unwrap();
+            seen
+        });
+        round_trip(&pool, "one").await.unwrap();
+        round_trip(&pool, "two").await.unwrap();
+        let seen = app.await.unwrap();
+        let bodies: Vec<bool> = seen
+            .iter()
+            .zip(["one", "two", "two"])
+            .map(|(r, body)| r.ends_with(body.as_bytes()))
+            .collect();
+        assert_eq!(bodies, [true, true, true], "{seen:?}");
+    }
+
+    /// A restarting app resets the connections left in its listen backlog, our request unread
+    /// in them: the request goes out again on a new connection.
+    #[tokio::test]
+    async fn a_connection_reset_with_the_request_unread_is_retried_on_a_new_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pool::new(
+            listener.local_addr().unwrap().to_string(),
+            false,
+            Duration::from_secs(1),
+            1,
+        );
+        let app = tokio::spawn(async move {
+            let (first, _) = listener.accept().await.unwrap();
+            // Closed with the request in its buffer, unread: the kernel answers with a reset.
+            first.readable().await.unwrap();
+            drop(first);
+            let (mut second, _) = listener.accept().await.unwrap();
+            let seen = read_request(&mut second).await;
+            second.write_all(OK).await.unwrap();
+            seen
+        });
+        round_trip(&pool, "one").await.unwrap();
+        let seen = app.await.unwrap();
+        assert!(seen.ends_with(b"one"), "{seen:?}");
+    }
+
+    /// A new connection closed before answering once the app read the request (a crash in its
+    /// handler) is the attempt's failure: it is not sent again.
+    #[tokio::test]
+    async fn a_new_connection_closed_before_answering_is_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pool::new(
+            listener.local_addr().unwrap().to_string(),
+            false,
+            Duration::from_secs(1),
+            1,
+        );
+        let app = tokio::spawn(async move {
+            let (mut first, _) = listener.accept().await.unwrap();
+            read_request(&mut first).await;
+            drop(first);
+            // Another connection within a second would be a resend.
+            tokio::time::timeout(Duration::from_secs(1), listener.accept())
+                .await
+                .is_ok()
+        });
+        let err = round_trip(&pool, "one").await.unwrap_err();
+        assert!(matches!(err, PoolError::Exchange(_)), "{err}");
+        assert!(!app.await.unwrap(), "the request was sent again");
+    }
 }
