@@ -308,6 +308,16 @@ mod tests {
             .unwrap()
     }
 
+    /// A listener for the test's app, and a pool of one HTTP/1.1 connection to it.
+    async fn app_and_pool() -> (TcpListener, Pool) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string();
+        (
+            listener,
+            Pool::new(authority, false, Duration::from_secs(1), 1),
+        )
+    }
+
     async fn round_trip(pool: &Pool, body: &'static str) -> Result<(), PoolError> {
         use http_body_util::BodyExt as _;
         let (lease, reused) = pool.checkout().await?;
@@ -322,13 +332,7 @@ mod tests {
     /// as a restart's graceful shutdown does: the request goes out again on a new connection.
     #[tokio::test]
     async fn a_kept_alive_connection_closed_before_answering_is_retried_on_a_new_one() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pool = Pool::new(
-            listener.local_addr().unwrap().to_string(),
-            false,
-            Duration::from_secs(1),
-            1,
-        );
+        let (listener, pool) = app_and_pool().await;
         let app = tokio::spawn(async move {
             let mut seen = Vec::new();
             let (mut first, _) = listener.accept().await.unwrap();
@@ -356,13 +360,7 @@ mod tests {
     /// in them: the request goes out again on a new connection.
     #[tokio::test]
     async fn a_connection_reset_with_the_request_unread_is_retried_on_a_new_one() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pool = Pool::new(
-            listener.local_addr().unwrap().to_string(),
-            false,
-            Duration::from_secs(1),
-            1,
-        );
+        let (listener, pool) = app_and_pool().await;
         let app = tokio::spawn(async move {
             let (first, _) = listener.accept().await.unwrap();
             // Closed with the request in its buffer, unread: the kernel answers with a reset.
@@ -382,13 +380,7 @@ mod tests {
     /// handler) is the attempt's failure: it is not sent again.
     #[tokio::test]
     async fn a_new_connection_closed_before_answering_is_an_error() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pool = Pool::new(
-            listener.local_addr().unwrap().to_string(),
-            false,
-            Duration::from_secs(1),
-            1,
-        );
+        let (listener, pool) = app_and_pool().await;
         let app = tokio::spawn(async move {
             let (mut first, _) = listener.accept().await.unwrap();
             read_request(&mut first).await;
