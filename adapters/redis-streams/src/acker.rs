@@ -6,6 +6,10 @@
 //! - `DeadLetter`: the dead letter (the entry's fields, then the context) is written and the
 //!   entry acknowledged by one script; a failed write leaves the entry pending, and the handle
 //!   comes back with [`SourceError::Publish`].
+//! - `Retry` (retry mode `queue`): a copy (the entry's fields, then the trail, due after the
+//!   tier's delay) is written to the tier's retry stream and the entry acknowledged by one
+//!   script, both or neither; a failed write leaves the entry pending and comes back with
+//!   [`SourceError::Publish`].
 //! - `Requeue`: the entry is handed out again by the same source, its delivery count
 //!   unchanged (a requeue is the sidecar's doing: shutdown, a lost claim, not an attempt).
 //!   Once the source is stopped, it stays pending for the next consumer of this name, its
@@ -15,12 +19,14 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use outrigger_core::{Acker, Coordinates, DeadLetter, Settlement, SourceError, Unsettled};
+use outrigger_core::{Acker, Coordinates, DeadLetter, Settlement, SourceError, Trail, Unsettled};
 use tracing::debug;
 
 use crate::dead_letter::{self, Target, Written};
 use crate::error::source_error;
+use crate::retry;
 use crate::shared::{Held, Shared};
 
 /// The handle of one entry. Dropped unsettled, it hands the entry out again.
@@ -47,11 +53,20 @@ impl RedisStreamsAcker {
         self.shared.stream(self.held.stream)
     }
 
+    /// Where the entry is: a retry copy's place in its retry stream.
     fn coordinates(&self) -> Coordinates {
         Coordinates::RedisStream {
             stream: self.stream().to_owned(),
             id: self.held.id.clone(),
         }
+    }
+
+    /// What the entry stands for: a retry copy's origin, else the entry.
+    fn origin(&self) -> Coordinates {
+        self.held
+            .trail
+            .as_ref()
+            .map_or_else(|| self.coordinates(), |t| t.origin.clone())
     }
 
     async fn ack(&self) -> Result<(), SourceError> {
@@ -69,7 +84,7 @@ impl RedisStreamsAcker {
 
     async fn dead_letter(&self, context: &DeadLetter) -> Result<(), SourceError> {
         let s = &self.shared.settings;
-        let fields = dead_letter::fields(&self.held.fields, context, &self.coordinates());
+        let fields = dead_letter::fields(&self.held.fields, context, &self.origin());
         let target = Target {
             dead_letters: &self.shared.dead_letters[self.held.stream],
             stream: self.stream(),
@@ -85,6 +100,36 @@ impl RedisStreamsAcker {
             debug!(source = %self.coordinates(), "The entry was settled already; no dead letter written.");
         }
         written.map(|_| ())
+    }
+
+    /// Writes the copy carrying `trail` to the retry stream of its tier and acknowledges the
+    /// entry, in one script.
+    async fn retry(&self, trail: &Trail) -> Result<(), SourceError> {
+        let shared = &self.shared;
+        let tiers = &shared.settings.retry_tiers;
+        let (Some(delay), Some(index)) = (
+            tiers.get(trail.tier),
+            shared.retry_stream(self.held.stream, trail.tier),
+        ) else {
+            return Err(SourceError::Rejected(format!(
+                "no retry tier {} for {} (there are {}); is retry mode \"queue\" set?",
+                trail.tier + 1,
+                self.origin(),
+                tiers.len()
+            )));
+        };
+        let fields = retry::fields(&self.held.fields, trail, SystemTime::now(), *delay);
+        let target = retry::Target {
+            retry: shared.stream(index),
+            stream: self.stream(),
+            group: &shared.settings.group,
+            id: &self.held.id,
+        };
+        let written = retry::write(&shared.redis, &target, &fields).await?;
+        if written.is_none() {
+            debug!(source = %self.coordinates(), "The entry was settled already; no retry copy written.");
+        }
+        Ok(())
     }
 
     /// Hands the entry back: out again at once, or (stopped) left pending, its count set back.
@@ -132,11 +177,7 @@ impl Acker for RedisStreamsAcker {
             Settlement::Ack => self.ack().await,
             Settlement::Requeue => self.requeue().await,
             Settlement::DeadLetter(context) => self.dead_letter(context).await,
-            Settlement::Retry(_) => Err(SourceError::Rejected(
-                "retry queues are not available for Redis Streams sources; use retry mode \
-                 \"in_place\""
-                    .to_owned(),
-            )),
+            Settlement::Retry(trail) => self.retry(trail).await,
             Settlement::Redeliver(_) => Err(SourceError::Rejected(
                 "Redis Streams has no delayed redelivery; use retry mode \"in_place\"".to_owned(),
             )),

@@ -23,7 +23,8 @@ impl Broker for RedisStreams {
                 one: "stream",
                 many: "streams",
             },
-            retry_queues: false,
+            // `<stream>.retry.<n>`, read by the same group; see the crate docs.
+            retry_queues: true,
             delayed_redelivery: false,
             // `partition` keeps a stream in order (as this consumer reads it), `key` orders by
             // the key field, `none` runs everything in parallel.

@@ -204,7 +204,45 @@ impl RedisStreamsConfig {
             "stream",
             true,
         ));
+        self.check_retry_streams(&mut p, context);
         p.into_vec()
+    }
+
+    /// Retry mode `queue`: no retry stream may be a source stream or a dead-letter stream.
+    fn check_retry_streams(&self, p: &mut Problems, context: &SourceContext) {
+        let streams = KeyPath::parse("source.redis_streams.streams");
+        for (i, stream) in self.streams.iter().enumerate() {
+            for tier in 0..context.retry_tiers.len() {
+                let retry = RedisStreamsSettings::retry_stream_for(stream, tier);
+                if let Some(j) = self.streams.iter().position(|s| *s == retry) {
+                    p.at_paths(
+                        vec![streams.index(i), streams.index(j)],
+                        format!(
+                            "the retry stream of retry.tiers[{tier}] for stream {stream:?} is {retry:?}, which \
+                             is consumed as a source stream; rename one"
+                        ),
+                    );
+                }
+                if let Some(dlq) = self
+                    .streams
+                    .iter()
+                    .map(|s| context.dead_letter_for(s))
+                    .find(|d| *d == retry)
+                {
+                    let mut paths = vec![streams.index(i)];
+                    if context.dead_letter_destination.is_some() {
+                        paths.push(KeyPath::parse("dead_letter.destination"));
+                    }
+                    p.at_paths(
+                        paths,
+                        format!(
+                            "the retry stream of retry.tiers[{tier}] for stream {stream:?} is {retry:?}, which \
+                             is the dead-letter stream {dlq:?}; rename one"
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     fn check_url(&self, p: &mut Problems) {
@@ -343,6 +381,8 @@ pub struct RedisStreamsSettings {
     /// Most entries one `XREADGROUP` or `XAUTOCLAIM` asks for, never more than
     /// `max_in_flight` leaves room for.
     pub count: usize,
+    /// Retry mode `queue`: the delay of each tier, shortest first; empty: retries in place.
+    pub retry_tiers: Vec<Duration>,
 }
 
 impl RedisStreamsSettings {
@@ -372,6 +412,7 @@ impl RedisStreamsSettings {
                 .prefetch
                 .unwrap_or(max_in_flight)
                 .clamp(1, max_in_flight),
+            retry_tiers: context.retry_tiers.clone(),
         }
     }
 
@@ -392,6 +433,24 @@ impl RedisStreamsSettings {
         self.dead_letter_stream
             .clone()
             .unwrap_or_else(|| format!("{stream}.dlq"))
+    }
+
+    /// The retry stream of delay tier `tier` (from 0) of source stream `stream`:
+    /// `<stream>.retry.<tier>`, named like Kafka's retry topics.
+    pub fn retry_stream_for(stream: &str, tier: usize) -> String {
+        format!("{stream}.retry.{tier}")
+    }
+
+    /// The retry streams of every source stream (retry mode `queue`), tier by tier within
+    /// each: with the index of the source stream and the tier.
+    pub fn retry_streams(&self) -> Vec<(usize, usize, String)> {
+        let mut out = Vec::new();
+        for (index, stream) in self.streams.iter().enumerate() {
+            for tier in 0..self.retry_tiers.len() {
+                out.push((index, tier, Self::retry_stream_for(stream, tier)));
+            }
+        }
+        out
     }
 
     /// Every dead-letter stream, each once, in the order of the source streams.
@@ -439,6 +498,7 @@ impl fmt::Debug for RedisStreamsSettings {
             .field("max_in_flight", &self.max_in_flight)
             .field("max_buffered_bytes", &self.max_buffered_bytes)
             .field("count", &self.count)
+            .field("retry_tiers", &self.retry_tiers)
             .finish()
     }
 }

@@ -2,6 +2,9 @@
 //! when the policy allows), and each dead-letter stream (created empty when
 //! `dead_letter.declare` allows, so that `outrigger dlq` finds it before the first dead
 //! letter). A key of another type where a stream should be is refused: no retry cures it.
+//!
+//! Retry streams (retry mode `queue`) are the sidecar's own: each is created with its group
+//! (`MKSTREAM`, from its first entry) whatever `create` says.
 
 use outrigger_core::SourceError;
 use redis::Value;
@@ -17,6 +20,9 @@ pub(crate) async fn prepare(
 ) -> Result<(), SourceError> {
     for stream in &settings.streams {
         group(redis, settings, stream).await?;
+    }
+    for (_, _, stream) in settings.retry_streams() {
+        retry_group(redis, settings, &stream).await?;
     }
     for dead_letters in settings.dead_letter_streams() {
         dead_letter_stream(redis, settings, &dead_letters).await?;
@@ -77,6 +83,32 @@ async fn group(redis: &Redis, s: &RedisStreamsSettings, stream: &str) -> Result<
              or set source.redis_streams.create = true",
             s.group, s.group
         )))
+    }
+}
+
+/// Creates the group of retry stream `stream`, with the stream when missing, reading from its
+/// first entry: every copy written to it is read.
+pub(crate) async fn retry_group(
+    redis: &Redis,
+    s: &RedisStreamsSettings,
+    stream: &str,
+) -> Result<bool, SourceError> {
+    let mut cmd = redis::cmd("XGROUP");
+    cmd.arg("CREATE")
+        .arg(stream)
+        .arg(&s.group)
+        .arg("0")
+        .arg("MKSTREAM");
+    match redis.query::<Value>(&cmd).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(false),
+        Err(e) if e.code() == Some("WRONGTYPE") => {
+            Err(not_a_stream(redis, stream, "a retry").await)
+        }
+        Err(e) => Err(source_error(
+            &format!("creating group {} on retry stream {stream}", s.group),
+            &e,
+        )),
     }
 }
 

@@ -35,7 +35,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 /// One refresh of every stream's held entries.
 async fn refresh(shared: &Shared) -> Result<(), outrigger_core::SourceError> {
     let s = &shared.settings;
-    for (index, stream) in s.streams.iter().enumerate() {
+    // Retry copies waiting for their time are held too: a peer must not take them either.
+    for (index, stream) in shared.streams.iter().enumerate() {
         let ids = shared.ledger.ids(index);
         for chunk in ids.chunks(CHUNK) {
             let kept = shared

@@ -7,6 +7,11 @@
 //! it, and while it waits to be handed out again after a requeue. What is held counts against
 //! `max_in_flight` and `max_buffered_bytes`, so the sidecar never has more entries pending
 //! than the limits allow.
+//!
+//! A retry copy read before it is due waits in the reader, held but not counted: it takes no
+//! permit until it is handed out ([`promote`](Ledger::promote)), so copies waiting for their
+//! time can never take every permit and stall the entries they wait behind. What waits is
+//! bounded all the same: a retry stream is read no further while a copy of it waits.
 
 use std::collections::{HashMap, HashSet};
 
@@ -39,6 +44,8 @@ struct Books {
 struct Book {
     /// Held entries by id, with their size.
     held: HashMap<String, u64>,
+    /// The held entries that wait (retry copies not due yet): not counted in the totals.
+    waiting: HashSet<String>,
     /// A dead-letter write for the stream failed, and none succeeded since.
     stalled: bool,
     /// Entries found deleted (or trimmed) while pending, since the source started.
@@ -71,6 +78,33 @@ impl Ledger {
         true
     }
 
+    /// Holds entry `id` of stream `stream` as waiting: held (refreshed, known), but not
+    /// counted against the limits until [`promote`](Self::promote); false if it is held already.
+    pub fn hold_waiting(&self, stream: usize, id: &str, bytes: u64) -> bool {
+        let mut books = self.books.lock();
+        let book = &mut books.streams[stream];
+        if book.held.contains_key(id) {
+            return false;
+        }
+        book.held.insert(id.to_owned(), bytes);
+        book.waiting.insert(id.to_owned());
+        true
+    }
+
+    /// Counts waiting entry `id` against the limits from now on: it is handed out. False when
+    /// it is no longer held (let go meanwhile).
+    pub fn promote(&self, stream: usize, id: &str) -> bool {
+        let mut books = self.books.lock();
+        let book = &mut books.streams[stream];
+        if !book.waiting.remove(id) {
+            return book.held.contains_key(id);
+        }
+        let bytes = book.held[id];
+        books.total += 1;
+        books.bytes += bytes;
+        true
+    }
+
     /// Whether entry `id` is held, or was settled since the pending list was asked for.
     pub fn known(&self, stream: usize, id: &str) -> bool {
         let books = self.books.lock();
@@ -85,8 +119,10 @@ impl Ledger {
     pub fn release(&self, stream: usize, id: &str) {
         let mut books = self.books.lock();
         if let Some(bytes) = books.streams[stream].held.remove(id) {
-            books.total -= 1;
-            books.bytes -= bytes;
+            if !books.streams[stream].waiting.remove(id) {
+                books.total -= 1;
+                books.bytes -= bytes;
+            }
             if let Some(settled) = books.settled_since.as_mut() {
                 settled.insert((stream, id.to_owned()));
             }
@@ -192,6 +228,24 @@ mod tests {
         ledger.release(1, "2-0");
         assert_eq!(ledger.room(), 1, "released once");
         assert_eq!(ledger.in_flight(0), 1);
+    }
+
+    #[test]
+    fn waiting_entries_take_no_permit_until_promoted() {
+        let ledger = Ledger::new(2, 1, 100);
+        assert!(ledger.hold_waiting(1, "1-0", 10));
+        assert!(ledger.hold_waiting(1, "2-0", 10));
+        assert!(!ledger.hold(1, "1-0", 10), "held once");
+        assert_eq!(ledger.room(), 1, "waiting copies take no permit");
+        assert!(ledger.known(1, "2-0"));
+        assert_eq!(ledger.ids(1).len(), 2, "the keeper refreshes them");
+        assert!(ledger.promote(1, "1-0"));
+        assert_eq!(ledger.room(), 0, "handed out: counted");
+        ledger.release(1, "2-0");
+        assert_eq!(ledger.room(), 0, "a waiting copy let go frees nothing");
+        ledger.release(1, "1-0");
+        assert_eq!(ledger.room(), 1);
+        assert!(!ledger.promote(1, "2-0"), "let go");
     }
 
     #[test]

@@ -31,8 +31,20 @@
 //!   `outrigger-dlq-*` context to `<stream>.dlq` (or `dead_letter.destination`) and
 //!   acknowledges the entry in one script: both or neither, and a retry writes nothing twice.
 //!   A failed write leaves the entry pending. `Requeue` hands the entry out again at once, its
-//!   delivery count unchanged; a dropped acker does too, counted as one more hand-out. Retry
-//!   mode `queue` is not available.
+//!   delivery count unchanged; a dropped acker does too, counted as one more hand-out.
+//! - Retry mode `queue`: a failing entry (and a later one of its key parked behind it) is
+//!   copied to `<stream>.retry.<n>`, one stream per tier of each source stream, created with
+//!   the group (`MKSTREAM`) at connect; the copy is the entry's fields byte for byte and in
+//!   order, then the `outrigger-retry-*` trail, due the tier's delay from now. The write and
+//!   the `XACK` of the entry are one script: both or neither, and a retry after a lost reply
+//!   writes no second copy. The group reads the retry streams with the source streams; a copy
+//!   read before it is due waits, pending on this consumer and kept from peers like any held
+//!   entry but taking no backpressure permit, and its retry stream is read no further until it
+//!   is due. Once due it is handed out as its origin again (coordinates, `message_id`, dead
+//!   letters are the original's). A killed sidecar's waiting copies come back through the
+//!   pending read or a peer's claim. A retry stream may not be a source or dead-letter stream
+//!   (refused by `validate`). Standalone Redis only, like the rest of the source: the script
+//!   touches two keys, which Redis Cluster would need in one hash slot.
 //! - Backpressure: an entry counts from the read that hands it to this consumer to its
 //!   settlement; reads ask for no more than `max_in_flight` and `max_buffered_bytes` leave room
 //!   for (`backpressure.prefetch`, default `max_in_flight`, caps one read).
@@ -54,7 +66,7 @@
 //!   pending, claimed and new entries; `keeper`: the task that keeps held entries this
 //!   consumer's; `ledger`: what is held; `shared`: what they share.
 //! - `acker`: [`RedisStreamsAcker`], settlement of one entry; `dead_letter`: dead letters and
-//!   tombstones.
+//!   tombstones; `retry`: retry copies.
 //! - `dlq`: [`RedisStreamsDeadLetters`] and its [`RedisStreamsPass`].
 //! - `mapping`: entries as messages; `reply`: the commands' replies; `scripts`: the Lua
 //!   scripts; `client`: the connections; `groups`: groups and streams checked or created at
@@ -73,6 +85,7 @@ mod ledger;
 mod mapping;
 mod reader;
 mod reply;
+mod retry;
 mod scripts;
 mod shared;
 mod source;

@@ -8,6 +8,14 @@
 //!   `claim_idle` (`XAUTOCLAIM`, its cursor carried from page to page and look to look);
 //! - new entries (`XREADGROUP ... >`), blocking up to `block`.
 //!
+//! Retry streams (retry mode `queue`) are read with the source streams, by the same group. A
+//! copy read before it is due waits here, held (pending on this consumer, refreshed by the
+//! keeper, so no peer takes it) but taking no permit of the ledger, and its retry stream is
+//! read no further until it is due: the copies of a tier fall due in the order they were
+//! written. Once due it is handed out as soon as there is room. A crashed sidecar's waiting
+//! copies are still pending: they come back through the pending read or a peer's claim, and
+//! wait again.
+//!
 //! A delivery's count of hand-outs is Redis's own (`XPENDING`): 1 for a new entry, one more
 //! for each read of the pending list and each claim. Entries Redis reports deleted or trimmed
 //! while pending are counted, logged once per batch, and dead-lettered as tombstones.
@@ -17,12 +25,12 @@
 //! blocked read) is looked at between calls: a call under way finishes, so every entry Redis
 //! handed out is held.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use outrigger_core::{Coordinates, Episode, SourceError};
+use outrigger_core::{Coordinates, Delivery, Episode, SourceError};
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, Value};
 use tokio::sync::mpsc;
@@ -30,11 +38,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::acker::RedisStreamsAcker;
 use crate::client::bounded;
 use crate::dead_letter::{self, Target};
 use crate::error::{is_no_group, odd_reply, source_error};
+use crate::mapping::size;
 use crate::reply::{self, Entry};
-use crate::shared::{Item, Shared};
+use crate::shared::{Held, Item, Shared};
 use outrigger_core::ReconnectDelay;
 
 /// Why a step of the reader ended early.
@@ -67,6 +77,9 @@ pub(crate) struct Reader {
     /// The stream the next partial read starts at, when there is room for fewer entries than
     /// there are streams.
     rotation: usize,
+    /// Of each stream, the retry copies read before they were due, in the order they fall
+    /// due, with their hand-outs so far; always empty for a source stream.
+    waiting: Vec<VecDeque<(Held, u32)>>,
 }
 
 impl Reader {
@@ -76,7 +89,7 @@ impl Reader {
         stop: CancellationToken,
         client_id: Arc<AtomicI64>,
     ) -> Self {
-        let streams = shared.settings.streams.len();
+        let streams = shared.streams.len();
         Self {
             shared,
             tx,
@@ -91,6 +104,7 @@ impl Reader {
             claim_cursors: vec!["0-0".to_owned(); streams],
             next_claim: Instant::now(),
             rotation: 0,
+            waiting: (0..streams).map(|_| VecDeque::new()).collect(),
         }
     }
 
@@ -156,7 +170,7 @@ impl Reader {
 
     /// Hands out again what this consumer has pending and does not hold, stream by stream.
     async fn recover(&mut self) -> Step {
-        for index in 0..self.shared.settings.streams.len() {
+        for index in 0..self.shared.streams.len() {
             let mut cursor = "0".to_owned();
             loop {
                 let room = self.wait_room().await?;
@@ -191,6 +205,7 @@ impl Reader {
     /// entries.
     async fn step(&mut self) -> Step {
         self.wait_room().await?;
+        self.hand_out_due().await?;
         if Instant::now() >= self.next_claim {
             self.claim_idle_entries().await?;
             self.next_claim = Instant::now() + self.shared.settings.claim_interval();
@@ -204,7 +219,7 @@ impl Reader {
     /// Takes over entries idle longer than `claim_idle` on any consumer, while there is room.
     async fn claim_idle_entries(&mut self) -> Step {
         let idle_ms = self.shared.settings.claim_idle.as_millis() as u64;
-        for index in 0..self.shared.settings.streams.len() {
+        for index in 0..self.shared.streams.len() {
             loop {
                 let room = self.shared.ledger.room().min(self.shared.settings.count);
                 if room == 0 || self.stop.is_cancelled() {
@@ -248,18 +263,30 @@ impl Reader {
     async fn read_new(&mut self) -> Step {
         let s = &self.shared.settings;
         let room = self.shared.ledger.room().min(s.count);
-        let n = s.streams.len();
+        // A retry stream with a copy waiting is read no further until it is due. The source
+        // streams are always read, so there is always one.
+        let open: Vec<usize> = (0..self.shared.streams.len())
+            .filter(|&i| self.waiting[i].is_empty())
+            .collect();
+        let n = open.len();
         // COUNT applies to each stream: with room for fewer entries than there are streams,
         // read that many of them, one entry each, taking turns.
         let (streams, count): (Vec<usize>, usize) = if room >= n {
-            ((0..n).collect(), room / n)
+            (open, room / n)
         } else {
             let first = self.rotation;
             self.rotation = (self.rotation + room) % n;
-            ((0..room).map(|i| (first + i) % n).collect(), 1)
+            ((0..room).map(|i| open[(first + i) % n]).collect(), 1)
         };
         let until_claim = self.next_claim.saturating_duration_since(Instant::now());
-        let block = s.block.min(until_claim).max(Duration::from_millis(1));
+        let until_due = self.next_due().map_or(Duration::MAX, |due| {
+            due.duration_since(SystemTime::now()).unwrap_or_default()
+        });
+        let block = s
+            .block
+            .min(until_claim)
+            .min(until_due)
+            .max(Duration::from_millis(1));
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&s.group)
@@ -270,7 +297,7 @@ impl Reader {
             .arg(block.as_millis() as u64)
             .arg("STREAMS");
         for &i in &streams {
-            cmd.arg(&s.streams[i]);
+            cmd.arg(self.shared.stream(i));
         }
         for _ in &streams {
             cmd.arg(">");
@@ -300,27 +327,93 @@ impl Reader {
             HashMap::new()
         };
         let mut deleted = Vec::new();
+        let now = SystemTime::now();
         for entry in entries {
             let deliveries = counts.get(&entry.id).copied().unwrap_or(1).max(1);
             let Some(fields) = entry.fields else {
                 deleted.push((entry.id, deliveries));
                 continue;
             };
-            let Some(delivery) = self.shared.take(index, entry.id, fields, deliveries) else {
+            let held = self.shared.held(index, entry.id, fields);
+            let early = held.due().is_some_and(|due| due > now);
+            if self.shared.is_retry(index) && (early || !self.waiting[index].is_empty()) {
+                self.wait(held, deliveries);
+                continue;
+            }
+            let Some(delivery) = self.shared.take(held, deliveries) else {
                 continue;
             };
-            if let Err(refused) = self.tx.send(Ok(delivery)).await {
-                // The source is gone: its entries stay pending for the next consumer.
-                if let Ok(delivery) = refused.0 {
-                    let (stream, id) = delivery.acker.forget();
-                    self.shared.ledger.release(stream, &id);
-                }
-                return Err(Halt::Stop);
-            }
+            self.send(delivery).await?;
         }
         if !deleted.is_empty() {
             // A read of the pending list keeps them there: acknowledge with the tombstone.
             self.tombstones(index, deleted, true).await;
+        }
+        Ok(())
+    }
+
+    /// Sends `delivery` to `recv`.
+    async fn send(&self, delivery: Delivery<RedisStreamsAcker>) -> Step {
+        if let Err(refused) = self.tx.send(Ok(delivery)).await {
+            // The source is gone: its entries stay pending for the next consumer.
+            if let Ok(delivery) = refused.0 {
+                let (stream, id) = delivery.acker.forget();
+                self.shared.ledger.release(stream, &id);
+            }
+            return Err(Halt::Stop);
+        }
+        Ok(())
+    }
+
+    /// Keeps retry copy `held` until it is due: held, taking no permit, in the order copies
+    /// fall due (a copy claimed from a peer may be older than those waiting).
+    fn wait(&mut self, held: Held, deliveries: u32) {
+        let stream = held.stream;
+        if !self
+            .shared
+            .ledger
+            .hold_waiting(stream, &held.id, size(&held.fields))
+        {
+            return;
+        }
+        let queue = &mut self.waiting[stream];
+        let due = held.due();
+        let at = queue
+            .iter()
+            .position(|(other, _)| other.due() > due)
+            .unwrap_or(queue.len());
+        queue.insert(at, (held, deliveries));
+    }
+
+    /// When the first waiting copy is due.
+    fn next_due(&self) -> Option<SystemTime> {
+        self.waiting
+            .iter()
+            .filter_map(|q| q.front())
+            .map(|(held, _)| held.due().unwrap_or(SystemTime::UNIX_EPOCH))
+            .min()
+    }
+
+    /// Hands out the waiting copies that are due, each stream's in order, while there is
+    /// room; a copy let go meanwhile (a peer took it after an outage) is skipped.
+    async fn hand_out_due(&mut self) -> Step {
+        let now = SystemTime::now();
+        for index in 0..self.waiting.len() {
+            while self.shared.ledger.room() > 0 {
+                let due = match self.waiting[index].front() {
+                    Some((held, _)) => held.due().is_none_or(|due| due <= now),
+                    None => false,
+                };
+                if !due {
+                    break;
+                }
+                let (held, deliveries) = self.waiting[index].pop_front().expect("looked at");
+                if !self.shared.ledger.promote(index, &held.id) {
+                    continue;
+                }
+                let delivery = self.shared.delivery(Arc::new(held), deliveries, false);
+                self.send(delivery).await?;
+            }
         }
         Ok(())
     }
@@ -432,10 +525,27 @@ impl Reader {
             return Halt::Fatal(SourceError::Rejected(format!(
                 "stream {} (or another consumed) has no consumer group {} any more (was the \
                  stream deleted?); create it, or set source.redis_streams.create = true",
-                s.streams[index], s.group
+                self.shared.stream(index),
+                s.group
             )));
         }
-        for stream in &s.streams {
+        for (index, stream) in self.shared.streams.iter().enumerate() {
+            if self.shared.is_retry(index) {
+                // The sidecar's own: created whatever `create` says, from its first entry.
+                match crate::groups::retry_group(&self.shared.redis, s, stream).await {
+                    Ok(true) => warn!(
+                        stream,
+                        group = %s.group,
+                        "The retry stream's consumer group was gone; created it again."
+                    ),
+                    Ok(false) => {}
+                    Err(SourceError::Rejected(reason)) => {
+                        return Halt::Fatal(SourceError::Rejected(reason))
+                    }
+                    Err(e) => return Halt::Lost(e),
+                }
+                continue;
+            }
             let mut create = redis::cmd("XGROUP");
             create
                 .arg("CREATE")

@@ -1,5 +1,6 @@
 //! The Lua scripts that make a step of two commands one atomic step on the server: a dead
-//! letter and the acknowledgement of its entry, a resubmitted copy and the removal of its dead
+//! letter and the acknowledgement of its entry, a retry copy and the acknowledgement of its
+//! entry, a resubmitted copy and the removal of its dead
 //! letter, the refresh of entries only while they are still this consumer's. A client that dies
 //! halfway leaves both commands done or neither.
 //!
@@ -35,6 +36,26 @@ if not id then
   return redis.error_reply('NOSTREAM the dead-letter stream ' .. KEYS[1] .. ' does not exist')
 end
 if ARGV[3] == 'ack' then redis.call('XACK', KEYS[2], ARGV[1], ARGV[2]) end
+return id
+";
+
+/// Writes a retry copy (retry mode `queue`) and acknowledges its entry.
+///
+/// `KEYS[1]` the retry stream, `KEYS[2]` the stream of the entry. `ARGV[1]` the group,
+/// `ARGV[2]` the entry id, `ARGV[3..]` the copy's fields and values.
+///
+/// Writes only while the entry is pending, then `XACK`s it; returns the copy's id, or nil when
+/// the entry is no longer pending: it was settled already (a retry after a lost reply), so no
+/// copy is written twice. A failing `XADD` (a key of another type) ends the script before the
+/// `XACK`: the entry stays pending, nothing written.
+const RETRY: &str = r"
+if #redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
+  return false
+end
+local args = {'XADD', KEYS[1], '*'}
+for i = 3, #ARGV do table.insert(args, ARGV[i]) end
+local id = redis.call(unpack(args))
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 return id
 ";
 
@@ -97,6 +118,8 @@ return 1
 pub(crate) struct Scripts {
     /// See [`DEAD_LETTER`].
     pub dead_letter: Script,
+    /// See [`RETRY`].
+    pub retry: Script,
     /// See [`CLAIM_OWN`].
     pub claim_own: Script,
     /// See [`RESUBMIT`].
@@ -109,6 +132,7 @@ impl Scripts {
     pub fn new() -> Self {
         Self {
             dead_letter: Script::new(DEAD_LETTER),
+            retry: Script::new(RETRY),
             claim_own: Script::new(CLAIM_OWN),
             resubmit: Script::new(RESUBMIT),
             create_empty: Script::new(CREATE_EMPTY),

@@ -49,22 +49,20 @@ impl RedisStreamsSource {
         let redis = Redis::connect(&settings.url, settings.timeout).await?;
         let version = redis.check_version().await?;
         groups::prepare(&redis, &settings).await?;
-        let dead_letters = settings
-            .streams
-            .iter()
-            .map(|s| settings.dead_letter_stream_for(s))
-            .collect();
+        let (streams, origins, dead_letters) = Shared::layout(&settings);
         // Never full: it holds at most the entries held, which the ledger bounds.
         let (tx, rx) = mpsc::channel(settings.max_in_flight.max(1));
         let shared = Arc::new(Shared {
             mapping: Mapping::new(&settings),
-            dead_letters,
-            redis,
             ledger: Ledger::new(
-                settings.streams.len(),
+                streams.len(),
                 settings.max_in_flight,
                 settings.max_buffered_bytes,
             ),
+            streams,
+            origins,
+            dead_letters,
+            redis,
             again: tx.clone(),
             health: HealthFlag::new(false),
             settings,
@@ -78,6 +76,7 @@ impl RedisStreamsSource {
         info!(
             version,
             streams = ?s.streams,
+            retry_streams = ?&shared.streams[s.streams.len()..],
             group = %s.group,
             consumer = %s.consumer,
             "Consuming Redis streams."
@@ -148,7 +147,7 @@ impl RedisStreamsSource {
                 .shared
                 .redis
                 .claim_own(
-                    &s.streams[stream],
+                    self.shared.stream(stream),
                     &s.group,
                     &s.consumer,
                     Some(deliveries.saturating_sub(1)),

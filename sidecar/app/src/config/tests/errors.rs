@@ -612,12 +612,12 @@ fn queue_mode_takes_tiers_on_kafka_and_says_what_it_needs_elsewhere() {
     assert_eq!(places(&errors)[0].2, "retry.tiers[1]", "{errors:#?}");
 
     let errors = rejected(
-        "[source.redis_streams]\nstreams = [\"orders\"]\ngroup = \"g\"\n[retry]\nmode = \"queue\"\n",
+        "[source.nats]\nstream = \"ORDERS\"\nconsumer = \"c\"\n[retry]\nmode = \"queue\"\n",
     );
     assert!(
         errors[0]
             .message
-            .contains("built for amqp and kafka sources only"),
+            .contains("built for amqp and kafka and redis_streams sources only"),
         "{errors:#?}"
     );
 }
