@@ -25,7 +25,7 @@
 //! blocked read) is looked at between calls: a call under way finishes, so every entry Redis
 //! handed out is held.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -36,7 +36,7 @@ use redis::{Cmd, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::acker::RedisStreamsAcker;
 use crate::client::bounded;
@@ -327,6 +327,7 @@ impl Reader {
             HashMap::new()
         };
         let mut deleted = Vec::new();
+        let mut waiting: BTreeMap<u32, Vec<String>> = BTreeMap::new();
         let now = SystemTime::now();
         for entry in entries {
             let deliveries = counts.get(&entry.id).copied().unwrap_or(1).max(1);
@@ -337,7 +338,10 @@ impl Reader {
             let held = self.shared.held(index, entry.id, fields);
             let early = held.due().is_some_and(|due| due > now);
             if self.shared.is_retry(index) && (early || !self.waiting[index].is_empty()) {
-                self.wait(held, deliveries);
+                let id = held.id.clone();
+                if self.wait(held, deliveries) {
+                    waiting.entry(deliveries).or_default().push(id);
+                }
                 continue;
             }
             let Some(delivery) = self.shared.take(held, deliveries) else {
@@ -349,7 +353,33 @@ impl Reader {
             // A read of the pending list keeps them there: acknowledge with the tombstone.
             self.tombstones(index, deleted, true).await;
         }
+        // A copy read before it is due was not handed out: its count goes back by one, so
+        // that a crash while it waits spends none of its attempts (the next read counts it
+        // again). It goes up again when the copy is handed out.
+        for (deliveries, ids) in waiting {
+            self.set_count(index, deliveries.saturating_sub(1), &ids)
+                .await;
+        }
         Ok(())
+    }
+
+    /// Sets the delivery count of entries `ids` of stream `index`, held by this consumer.
+    async fn set_count(&self, index: usize, deliveries: u32, ids: &[String]) {
+        let s = &self.shared.settings;
+        let set = self
+            .shared
+            .redis
+            .claim_own(
+                self.shared.stream(index),
+                &s.group,
+                &s.consumer,
+                Some(deliveries),
+                ids,
+            )
+            .await;
+        if let Err(error) = set {
+            debug!(%error, stream = self.shared.stream(index), "Could not set the delivery count of waiting retry copies.");
+        }
     }
 
     /// Sends `delivery` to `recv`.
@@ -367,14 +397,15 @@ impl Reader {
 
     /// Keeps retry copy `held` until it is due: held, taking no permit, in the order copies
     /// fall due (a copy claimed from a peer may be older than those waiting).
-    fn wait(&mut self, held: Held, deliveries: u32) {
+    /// False when it is held already.
+    fn wait(&mut self, held: Held, deliveries: u32) -> bool {
         let stream = held.stream;
         if !self
             .shared
             .ledger
             .hold_waiting(stream, &held.id, size(&held.fields))
         {
-            return;
+            return false;
         }
         let queue = &mut self.waiting[stream];
         let due = held.due();
@@ -383,6 +414,7 @@ impl Reader {
             .position(|(other, _)| other.due() > due)
             .unwrap_or(queue.len());
         queue.insert(at, (held, deliveries));
+        true
     }
 
     /// When the first waiting copy is due.
@@ -411,6 +443,9 @@ impl Reader {
                 if !self.shared.ledger.promote(index, &held.id) {
                     continue;
                 }
+                // Counted again: this hand-out is the read's that took it in.
+                self.set_count(index, deliveries, std::slice::from_ref(&held.id))
+                    .await;
                 let delivery = self.shared.delivery(Arc::new(held), deliveries, false);
                 self.send(delivery).await?;
             }

@@ -138,6 +138,7 @@ async fn a_copy_waits_until_due_without_a_permit_and_comes_back_as_its_origin() 
     assert_eq!(m.payload.as_ref(), b"p-1");
     assert_eq!(m.key.as_deref(), Some(&b"K"[..]));
     assert_eq!(m.trail.as_ref().map(|t| (t.hop, t.attempts)), Some((1, 1)));
+    assert_eq!(m.deliveries, Some(1));
     assert!(
         m.headers.iter().all(|h| !is_retry(&h.name)),
         "{:?}",
@@ -204,9 +205,53 @@ async fn a_killed_sidecars_waiting_copy_comes_back_once_due() {
         copy.message.message_id.as_deref(),
         Some(&*message_id(&names.stream, &id))
     );
+    assert_eq!(
+        copy.message.deliveries,
+        Some(1),
+        "reads while it waited spent no attempt"
+    );
+    let pending = redis.pending(&retry_stream(&names), &names.group).await;
+    assert_eq!(pending[0].2, 1, "handed out once, as Redis counts it");
     copy.acker.settle(Settlement::Ack).await.unwrap();
     assert_quiet(&mut second, Duration::from_millis(500), "one copy").await;
     second.stop().await;
+    clean_up(&redis, &names).await;
+}
+
+#[tokio::test]
+async fn a_waiting_copy_is_kept_from_peers() {
+    let (redis, names, _) = setup("rs-retry-keep").await;
+    let config = RedisStreamsConfig {
+        claim_idle: Duration::from_secs(1),
+        ..names.config(&support::url(), "c1")
+    };
+    let mut source = source(&config, 4).await;
+    let d = recv(&mut source, DEADLINE).await;
+    let t = trail(&d);
+    d.acker.settle(Settlement::Retry(t)).await.unwrap();
+    wait_pending(&redis, &names).await;
+    // Past claim_idle while it waits: the keeper refreshed it, a peer finds nothing idle.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut claim = redis::cmd("XAUTOCLAIM");
+    claim
+        .arg(retry_stream(&names))
+        .arg(&names.group)
+        .arg("peer")
+        .arg(1000)
+        .arg("0-0")
+        .arg("JUSTID");
+    let claimed: redis::Value = redis.run(&claim).await;
+    let redis::Value::Array(parts) = claimed else {
+        panic!("{claimed:?}")
+    };
+    assert_eq!(
+        parts[1],
+        redis::Value::Array(vec![]),
+        "the peer took the waiting copy"
+    );
+    let copy = recv(&mut source, DEADLINE).await;
+    copy.acker.settle(Settlement::Ack).await.unwrap();
+    source.stop().await;
     clean_up(&redis, &names).await;
 }
 
@@ -241,13 +286,15 @@ fn a_retry_stream_may_not_be_a_source_or_dead_letter_stream() {
     assert!(RedisStreams::validate(&single, &context(4)).is_empty());
 }
 
-/// Waits until the copy is pending in the retry stream: read by the source.
+/// Waits until the copy is pending in the retry stream, read by the source and waiting: its
+/// count set back to none.
 async fn wait_pending(redis: &Redis, names: &Names) {
     let until = Instant::now() + DEADLINE;
     while redis
         .pending(&retry_stream(names), &names.group)
         .await
-        .is_empty()
+        .first()
+        .is_none_or(|p| p.2 != 0)
     {
         assert!(Instant::now() < until, "the copy was never read");
         tokio::time::sleep(Duration::from_millis(20)).await;
