@@ -191,6 +191,7 @@ impl Reader {
                     break;
                 };
                 cursor = last.id.clone();
+                self.set_back_waiting(index, &entries).await;
                 let fresh: Vec<Entry> = entries
                     .into_iter()
                     .filter(|e| !self.shared.ledger.known(index, &e.id))
@@ -361,6 +362,23 @@ impl Reader {
                 .await;
         }
         Ok(())
+    }
+
+    /// The copies among `entries` (just read again from the pending list) that wait here
+    /// already: that read counted one more hand-out of each, which is set back.
+    async fn set_back_waiting(&self, index: usize, entries: &[Entry]) {
+        let mut counts: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for (held, deliveries) in &self.waiting[index] {
+            if entries.iter().any(|e| e.id == held.id) {
+                counts
+                    .entry(deliveries.saturating_sub(1))
+                    .or_default()
+                    .push(held.id.clone());
+            }
+        }
+        for (deliveries, ids) in counts {
+            self.set_count(index, deliveries, &ids).await;
+        }
     }
 
     /// Sets the delivery count of entries `ids` of stream `index`, held by this consumer.
@@ -556,7 +574,33 @@ impl Reader {
     /// Creates every group that is missing, with its stream; `Again` once they all exist.
     async fn recreate_groups(&mut self, index: usize) -> Halt {
         let s = &self.shared.settings;
+        // The retry streams are the sidecar's own: their groups are created again whatever
+        // `create` says, from their first entry.
+        let mut recreated = false;
+        for (retry, stream) in self.shared.streams.iter().enumerate() {
+            if !self.shared.is_retry(retry) {
+                continue;
+            }
+            match crate::groups::retry_group(&self.shared.redis, s, stream).await {
+                Ok(true) => {
+                    recreated = true;
+                    warn!(
+                        stream,
+                        group = %s.group,
+                        "The retry stream's consumer group was gone; created it again."
+                    );
+                }
+                Ok(false) => {}
+                Err(SourceError::Rejected(reason)) => {
+                    return Halt::Fatal(SourceError::Rejected(reason))
+                }
+                Err(e) => return Halt::Lost(e),
+            }
+        }
         if !s.create {
+            if recreated {
+                return Halt::Again;
+            }
             return Halt::Fatal(SourceError::Rejected(format!(
                 "stream {} (or another consumed) has no consumer group {} any more (was the \
                  stream deleted?); create it, or set source.redis_streams.create = true",
@@ -564,23 +608,7 @@ impl Reader {
                 s.group
             )));
         }
-        for (index, stream) in self.shared.streams.iter().enumerate() {
-            if self.shared.is_retry(index) {
-                // The sidecar's own: created whatever `create` says, from its first entry.
-                match crate::groups::retry_group(&self.shared.redis, s, stream).await {
-                    Ok(true) => warn!(
-                        stream,
-                        group = %s.group,
-                        "The retry stream's consumer group was gone; created it again."
-                    ),
-                    Ok(false) => {}
-                    Err(SourceError::Rejected(reason)) => {
-                        return Halt::Fatal(SourceError::Rejected(reason))
-                    }
-                    Err(e) => return Halt::Lost(e),
-                }
-                continue;
-            }
+        for stream in &s.streams {
             let mut create = redis::cmd("XGROUP");
             create
                 .arg("CREATE")

@@ -16,6 +16,7 @@ use outrigger_redis_streams::{
     RedisStreamsSource,
 };
 use outrigger_testkit::source::{assert_quiet, recv};
+use outrigger_testkit::Proxy;
 use support::{Names, Redis, DEADLINE};
 
 const TIER: Duration = Duration::from_millis(1500);
@@ -252,6 +253,53 @@ async fn a_waiting_copy_is_kept_from_peers() {
     let copy = recv(&mut source, DEADLINE).await;
     copy.acker.settle(Settlement::Ack).await.unwrap();
     source.stop().await;
+    clean_up(&redis, &names).await;
+}
+
+#[tokio::test]
+async fn a_deleted_retry_stream_gets_its_group_back_even_without_create() {
+    let (redis, names, id) = setup("rs-retry-deleted").await;
+    let config = RedisStreamsConfig {
+        create: false,
+        ..names.config(&support::url(), "c1")
+    };
+    let mut source = source(&config, 4).await;
+    let d = recv(&mut source, DEADLINE).await;
+    redis.del(&[&retry_stream(&names)]).await;
+    let t = trail(&d);
+    d.acker.settle(Settlement::Retry(t)).await.unwrap();
+    let copy = recv(&mut source, DEADLINE).await;
+    assert_eq!(
+        copy.message.message_id.as_deref(),
+        Some(&*message_id(&names.stream, &id))
+    );
+    copy.acker.settle(Settlement::Ack).await.unwrap();
+    source.stop().await;
+    clean_up(&redis, &names).await;
+}
+
+#[tokio::test]
+async fn a_reconnect_while_a_copy_waits_spends_none_of_its_attempts() {
+    let (redis, names, _) = setup("rs-retry-reconnect").await;
+    let proxy = Proxy::start(support::address()).await;
+    let through = names.config(&format!("redis://{}", proxy.addr), "c1");
+    let mut first = source(&through, 4).await;
+    let d = recv(&mut first, DEADLINE).await;
+    let t = trail(&d);
+    d.acker.settle(Settlement::Retry(t)).await.unwrap();
+    wait_pending(&redis, &names).await;
+    // The reader reconnects and reads its pending list again, the waiting copy in it.
+    proxy.cut();
+    // Reconnected within 100ms of the cut (the first backoff), pending list read at once.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let pending = redis.pending(&retry_stream(&names), &names.group).await;
+    assert_eq!(pending[0].2, 0, "the read again was set back: {pending:?}");
+    drop(first);
+    let mut second = source(&names.config(&support::url(), "c1"), 4).await;
+    let copy = recv(&mut second, DEADLINE).await;
+    assert_eq!(copy.message.deliveries, Some(1), "no attempt spent");
+    copy.acker.settle(Settlement::Ack).await.unwrap();
+    second.stop().await;
     clean_up(&redis, &names).await;
 }
 
