@@ -6,6 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
+use outrigger_core::dead_letter::source_from_headers;
 use outrigger_core::retry::headers::{self, is_retry};
 use outrigger_core::{
     Acker, Broker, Coordinates, Delivery, Limits, Settlement, Source, SourceContext, SourceError,
@@ -15,7 +16,7 @@ use outrigger_redis_streams::{
     message_id, RedisStreams, RedisStreamsAcker, RedisStreamsConfig, RedisStreamsSettings,
     RedisStreamsSource,
 };
-use outrigger_testkit::source::{assert_quiet, recv};
+use outrigger_testkit::source::{assert_quiet, dead_letter, recv};
 use outrigger_testkit::Proxy;
 use support::{Names, Redis, DEADLINE};
 
@@ -289,17 +290,81 @@ async fn a_reconnect_while_a_copy_waits_spends_none_of_its_attempts() {
     d.acker.settle(Settlement::Retry(t)).await.unwrap();
     wait_pending(&redis, &names).await;
     // The reader reconnects and reads its pending list again, the waiting copy in it.
+    let cut = Instant::now();
     proxy.cut();
-    // Reconnected within 100ms of the cut (the first backoff), pending list read at once.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let pending = redis.pending(&retry_stream(&names), &names.group).await;
-    assert_eq!(pending[0].2, 0, "the read again was set back: {pending:?}");
+    // Read again after the cut (its idle time started over since), its count set back.
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let mut cmd = redis::cmd("XPENDING");
+        cmd.arg(retry_stream(&names))
+            .arg(&names.group)
+            .arg("-")
+            .arg("+")
+            .arg(10);
+        let rows: Vec<(String, String, u64, u64)> = redis.run(&cmd).await;
+        let (_, _, idle, count) = &rows[0];
+        // Idle is whole milliseconds, measured before the reply came: a margin.
+        if Duration::from_millis(idle + 5) < cut.elapsed() && *count == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the pending read after the reconnect counted the waiting copy: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(first);
     let mut second = source(&names.config(&support::url(), "c1"), 4).await;
     let copy = recv(&mut second, DEADLINE).await;
     assert_eq!(copy.message.deliveries, Some(1), "no attempt spent");
     copy.acker.settle(Settlement::Ack).await.unwrap();
     second.stop().await;
+    clean_up(&redis, &names).await;
+}
+
+#[tokio::test]
+async fn a_copy_dead_letters_as_its_origin_into_the_source_streams_dead_letters() {
+    let (redis, names, _) = setup("rs-retry-dlq").await;
+    let mut source = source(&names.config(&support::url(), "c1"), 4).await;
+    let d = recv(&mut source, DEADLINE).await;
+    let origin = d.message.coordinates.clone();
+    let t = trail(&d);
+    d.acker.settle(Settlement::Retry(t)).await.unwrap();
+    let copy = recv(&mut source, DEADLINE).await;
+    copy.acker
+        .settle(Settlement::DeadLetter(dead_letter()))
+        .await
+        .unwrap();
+    let records = redis.range(&names.dead_letters).await;
+    assert_eq!(
+        records.len(),
+        1,
+        "one dead letter, in {}",
+        names.dead_letters
+    );
+    let (record_id, fields) = &records[0];
+    let m = support::to_message(&names.dead_letters, record_id, fields);
+    assert_eq!(
+        source_from_headers(&m.headers),
+        Some(origin),
+        "named after its origin"
+    );
+    assert_eq!(
+        fields[0].0.as_ref(),
+        b"trace",
+        "the entry's fields first, in order"
+    );
+    assert!(
+        fields
+            .iter()
+            .all(|(n, _)| !is_retry(std::str::from_utf8(n).unwrap())),
+        "no trail on the dead letter"
+    );
+    assert!(redis
+        .pending(&retry_stream(&names), &names.group)
+        .await
+        .is_empty());
+    source.stop().await;
     clean_up(&redis, &names).await;
 }
 
