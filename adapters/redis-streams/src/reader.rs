@@ -25,7 +25,7 @@
 //! blocked read) is looked at between calls: a call under way finishes, so every entry Redis
 //! handed out is held.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -46,6 +46,10 @@ use crate::mapping::size;
 use crate::reply::{self, Entry};
 use crate::shared::{Held, Item, Shared};
 use outrigger_core::ReconnectDelay;
+
+mod waiting;
+
+use waiting::Waiting;
 
 /// Why a step of the reader ended early.
 enum Halt {
@@ -77,9 +81,8 @@ pub(crate) struct Reader {
     /// The stream the next partial read starts at, when there is room for fewer entries than
     /// there are streams.
     rotation: usize,
-    /// Of each stream, the retry copies read before they were due, in the order they fall
-    /// due, with their hand-outs so far; always empty for a source stream.
-    waiting: Vec<VecDeque<(Held, u32)>>,
+    /// The retry copies read before they were due; none of a source stream.
+    waiting: Waiting,
 }
 
 impl Reader {
@@ -104,7 +107,7 @@ impl Reader {
             claim_cursors: vec!["0-0".to_owned(); streams],
             next_claim: Instant::now(),
             rotation: 0,
-            waiting: (0..streams).map(|_| VecDeque::new()).collect(),
+            waiting: Waiting::new(streams),
         }
     }
 
@@ -267,7 +270,7 @@ impl Reader {
         // A retry stream with a copy waiting is read no further until it is due. The source
         // streams are always read, so there is always one.
         let open: Vec<usize> = (0..self.shared.streams.len())
-            .filter(|&i| self.waiting[i].is_empty())
+            .filter(|&i| self.waiting.is_empty(i))
             .collect();
         let n = open.len();
         // COUNT applies to each stream: with room for fewer entries than there are streams,
@@ -280,7 +283,7 @@ impl Reader {
             ((0..room).map(|i| open[(first + i) % n]).collect(), 1)
         };
         let until_claim = self.next_claim.saturating_duration_since(Instant::now());
-        let until_due = self.next_due().map_or(Duration::MAX, |due| {
+        let until_due = self.waiting.next_due().map_or(Duration::MAX, |due| {
             due.duration_since(SystemTime::now()).unwrap_or_default()
         });
         let block = s
@@ -338,7 +341,7 @@ impl Reader {
             };
             let held = self.shared.held(index, entry.id, fields);
             let early = held.due().is_some_and(|due| due > now);
-            if self.shared.is_retry(index) && (early || !self.waiting[index].is_empty()) {
+            if self.shared.is_retry(index) && (early || !self.waiting.is_empty(index)) {
                 let id = held.id.clone();
                 if self.wait(held, deliveries) {
                     waiting.entry(deliveries).or_default().push(id);
@@ -367,15 +370,9 @@ impl Reader {
     /// The copies among `entries` (just read again from the pending list) that wait here
     /// already: that read counted one more hand-out of each, which is set back.
     async fn set_back_waiting(&self, index: usize, entries: &[Entry]) {
-        let mut counts: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-        for (held, deliveries) in &self.waiting[index] {
-            if entries.iter().any(|e| e.id == held.id) {
-                counts
-                    .entry(deliveries.saturating_sub(1))
-                    .or_default()
-                    .push(held.id.clone());
-            }
-        }
+        let counts = self
+            .waiting
+            .read_again(index, entries.iter().map(|e| e.id.as_str()));
         for (deliveries, ids) in counts {
             self.set_count(index, deliveries, &ids).await;
         }
@@ -413,51 +410,29 @@ impl Reader {
         Ok(())
     }
 
-    /// Keeps retry copy `held` until it is due: held, taking no permit, in the order copies
-    /// fall due (a copy claimed from a peer may be older than those waiting).
-    /// False when it is held already.
+    /// Keeps retry copy `held` until it is due: held, taking no permit. False when it is held
+    /// already.
     fn wait(&mut self, held: Held, deliveries: u32) -> bool {
-        let stream = held.stream;
         if !self
             .shared
             .ledger
-            .hold_waiting(stream, &held.id, size(&held.fields))
+            .hold_waiting(held.stream, &held.id, size(&held.fields))
         {
             return false;
         }
-        let queue = &mut self.waiting[stream];
-        let due = held.due();
-        let at = queue
-            .iter()
-            .position(|(other, _)| other.due() > due)
-            .unwrap_or(queue.len());
-        queue.insert(at, (held, deliveries));
+        self.waiting.insert(held, deliveries);
         true
-    }
-
-    /// When the first waiting copy is due.
-    fn next_due(&self) -> Option<SystemTime> {
-        self.waiting
-            .iter()
-            .filter_map(|q| q.front())
-            .map(|(held, _)| held.due().unwrap_or(SystemTime::UNIX_EPOCH))
-            .min()
     }
 
     /// Hands out the waiting copies that are due, each stream's in order, while there is
     /// room; a copy let go meanwhile (a peer took it after an outage) is skipped.
     async fn hand_out_due(&mut self) -> Step {
         let now = SystemTime::now();
-        for index in 0..self.waiting.len() {
+        for index in 0..self.shared.streams.len() {
             while self.shared.ledger.room() > 0 {
-                let due = match self.waiting[index].front() {
-                    Some((held, _)) => held.due().is_none_or(|due| due <= now),
-                    None => false,
-                };
-                if !due {
+                let Some((held, deliveries)) = self.waiting.pop_due(index, now) else {
                     break;
-                }
-                let (held, deliveries) = self.waiting[index].pop_front().expect("looked at");
+                };
                 if !self.shared.ledger.promote(index, &held.id) {
                     continue;
                 }
