@@ -42,11 +42,12 @@
 //!   entry but taking no backpressure permit, and its retry stream is read no further until it
 //!   is due. Once due it is handed out as its origin again (coordinates, `message_id`, dead
 //!   letters are the original's). A killed sidecar's waiting copies come back through the
-//!   pending read or a peer's claim. A retry stream may not be a source or dead-letter stream
+//!   pending read or a peer's claim; reads of a copy that waits count no hand-out (its count is
+//!   set back), so waiting spends none of its attempts. A retry stream may not be a source or dead-letter stream
 //!   (refused by `validate`). Standalone Redis only, like the rest of the source: the script
 //!   touches two keys, which Redis Cluster would need in one hash slot.
 //! - Backpressure: an entry counts from the read that hands it to this consumer to its
-//!   settlement; reads ask for no more than `max_in_flight` and `max_buffered_bytes` leave room
+//!   settlement (a retry copy that waits for its time from when it is handed out); reads ask for no more than `max_in_flight` and `max_buffered_bytes` leave room
 //!   for (`backpressure.prefetch`, default `max_in_flight`, caps one read).
 //! - Stop: no read after it; entries read and not handed out stay pending for the next consumer
 //!   of this name, their delivery count set back by one.
@@ -63,8 +64,9 @@
 //! - `config`: [`RedisStreamsConfig`] (`[source.redis_streams]`) and its validation;
 //!   [`RedisStreamsSettings`], what a source runs with. `broker`: [`RedisStreams`], the seam.
 //! - `source`: [`RedisStreamsSource`], connect, `recv`, stop; `reader`: the task that reads
-//!   pending, claimed and new entries; `keeper`: the task that keeps held entries this
-//!   consumer's; `ledger`: what is held; `shared`: what they share.
+//!   pending, claimed and new entries (`reader::waiting`: retry copies not due yet); `keeper`:
+//!   the task that keeps held entries this consumer's; `ledger`: what is held; `shared`: what
+//!   they share.
 //! - `acker`: [`RedisStreamsAcker`], settlement of one entry; `dead_letter`: dead letters and
 //!   tombstones; `retry`: retry copies.
 //! - `dlq`: [`RedisStreamsDeadLetters`] and its [`RedisStreamsPass`].
