@@ -764,7 +764,7 @@ fn queue_mode_retries_are_refused_on_every_broker_without_retry_queues() {
     refused_by_check_and_run(&Case {
         policy,
         at: "7:1: retry.mode",
-        says: "queue mode needs retry queues, built for amqp and kafka and redis_streams sources \
+        says: "queue mode needs retry queues, built for amqp, kafka and redis_streams sources \
                only; use \"in_place\" with a nats source",
     });
 }

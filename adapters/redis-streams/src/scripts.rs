@@ -1,8 +1,8 @@
 //! The Lua scripts that make a step of two commands one atomic step on the server: a dead
 //! letter and the acknowledgement of its entry, a retry copy and the acknowledgement of its
-//! entry, a resubmitted copy and the removal of its dead
-//! letter, the refresh of entries only while they are still this consumer's. A client that dies
-//! halfway leaves both commands done or neither.
+//! entry, a resubmitted copy and the removal of its dead letter, the refresh of entries only
+//! while they are still this consumer's. A client that dies halfway leaves both commands done
+//! or neither.
 //!
 //! Redis runs a script to its end, but does not undo the writes before a failing command: each
 //! script checks first and writes last, its one fallible write (`XADD`) before the rest.

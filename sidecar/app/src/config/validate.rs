@@ -197,11 +197,20 @@ fn dedup(c: &Config, v: &mut Problems) {
     }
 }
 
+/// `a`, `a and b`, `a, b and c`.
+fn in_words(all: &[&str]) -> String {
+    match all {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
 fn retry(c: &Config, capabilities: &Capabilities, v: &mut Problems) {
     let r = &c.retry;
     if r.mode == RetryMode::Queue {
         if !capabilities.retry_queues {
-            let built = SourceConfig::kinds_with_retry_queues().join(" and ");
+            let built = in_words(&SourceConfig::kinds_with_retry_queues());
             v.at(
                 &["retry.mode"],
                 format!(
@@ -233,7 +242,7 @@ fn retry(c: &Config, capabilities: &Capabilities, v: &mut Problems) {
     }
     if r.mode == RetryMode::Redeliver {
         if !capabilities.delayed_redelivery {
-            let built = SourceConfig::kinds_with_delayed_redelivery().join(" and ");
+            let built = in_words(&SourceConfig::kinds_with_delayed_redelivery());
             v.at(
                 &["retry.mode"],
                 format!(

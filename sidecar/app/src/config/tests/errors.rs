@@ -617,7 +617,7 @@ fn queue_mode_takes_tiers_on_kafka_and_says_what_it_needs_elsewhere() {
     assert!(
         errors[0]
             .message
-            .contains("built for amqp and kafka and redis_streams sources only"),
+            .contains("built for amqp, kafka and redis_streams sources only"),
         "{errors:#?}"
     );
 }
