@@ -1,17 +1,10 @@
 //! Redis Streams in the retry contract: a stream of the test's own on the machine's Redis
 //! (127.0.0.1:6379), its retry stream `<stream>.retry.0` made by the sidecar.
-//!
-//! The kit has no Redis client of its own: the few commands the fixture sends (`XADD`, `DEL`)
-//! go over a plain connection in RESP.
-
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 use super::{RetryFixture, TIER};
 use crate::{unique, Policy};
 
 /// The machine's Redis, which the dedup store of every test policy uses too.
-const ADDRESS: &str = "127.0.0.1:6379";
 const URL: &str = "redis://127.0.0.1:6379";
 
 /// Redis Streams: a stream of the test's own, read by a group of its own as one consumer name,
@@ -31,18 +24,17 @@ impl RetryFixture for RedisStreamsRetry {
     }
 
     async fn publish(&self, records: &[(String, String)]) {
-        let commands: Vec<Vec<&[u8]>> = records
+        let commands: Vec<redis::Cmd> = records
             .iter()
             .map(|(key, body)| {
-                vec![
-                    &b"XADD"[..],
-                    self.stream.as_bytes(),
-                    b"*",
-                    b"payload",
-                    body.as_bytes(),
-                    b"key",
-                    key.as_bytes(),
-                ]
+                let mut xadd = redis::cmd("XADD");
+                xadd.arg(&self.stream)
+                    .arg("*")
+                    .arg("payload")
+                    .arg(body)
+                    .arg("key")
+                    .arg(key);
+                xadd
             })
             .collect();
         run(&commands).await;
@@ -71,49 +63,26 @@ impl RetryFixture for RedisStreamsRetry {
     }
 
     async fn clean_up(self) {
-        let retry = format!("{}.retry.0", self.stream);
-        let dlq = format!("{}.dlq", self.stream);
-        run(&[vec![
-            &b"DEL"[..],
-            self.stream.as_bytes(),
-            retry.as_bytes(),
-            dlq.as_bytes(),
-        ]])
-        .await;
+        let mut del = redis::cmd("DEL");
+        del.arg(&self.stream)
+            .arg(format!("{}.retry.0", self.stream))
+            .arg(format!("{}.dlq", self.stream));
+        run(&[del]).await;
     }
 }
 
-/// Sends `commands` in one go and reads a reply to each; an error reply fails the test.
-async fn run(commands: &[Vec<&[u8]>]) {
-    let connection = TcpStream::connect(ADDRESS)
+/// Sends `commands` in one pipeline; an error reply fails the test.
+async fn run(commands: &[redis::Cmd]) {
+    let client = redis::Client::open(URL).expect("a valid Redis URL");
+    let mut connection = client
+        .get_multiplexed_async_connection()
         .await
-        .unwrap_or_else(|e| panic!("connecting to Redis at {ADDRESS}: {e}"));
-    let (read, mut write) = connection.into_split();
-    let mut out = Vec::new();
-    for args in commands {
-        out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-        for arg in args {
-            out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            out.extend_from_slice(arg);
-            out.extend_from_slice(b"\r\n");
-        }
+        .unwrap_or_else(|e| panic!("connecting to Redis at {URL}: {e}"));
+    let mut pipe = redis::pipe();
+    for cmd in commands {
+        pipe.add_command(cmd.clone()).ignore();
     }
-    write.write_all(&out).await.expect("writing to Redis");
-    let mut replies = BufReader::new(read);
-    for args in commands {
-        let mut line = String::new();
-        replies.read_line(&mut line).await.expect("reading Redis");
-        assert!(
-            !line.starts_with('-'),
-            "Redis refused {}: {line}",
-            String::from_utf8_lossy(args[0])
-        );
-        if let Some(len) = line.strip_prefix('$') {
-            let len: i64 = len.trim().parse().expect("a bulk length");
-            if len >= 0 {
-                let mut bulk = vec![0; len as usize + 2];
-                replies.read_exact(&mut bulk).await.expect("reading Redis");
-            }
-        }
-    }
+    pipe.query_async::<()>(&mut connection)
+        .await
+        .unwrap_or_else(|e| panic!("Redis refused a command: {e}"));
 }
