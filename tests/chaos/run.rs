@@ -88,17 +88,26 @@ fn plan(takeover: Duration) -> Plan {
 /// short lease (a killed sidecar's claims free up in seconds), in-place retries with short
 /// backoffs and attempts enough for the transient keys, the breaker at its defaults, dead
 /// letters to the broker's default destination.
+///
+/// `OUTRIGGER_CHAOS_RETRY=queue` runs retry mode `queue` instead (tiers of 200 ms and 1 s), on
+/// a broker that has retry queues.
 fn chaos_policy(policy: Policy, store: &RedisServer) -> Policy {
-    policy
+    let policy = policy
         .set("dedup.redis.url", store.url())
         .set("dedup.redis.timeout", "500ms")
         .set("dedup.lease", "3s")
         .set("delivery.timeout", "2s")
-        .set("retry.mode", "in_place")
         .set("retry.max_attempts", 20)
         .set("retry.initial", "20ms")
         .set("retry.max", "200ms")
-        .set("log.level", "info")
+        .set("log.level", "info");
+    match std::env::var("OUTRIGGER_CHAOS_RETRY").as_deref() {
+        Ok("queue") => policy
+            .set("retry.mode", "queue")
+            .set("retry.tiers", toml_edit::Array::from_iter(["200ms", "1s"])),
+        Ok("in_place") | Err(_) => policy.set("retry.mode", "in_place"),
+        Ok(other) => panic!("OUTRIGGER_CHAOS_RETRY={other}: in_place or queue"),
+    }
 }
 
 /// The run's files (fault log, ledger, dead letters, every sidecar's log, the report), kept
