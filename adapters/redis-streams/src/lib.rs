@@ -54,8 +54,8 @@
 //! - Reconnects: a broken connection marks the source down, and it reconnects with backoff
 //!   (100ms doubling to 5s), logged once while it lasts; entries handed out before still settle
 //!   after it (a consumer's pending list outlives its connections).
-//! - Stats: per stream, the group's lag (`XINFO GROUPS`) and this consumer's pending entries
-//!   (`XPENDING`), with what the source holds.
+//! - Stats: per stream (retry streams too), the group's lag (`XINFO GROUPS`) and this
+//!   consumer's pending entries (`XPENDING`), with what the source holds.
 //! - Dead letters back: [`RedisStreamsDeadLetters`] lists, resubmits and purges the dead-letter
 //!   streams for `outrigger dlq` and the admin API; a resubmission adds the copy and deletes
 //!   the record in one script, so no run ever adds two.

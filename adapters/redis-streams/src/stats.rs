@@ -7,11 +7,11 @@ use redis::Value;
 use crate::reply;
 use crate::shared::Shared;
 
-/// One entry per stream, `partition` empty. What Redis does not answer stays unknown.
+/// One entry per stream read (the retry streams of retry mode `queue` too), `partition`
+/// empty. What Redis does not answer stays unknown.
 pub(crate) async fn read(shared: &Shared) -> Vec<PartitionStats> {
-    let s = &shared.settings;
-    let mut out = Vec::with_capacity(s.streams.len());
-    for (index, stream) in s.streams.iter().enumerate() {
+    let mut out = Vec::with_capacity(shared.streams.len());
+    for (index, stream) in shared.streams.iter().enumerate() {
         let lag = lag(shared, stream).await;
         let pending = own_pending(shared, stream).await;
         out.push(PartitionStats {

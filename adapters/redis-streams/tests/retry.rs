@@ -122,6 +122,16 @@ async fn a_copy_waits_until_due_without_a_permit_and_comes_back_as_its_origin() 
     let pending = redis.pending(&retry_stream(&names), &names.group).await;
     assert_eq!(pending.len(), 1, "the waiting copy is pending: {pending:?}");
     assert_eq!(pending[0].1, "c1");
+    let stats = source.stats().read().await;
+    let waiting = stats
+        .iter()
+        .find(|p| p.source == retry_stream(&names))
+        .unwrap_or_else(|| panic!("no stats for the retry stream: {stats:?}"));
+    assert_eq!(
+        waiting.pending,
+        Some(1),
+        "the waiting copy counts as pending"
+    );
     let before_due = TIER.saturating_sub(written.elapsed() + Duration::from_millis(300));
     assert_quiet(&mut source, before_due, "the copy is not due yet").await;
 
