@@ -756,16 +756,15 @@ async fn every_nats_start_check_is_reported_by_check_and_refused_by_run() {
 }
 
 /// What a broker cannot do is refused by `check` and by `run` alike, saying which brokers can:
-/// retry queues exist on RabbitMQ, Kafka and Redis Streams.
+/// retry queues exist on every broker but the in-process memory one.
 #[test]
 fn queue_mode_retries_are_refused_on_every_broker_without_retry_queues() {
-    let policy = "[source.nats]\nstream = \"ORDERS\"\nconsumer = \"c\"\n[dedup]\nstore = \
-                  \"embedded\"\n[retry]\nmode = \"queue\"\n";
+    let policy = "[source.memory]\n[dedup]\nstore = \"embedded\"\n[retry]\nmode = \"queue\"\n";
     refused_by_check_and_run(&Case {
         policy,
-        at: "7:1: retry.mode",
-        says: "queue mode needs retry queues, built for amqp, kafka and redis_streams sources \
-               only; use \"in_place\" with a nats source",
+        at: "5:1: retry.mode",
+        says: "queue mode needs retry queues, built for amqp, kafka, redis_streams and nats \
+               sources only; use \"in_place\" with a memory source",
     });
 }
 

@@ -21,3 +21,8 @@ retry_contract!(
     outrigger_testkit::retry::redis_streams::RedisStreamsRetry,
     env!("CARGO_BIN_EXE_outrigger")
 );
+retry_contract!(
+    nats,
+    outrigger_testkit::retry::nats::NatsRetry,
+    env!("CARGO_BIN_EXE_outrigger")
+);

@@ -5,17 +5,19 @@
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_nats::header::HeaderMap;
 use async_nats::jetstream::AckKind;
 use bytes::Bytes;
-use outrigger_core::{Acker, Coordinates, DeadLetter, Settlement, SourceError, Unsettled};
+use outrigger_core::{Acker, Coordinates, DeadLetter, Settlement, SourceError, Trail, Unsettled};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::AbortHandle;
 use tracing::debug;
 
 use crate::ack;
 use crate::dead_letter;
+use crate::retry;
 use crate::shared::Shared;
 
 /// The handle of one JetStream delivery. Dropped unsettled, it naks the message, which
@@ -25,6 +27,8 @@ pub struct NatsAcker {
     shared: Arc<Shared>,
     /// The message's ack subject.
     reply: String,
+    /// Where this delivery is stored, which names its retry copy.
+    own: String,
     /// The subject it was published on, and the original headers and payload, published as
     /// they are on dead-lettering.
     subject: String,
@@ -45,6 +49,8 @@ pub struct NatsAcker {
 /// What a delivery is made of, as the pull loop takes it apart.
 pub(crate) struct Parts {
     pub(crate) reply: String,
+    /// Where this delivery is stored (`<stream>@<sequence>`; a retry copy's own place).
+    pub(crate) own: String,
     pub(crate) subject: String,
     pub(crate) headers: Option<HeaderMap>,
     pub(crate) payload: Bytes,
@@ -62,6 +68,7 @@ impl NatsAcker {
         Self {
             shared,
             reply: parts.reply,
+            own: parts.own,
             subject: parts.subject,
             headers: parts.headers,
             payload: parts.payload,
@@ -125,6 +132,46 @@ impl NatsAcker {
         Ok(())
     }
 
+    /// Retry mode `queue`: publishes the copy to its tier's subject, waits for JetStream's
+    /// publish ack, then acks the message. A failed publish leaves it unacked.
+    async fn retry(&self, trail: &Trail) -> Result<(), SourceError> {
+        let (Some(target), Some(delay)) = (
+            self.shared.retry_subjects.get(trail.tier),
+            self.shared.retry_tiers.get(trail.tier),
+        ) else {
+            return Err(SourceError::Rejected(format!(
+                "retry tier {} of {} is not configured (retry mode queue)",
+                trail.tier, self.coordinates
+            )));
+        };
+        let trail = Trail {
+            due: Some(SystemTime::now() + *delay),
+            ..trail.clone()
+        };
+        let headers = retry::copy_headers(self.headers.as_ref(), &self.subject, &trail, &self.own)
+            .map_err(|e| {
+                SourceError::Publish(format!("retry copy of {}: {e}", self.coordinates))
+            })?;
+        let failed =
+            |e: &dyn fmt::Display| SourceError::Publish(format!("retry copy to {target}: {e}"));
+        let confirmation = self
+            .shared
+            .jetstream
+            .publish_with_headers(target.clone(), headers, self.payload.clone())
+            .await
+            .map_err(|e| failed(&e))?
+            .await
+            .map_err(|e| failed(&e))?;
+        debug!(
+            coordinates = %self.coordinates,
+            stream = %confirmation.stream,
+            sequence = confirmation.sequence,
+            hop = trail.hop,
+            "Retry copy stored."
+        );
+        self.ack(AckKind::Ack).await
+    }
+
     /// Keeps the count of failing dead-letter writes.
     fn failing(&mut self, now: bool) {
         if now != self.dead_letter_failing {
@@ -160,9 +207,7 @@ impl Acker for NatsAcker {
             Settlement::Requeue => self.ack(AckKind::Nak(None)).await,
             Settlement::Redeliver(delay) => self.ack(AckKind::Nak(Some(*delay))).await,
             Settlement::DeadLetter(context) => self.dead_letter(context).await,
-            Settlement::Retry(_) => Err(SourceError::Rejected(
-                "retry queues are not available for NATS sources".to_owned(),
-            )),
+            Settlement::Retry(trail) => self.retry(trail).await,
         };
         match result {
             Ok(()) => {

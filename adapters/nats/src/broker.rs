@@ -23,7 +23,7 @@ impl Broker for Nats {
                 one: "stream",
                 many: "streams",
             },
-            retry_queues: false,
+            retry_queues: true,
             // A nak with a delay: JetStream hands the message out again after it, and counts
             // the delivery (`num_delivered`).
             delayed_redelivery: true,

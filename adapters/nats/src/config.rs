@@ -277,6 +277,7 @@ impl NatsConfig {
                 ),
             );
         }
+        self.check_retry(&mut p, context, &dead_letters);
         if self.ack_wait < MIN_ACK_WAIT {
             p.at(
                 &["source.nats.ack_wait"],
@@ -382,6 +383,70 @@ impl NatsConfig {
         self.dead_letter_stream
             .clone()
             .unwrap_or_else(|| format!("{}_dlq", self.stream))
+    }
+
+    /// The stream that holds the retry copies of retry mode `queue`: `<stream>_retry`.
+    pub fn retry_stream_name(&self) -> String {
+        format!("{}_retry", self.stream)
+    }
+
+    /// The durable consumer that reads the retry stream: `<consumer>-retry`.
+    pub fn retry_consumer_name(&self) -> String {
+        format!("{}-retry", self.consumer)
+    }
+
+    /// The subject of retry tier `tier` (from 0): `<stream>.retry.<tier>`.
+    pub fn retry_subject(&self, tier: usize) -> String {
+        format!("{}.retry.{tier}", self.stream)
+    }
+
+    /// Retry mode `queue`: the retry subjects must not be captured by the source stream nor be
+    /// the dead-letter subject, and the retry stream must be neither of those streams.
+    fn check_retry(&self, p: &mut Problems, context: &SourceContext, dead_letters: &str) {
+        if context.retry_tiers.is_empty() {
+            return;
+        }
+        let retry_stream = self.retry_stream_name();
+        if retry_stream == self.dead_letter_stream_name() {
+            p.at(
+                &["source.nats.dead_letter_stream", "retry.mode"],
+                format!(
+                    "the retry stream of retry mode queue is {retry_stream:?}, the dead-letter \
+                     stream's name; name the dead-letter stream otherwise"
+                ),
+            );
+        }
+        let subjects = KeyPath::parse("source.nats.subjects");
+        for tier in 0..context.retry_tiers.len() {
+            let retry = self.retry_subject(tier);
+            if retry == dead_letters {
+                p.at_paths(
+                    vec![
+                        KeyPath::parse("dead_letter.destination"),
+                        KeyPath::parse("retry.tiers").index(tier),
+                    ],
+                    format!(
+                        "the retry subject of retry.tiers[{tier}] is {retry:?}, which is the \
+                         dead-letter subject; set dead_letter.destination to another subject"
+                    ),
+                );
+            }
+            if let Some(i) = self
+                .subjects
+                .iter()
+                .position(|s| self.create_stream && subject_matches(s, &retry))
+            {
+                p.at_paths(
+                    vec![subjects.index(i), KeyPath::parse("retry.tiers").index(tier)],
+                    format!(
+                        "the retry subject of retry.tiers[{tier}] is {retry:?}, which the source \
+                         stream captures, so retry copies would be consumed as new messages; \
+                         keep {:?} from capturing it",
+                        self.subjects[i]
+                    ),
+                );
+            }
+        }
     }
 }
 
@@ -526,6 +591,8 @@ pub struct NatsSettings {
     pub prefetch: usize,
     /// The `max_ack_pending` of a created consumer.
     pub max_ack_pending: u32,
+    /// Retry mode `queue`: the delay of each tier, shortest first; empty: retries in place.
+    pub retry_tiers: Vec<Duration>,
 }
 
 impl NatsSettings {
@@ -548,6 +615,7 @@ impl NatsSettings {
             max_ack_pending: config
                 .max_ack_pending
                 .unwrap_or(u32::try_from(max_in_flight).unwrap_or(u32::MAX)),
+            retry_tiers: context.retry_tiers.clone(),
         }
     }
 
@@ -653,6 +721,51 @@ mod tests {
         ] {
             assert!(text.contains(part), "{part} missing in\n{text}");
         }
+    }
+
+    #[test]
+    fn retry_subjects_may_not_be_consumed_or_be_the_dead_letter_subject() {
+        let queue = |destination: Option<&str>| SourceContext {
+            dead_letter_destination: destination.map(str::to_owned),
+            retry_tiers: vec![Duration::from_secs(1), Duration::from_secs(10)],
+            ..SourceContext::default()
+        };
+        let c = NatsConfig {
+            create_stream: true,
+            subjects: vec!["orders.>".into()],
+            ..config()
+        };
+        assert!(problems(&c, &queue(None)).is_empty());
+        assert_eq!(c.retry_subject(1), "ORDERS.retry.1");
+        assert_eq!(c.retry_stream_name(), "ORDERS_retry");
+        let captured = NatsConfig {
+            subjects: vec!["ORDERS.*.*".into()],
+            ..c.clone()
+        };
+        let found = captured.validate(&queue(Some("dlq.orders")));
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0]
+            .to_string()
+            .contains("which the source stream captures"));
+        assert_eq!(
+            found[1].paths,
+            [
+                KeyPath::parse("source.nats.subjects").index(0),
+                KeyPath::parse("retry.tiers").index(1)
+            ]
+        );
+        let text = problems(&c, &queue(Some("ORDERS.retry.0"))).join("\n");
+        assert!(text.contains("which is the dead-letter subject"), "{text}");
+        let dlq_stream = NatsConfig {
+            dead_letter_stream: Some("ORDERS_retry".into()),
+            ..c.clone()
+        };
+        let text = problems(&dlq_stream, &queue(None)).join("\n");
+        assert!(text.contains("the dead-letter stream's name"), "{text}");
+        assert!(
+            problems(&dlq_stream, &SourceContext::default()).is_empty(),
+            "no retry stream in place mode"
+        );
     }
 
     #[test]

@@ -19,7 +19,15 @@
 //!   `outrigger-dlq-*` context to the dead-letter subject, waits for JetStream's publish ack,
 //!   then sends `+TERM` (without a reason, which nats-server 2.9 does not read: the reason is
 //!   in the dead letter). A failed publish leaves the original unacked, still in progress.
-//! - Retries wait in place (the retry queues of retry mode `queue` are not built for NATS).
+//! - Retries: in place, `redeliver` (a nak with the delay), or retry mode `queue`: a failing
+//!   message (or one parked behind it) is copied to `<stream>.retry.<n>` in the retry stream
+//!   `<stream>_retry` (created at connect, file storage) with its trail, and acked once
+//!   JetStream confirms the copy (a second copy after a lost ack is dropped, by its
+//!   `Nats-Msg-Id`); a failed copy leaves the original unacked. A second durable consumer,
+//!   `<consumer>-retry`, reads the copies into the same deliveries: one read before it is due
+//!   is naked with the time left (JetStream waits, the sidecar holds nothing and spends no
+//!   attempt), then handed out as its origin (its coordinates, `message_id`, subject, key and
+//!   headers, `deliveries` unknown so the waiting naks count no attempt).
 //! - Dead letters back: [`NatsDeadLetters`] lists, resubmits and purges the dead-letter
 //!   stream for `outrigger dlq` and the admin API; ids are stream sequences.
 //! - Connection: user/password, token, `.creds` (read again at each reconnect, so a renewed
@@ -31,7 +39,8 @@
 //!   source runs with. `broker`: [`Nats`], the broker seam.
 //! - `connection`: connect options, reconnect events, health; `creds`: a `.creds` file, read
 //!   again at each connect.
-//! - `setup`: the stream, the consumer and the dead-letter stream, found or created.
+//! - `setup`: the stream, the consumer, the dead-letter stream and (retry mode `queue`) the
+//!   retry stream and its consumer, found or created. `retry`: a retry copy and its way back.
 //! - `source`: [`NatsSource`]; `pull`: the pull loop; `shared`: what they and the ackers share.
 //! - `acker`: [`NatsAcker`], settlement of one delivery; `ack`: confirmed acks.
 //! - `headers`: NATS headers and messages as core ones; `dead_letter`: the headers of a dead
@@ -49,6 +58,7 @@ mod dead_letter;
 mod dlq;
 mod headers;
 mod pull;
+mod retry;
 mod setup;
 mod shared;
 mod source;

@@ -9,7 +9,7 @@
 //! instead of the next message.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::AckKind;
 use async_nats::{Client, StatusCode, Subscriber};
@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 use crate::ack;
 use crate::acker::{NatsAcker, Parts};
 use crate::headers::{self, Position};
+use crate::retry;
 use crate::shared::Shared;
 
 /// How long one pull request waits at the server for messages before it expires. Short,
@@ -299,20 +300,59 @@ impl Pull {
             return true;
         };
         let message = js.message;
-        let subject = message.subject.to_string();
-        let core = headers::to_message(
+        let own = format!("{}@{}", position.stream, position.sequence);
+        let mut subject = message.subject.to_string();
+        let mut all = headers::from_map(message.headers.as_ref());
+        let mut map = message.headers;
+        let mut position = position;
+        let mut trail = None;
+        if self.shared.retry_stream.as_deref() == Some(position.stream.as_str()) {
+            match retry::read(&subject, &all, &position, SystemTime::now()) {
+                // JetStream does the waiting: the copy comes back when it is due, and takes no
+                // room meanwhile.
+                retry::Copy::Early(wait) => {
+                    drop(permit);
+                    if let Err(error) =
+                        ack::confirmed(&self.shared.client, &reply, AckKind::Nak(Some(wait))).await
+                    {
+                        debug!(%error, "Could not put back a retry copy not due yet; JetStream redelivers it after ack_wait.");
+                    }
+                    return true;
+                }
+                retry::Copy::Due(origin) => {
+                    let origin = *origin;
+                    subject = origin.subject;
+                    all = origin.headers;
+                    map = origin.map;
+                    position = origin.position;
+                    trail = Some(origin.trail);
+                }
+                retry::Copy::Unreadable(why) => {
+                    warn!(copy = %own, why, "Unreadable retry trail; delivering the copy as it is.");
+                }
+            }
+        }
+        let mut core = headers::to_message(
             &subject,
-            headers::from_map(message.headers.as_ref()),
+            all,
             message.payload.clone(),
             &position,
             &self.key_header,
         );
+        if trail.is_some() {
+            // JetStream counts every nak of the copy while it waited: none was an attempt, and
+            // the trail carries the attempts spent.
+            core.deliveries = None;
+            core.redelivered = false;
+            core.trail = trail;
+        }
         let acker = NatsAcker::new(
             self.shared.clone(),
             Parts {
                 reply,
+                own,
                 subject,
-                headers: message.headers,
+                headers: map,
                 payload: message.payload,
                 coordinates: core.coordinates.clone(),
                 permit,

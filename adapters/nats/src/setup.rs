@@ -228,3 +228,94 @@ pub(crate) async fn dead_letter_stream(
         )),
     }
 }
+
+/// Retry mode `queue`: the stream capturing the retry subjects (`<stream>.retry.<n>`), found
+/// or created (file storage, limits retention), and its durable pull consumer
+/// (`<consumer>-retry`, explicit acks, the source consumer's `ack_wait`). Refused when another
+/// stream (the source or dead-letter one) captures a retry subject.
+pub(crate) async fn retry_consumer(
+    js: &Context,
+    settings: &NatsSettings,
+    ack_wait: std::time::Duration,
+) -> Result<PullConsumer, SourceError> {
+    let config = &settings.config;
+    let name = config.retry_stream_name();
+    let subjects: Vec<String> = (0..settings.retry_tiers.len())
+        .map(|tier| config.retry_subject(tier))
+        .collect();
+    for subject in &subjects {
+        match js.stream_by_subject(subject.clone()).await {
+            Ok(found) if found != name => {
+                return Err(SourceError::Rejected(format!(
+                    "the retry subject {subject:?} is captured by stream {found:?}, so retry \
+                     copies would not wait in the retry stream {name:?}; keep {found:?} from \
+                     capturing it"
+                )))
+            }
+            Ok(_) => {}
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::context::GetStreamByNameErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(api_error(
+                    &format!("looking up the stream of the retry subject {subject:?}"),
+                    &e,
+                ))
+            }
+        }
+    }
+    let stream = match js.get_stream(&name).await {
+        Ok(mut stream) => {
+            let info = stream
+                .info()
+                .await
+                .map_err(|e| api_error(&format!("looking up stream {name:?}"), &e))?
+                .clone();
+            if subjects.iter().any(|s| !info.config.subjects.contains(s)) {
+                let mut wanted = info.config.clone();
+                for s in &subjects {
+                    if !wanted.subjects.contains(s) {
+                        wanted.subjects.push(s.clone());
+                    }
+                }
+                js.update_stream(wanted).await.map_err(|e| {
+                    SourceError::Rejected(format!("updating the retry stream {name:?}: {e}"))
+                })?;
+            }
+            stream
+        }
+        Err(e) if has_code(&e, STREAM_NOT_FOUND) => {
+            let created = js
+                .create_stream(stream::Config {
+                    name: name.clone(),
+                    subjects: subjects.clone(),
+                    storage: stream::StorageType::File,
+                    retention: stream::RetentionPolicy::Limits,
+                    ..stream::Config::default()
+                })
+                .await
+                .map_err(|e| {
+                    SourceError::Rejected(format!("creating the retry stream {name:?}: {e}"))
+                })?;
+            info!(stream = %name, subjects = ?subjects, "Created the retry stream.");
+            created
+        }
+        Err(e) => return Err(api_error(&format!("looking up stream {name:?}"), &e)),
+    };
+    let consumer = config.retry_consumer_name();
+    stream
+        .get_or_create_consumer(
+            &consumer,
+            pull::Config {
+                durable_name: Some(consumer.clone()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait,
+                max_ack_pending: i64::from(settings.max_ack_pending),
+                max_deliver: -1,
+                deliver_policy: DeliverPolicy::All,
+                ..pull::Config::default()
+            },
+        )
+        .await
+        .map_err(|e| api_error(&format!("binding the retry consumer {consumer:?}"), &e))
+}

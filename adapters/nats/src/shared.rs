@@ -16,6 +16,11 @@ pub(crate) struct Shared {
     pub(crate) stream: String,
     /// Where dead letters are published.
     pub(crate) dead_letter_subject: String,
+    /// Retry mode `queue`: the stream holding the retry copies; `None` otherwise.
+    pub(crate) retry_stream: Option<String>,
+    /// The subject of each retry tier, and its delay.
+    pub(crate) retry_subjects: Vec<String>,
+    pub(crate) retry_tiers: Vec<Duration>,
     /// How often an unsettled message is reported in progress.
     pub(crate) progress_every: Duration,
     /// One permit per message that may be unsettled (`max_in_flight`).

@@ -33,7 +33,7 @@ pub struct NatsSource {
     deliveries: mpsc::Receiver<Delivery<NatsAcker>>,
     failure: Arc<Mutex<Option<SourceError>>>,
     stop: CancellationToken,
-    pull: Option<JoinHandle<()>>,
+    pulls: Vec<JoinHandle<()>>,
     stats: JoinHandle<()>,
     stopped: bool,
 }
@@ -49,11 +49,21 @@ impl NatsSource {
         let consumer = setup::consumer(&stream, &settings).await?;
         setup::dead_letter_stream(&js, &settings, settings.declare_dead_letters).await?;
         let info = consumer.cached_info().clone();
+        let retry = if settings.retry_tiers.is_empty() {
+            None
+        } else {
+            Some(setup::retry_consumer(&js, &settings, info.config.ack_wait).await?)
+        };
         let shared = Arc::new(Shared {
             client: connection.client.clone(),
             jetstream: js,
             stream: config.stream.clone(),
             dead_letter_subject: settings.dead_letter_subject.clone(),
+            retry_stream: retry.as_ref().map(|_| config.retry_stream_name()),
+            retry_subjects: (0..settings.retry_tiers.len())
+                .map(|tier| config.retry_subject(tier))
+                .collect(),
+            retry_tiers: settings.retry_tiers.clone(),
             progress_every: NatsSettings::progress_every(info.config.ack_wait),
             permits: Arc::new(Semaphore::new(settings.max_in_flight)),
             max_in_flight: settings.max_in_flight,
@@ -78,20 +88,23 @@ impl NatsSource {
         let (out, deliveries) = mpsc::channel(settings.max_in_flight);
         let failure = Arc::new(Mutex::new(None));
         let stop = CancellationToken::new();
-        let pull = Pull {
+        let pull_of = |stream: &str, consumer: &str| Pull {
             shared: shared.clone(),
-            next_subject: format!(
-                "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
-                info.stream_name, info.name
-            ),
+            next_subject: format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
             requests,
             key_header: config.key_header.clone(),
             reconnected: connection.reconnected.clone(),
-            out,
+            out: out.clone(),
             failure: failure.clone(),
             stop: stop.clone(),
         };
-        let pull = tokio::spawn(pull.run());
+        // The retry consumer's copies come into the same deliveries as the source's.
+        let mut pulls = vec![tokio::spawn(pull_of(&info.stream_name, &info.name).run())];
+        if let Some(retry) = &retry {
+            let retry = retry.cached_info();
+            pulls.push(tokio::spawn(pull_of(&retry.stream_name, &retry.name).run()));
+        }
+        drop(out);
         let stats = tokio::spawn(stats::refresh(consumer, shared.clone(), stop.clone()));
         info!(
             stream = %config.stream,
@@ -105,7 +118,7 @@ impl NatsSource {
             deliveries,
             failure,
             stop,
-            pull: Some(pull),
+            pulls,
             stats,
             stopped: false,
         })
@@ -143,10 +156,9 @@ impl Source for NatsSource {
             return;
         }
         self.stop.cancel();
-        if let Some(pull) = self.pull.take() {
-            if tokio::time::timeout(STOP_TIMEOUT, pull).await.is_err() {
-                debug!("The NATS pull loop did not end in time.");
-            }
+        let pulls = futures_util::future::join_all(std::mem::take(&mut self.pulls));
+        if tokio::time::timeout(STOP_TIMEOUT, pulls).await.is_err() {
+            debug!("The NATS pull loops did not end in time.");
         }
         self.deliveries.close();
         let mut naks = Vec::new();

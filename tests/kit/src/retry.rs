@@ -12,6 +12,7 @@
 //! must change none of that: every record reaches the app once, `K`'s in order.
 
 pub mod fixtures;
+pub mod nats;
 pub mod redis_streams;
 
 use std::future::Future;

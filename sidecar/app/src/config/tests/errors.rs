@@ -611,13 +611,11 @@ fn queue_mode_takes_tiers_on_kafka_and_says_what_it_needs_elsewhere() {
     ));
     assert_eq!(places(&errors)[0].2, "retry.tiers[1]", "{errors:#?}");
 
-    let errors = rejected(
-        "[source.nats]\nstream = \"ORDERS\"\nconsumer = \"c\"\n[retry]\nmode = \"queue\"\n",
-    );
+    let errors = rejected("[source.memory]\n[retry]\nmode = \"queue\"\n");
     assert!(
         errors[0]
             .message
-            .contains("built for amqp, kafka and redis_streams sources only"),
+            .contains("built for amqp, kafka, redis_streams and nats sources only"),
         "{errors:#?}"
     );
 }
