@@ -107,14 +107,17 @@ fn a_swapped_snapshot_applies_to_messages_taken_after_it() {
 }
 
 /// An app on a fixed loopback port that can go away (connections refused) and come back.
-/// Going away is clean, like a rolling restart: it stops accepting, answers what it already
-/// read with `Connection: close`, and so never cuts a request it received.
+/// Going away is clean, like a rolling restart: it stops accepting, closes its idle kept-alive
+/// connections, answers what it already read with `Connection: close`, and so never cuts a
+/// request it received.
 struct Flaky {
     addr: std::net::SocketAddr,
     /// Per idempotency key, the `outrigger-attempt` of each request the app received.
     seen: Arc<parking_lot::Mutex<std::collections::HashMap<String, Vec<u32>>>>,
     serving: Option<tokio::task::JoinHandle<()>>,
     closing: Arc<std::sync::atomic::AtomicBool>,
+    /// Cancelled when it goes away: each connection shuts down gracefully.
+    down: CancellationToken,
 }
 
 impl Flaky {
@@ -125,6 +128,7 @@ impl Flaky {
             seen: Default::default(),
             serving: None,
             closing: Default::default(),
+            down: CancellationToken::new(),
         };
         app.serve(listener);
         app
@@ -134,9 +138,11 @@ impl Flaky {
         let seen = self.seen.clone();
         let closing = self.closing.clone();
         closing.store(false, Ordering::SeqCst);
+        self.down = CancellationToken::new();
+        let down = self.down.clone();
         self.serving = Some(tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (seen, closing) = (seen.clone(), closing.clone());
+                let (seen, closing, down) = (seen.clone(), closing.clone(), down.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request: http::Request<_>| {
                         let (seen, closing) = (seen.clone(), closing.clone());
@@ -166,18 +172,27 @@ impl Flaky {
                             Ok::<_, std::convert::Infallible>(response)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    tokio::pin!(connection);
+                    tokio::select! {
+                        _ = connection.as_mut() => {}
+                        _ = down.cancelled() => {
+                            // Idle: closed now; busy: closed after its answer.
+                            connection.as_mut().graceful_shutdown();
+                            let _ = connection.await;
+                        }
+                    }
                 });
             }
         }));
     }
 
-    /// Stops listening: connects are refused from now on, and each kept-alive connection
-    /// closes after the answer to the request it carries.
+    /// Stops listening: connects are refused from now on, an idle kept-alive connection closes
+    /// at once and a busy one after the answer to the request it carries.
     fn go_down(&mut self) {
         self.closing.store(true, Ordering::SeqCst);
+        self.down.cancel();
         if let Some(task) = self.serving.take() {
             task.abort();
         }
