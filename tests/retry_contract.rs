@@ -1,8 +1,8 @@
 //! The retry contract (retry mode `queue` end to end through the binary, see
 //! `outrigger_testkit::retry`) on every broker that has retry queues: one invocation each.
 //!
-//! Needs the local RabbitMQ and Redis (dedup, and the Redis Streams source), and tansu on
-//! PATH for Kafka.
+//! Needs the local RabbitMQ, Redis (dedup, and the Redis Streams source) and nats-server with
+//! JetStream, and tansu on PATH for Kafka.
 
 use outrigger_testkit::retry_contract;
 

@@ -4,7 +4,8 @@
 //! A broker joins with a [`RetryFixture`] (a source of the test's own, publishing keyed
 //! records, the policy that consumes them) and one [`retry_contract!`](crate::retry_contract)
 //! invocation in the app's tests, which alone know where cargo built the binary. The fixtures
-//! of Kafka and RabbitMQ are in [`fixtures`], Redis Streams' in [`redis_streams`].
+//! of Kafka and RabbitMQ are in [`fixtures`], Redis Streams' in [`redis_streams`], NATS' in
+//! [`nats`].
 //!
 //! The scenario: key `K`'s first record fails twice then succeeds; its four later records and
 //! 36 records of other keys come after it. The other keys must not wait for `K`'s retries, `K`'s
