@@ -33,8 +33,7 @@
 //! `OUTRIGGER_CHAOS_SEED` replays a run's keys and fault timings, `OUTRIGGER_CHAOS_KEEP=1`
 //! keeps the run's files (fault log, the app's requests, dead letters, each sidecar's log)
 //! also when it passes; a failed run always keeps them and says where.
-//! `OUTRIGGER_CHAOS_RETRY=queue` runs retry mode `queue` (retry queues and parked keys) on the
-//! brokers that have it (`rabbitmq`, `kafka`, `redis_streams`).
+//! `OUTRIGGER_CHAOS_RETRY=queue` runs retry mode `queue` (retry queues and parked keys).
 //!
 //! A broker is one fixture of [`chaos::broker::ChaosBroker`] and one test below.
 
