@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_nats::header::HeaderMap;
+use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::AckKind;
 use bytes::Bytes;
 use outrigger_core::{Acker, Coordinates, DeadLetter, Settlement, SourceError, Trail, Unsettled};
@@ -113,16 +114,7 @@ impl NatsAcker {
             &self.coordinates,
         )
         .map_err(|e| SourceError::Publish(format!("dead letter of {}: {e}", self.coordinates)))?;
-        let failed =
-            |e: &dyn fmt::Display| SourceError::Publish(format!("dead letter to {target}: {e}"));
-        let confirmation = self
-            .shared
-            .jetstream
-            .publish_with_headers(target.clone(), headers, self.payload.clone())
-            .await
-            .map_err(|e| failed(&e))?
-            .await
-            .map_err(|e| failed(&e))?;
+        let confirmation = self.publish(target, headers, "dead letter").await?;
         debug!(
             coordinates = %self.coordinates,
             stream = %confirmation.stream,
@@ -130,6 +122,25 @@ impl NatsAcker {
             "Dead letter stored."
         );
         Ok(())
+    }
+
+    /// Publishes the payload with `headers` to `target` and waits for JetStream to store it;
+    /// `what` names the message in the error.
+    async fn publish(
+        &self,
+        target: &str,
+        headers: HeaderMap,
+        what: &str,
+    ) -> Result<PublishAck, SourceError> {
+        let failed =
+            |e: &dyn fmt::Display| SourceError::Publish(format!("{what} to {target}: {e}"));
+        self.shared
+            .jetstream
+            .publish_with_headers(target.to_owned(), headers, self.payload.clone())
+            .await
+            .map_err(|e| failed(&e))?
+            .await
+            .map_err(|e| failed(&e))
     }
 
     /// Retry mode `queue`: publishes the copy to its tier's subject, waits for JetStream's
@@ -152,16 +163,7 @@ impl NatsAcker {
             .map_err(|e| {
                 SourceError::Publish(format!("retry copy of {}: {e}", self.coordinates))
             })?;
-        let failed =
-            |e: &dyn fmt::Display| SourceError::Publish(format!("retry copy to {target}: {e}"));
-        let confirmation = self
-            .shared
-            .jetstream
-            .publish_with_headers(target.clone(), headers, self.payload.clone())
-            .await
-            .map_err(|e| failed(&e))?
-            .await
-            .map_err(|e| failed(&e))?;
+        let confirmation = self.publish(target, headers, "retry copy").await?;
         debug!(
             coordinates = %self.coordinates,
             stream = %confirmation.stream,

@@ -48,8 +48,27 @@ pub(crate) fn headers(
     context: &DeadLetter,
     source: &Coordinates,
 ) -> Result<HeaderMap, String> {
+    let mut map = originals(original, |_| true)?;
+    for (name, value) in context.context_headers(source) {
+        headers::append(&mut map, name, &headers::one_line(&value))?;
+    }
+    headers::append(&mut map, SUBJECT, subject)?;
+    headers::append(&mut map, MSG_ID, &dead_letter_id(source))?;
+    Ok(map)
+}
+
+/// The `original` headers that `keep` keeps, for a message written again (a dead letter, a
+/// retry copy): JetStream's control headers (`Nats-Msg-Id`, `Nats-Expected-*`) moved aside
+/// under [`ORIGINAL_PREFIX`], so the new message is not taken for a duplicate or refused.
+pub(crate) fn originals(
+    original: Option<&HeaderMap>,
+    keep: impl Fn(&str) -> bool,
+) -> Result<HeaderMap, String> {
     let mut map = HeaderMap::new();
     for h in headers::from_map(original) {
+        if !keep(&h.name) {
+            continue;
+        }
         let value = std::str::from_utf8(&h.value).unwrap_or_default();
         if is_control(&h.name) {
             let aside = format!("{ORIGINAL_PREFIX}{}", h.name.to_ascii_lowercase());
@@ -58,11 +77,6 @@ pub(crate) fn headers(
             headers::append(&mut map, &h.name, value)?;
         }
     }
-    for (name, value) in context.context_headers(source) {
-        headers::append(&mut map, name, &headers::one_line(&value))?;
-    }
-    headers::append(&mut map, SUBJECT, subject)?;
-    headers::append(&mut map, MSG_ID, &dead_letter_id(source))?;
     Ok(map)
 }
 

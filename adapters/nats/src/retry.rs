@@ -15,7 +15,7 @@ use async_nats::header::HeaderMap;
 use outrigger_core::retry::headers::is_retry;
 use outrigger_core::{Coordinates, Header, Trail};
 
-use crate::dead_letter::{self, is_control, ORIGINAL_PREFIX};
+use crate::dead_letter;
 use crate::headers::{self, Position, MSG_ID};
 
 /// The subject the original was published on.
@@ -29,19 +29,7 @@ pub(crate) fn copy_headers(
     trail: &Trail,
     own: &str,
 ) -> Result<HeaderMap, String> {
-    let mut map = HeaderMap::new();
-    for h in headers::from_map(original) {
-        if is_retry(&h.name) {
-            continue;
-        }
-        let value = std::str::from_utf8(&h.value).unwrap_or_default();
-        if is_control(&h.name) {
-            let aside = format!("{ORIGINAL_PREFIX}{}", h.name.to_ascii_lowercase());
-            headers::append(&mut map, &aside, value)?;
-        } else {
-            headers::append(&mut map, &h.name, value)?;
-        }
-    }
+    let mut map = dead_letter::originals(original, |name| !is_retry(name))?;
     for (name, value) in trail.to_headers() {
         headers::append(&mut map, name, &value)?;
     }
