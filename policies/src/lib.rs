@@ -28,6 +28,7 @@ pub mod key;
 pub mod ordering;
 pub mod retry;
 pub mod route;
+pub mod sequence;
 
 pub use attempt::{AttemptPolicy, Attempts, Done, Next, RetryTiers, Tried, Wait};
 pub use backoff::{Backoff, BackoffKind};
@@ -41,3 +42,4 @@ pub use key::{KeyError, KeyPolicy, KeyTemplate, Keyed, MissingKey, ParseKeyTempl
 pub use ordering::{Lane, Lanes, OrderingMode};
 pub use retry::{Exhausted, RetryDecision, RetryPolicy};
 pub use route::{MessageMatch, Pattern};
+pub use sequence::{OnGap, Place, Reorder, Resolution, SequenceError, SequencePolicy};

@@ -67,6 +67,33 @@ impl<T> Lanes<T> {
         }
     }
 
+    /// Offers items (in their order) that go before everything waiting in their lane: ones
+    /// whose turn came while they waited elsewhere. Returns those that may start now (the
+    /// first, when the lane is free; all of them without a lane); the rest wait.
+    #[must_use = "items returned by offer_first must be started"]
+    pub fn offer_first(&mut self, lane: Option<&Lane>, width: usize, items: Vec<T>) -> Vec<T> {
+        let Some(lane) = lane else {
+            return items;
+        };
+        let mut items = items.into_iter();
+        let mut start = Vec::new();
+        if !self.would_wait(Some(lane), width) {
+            start.extend(
+                items
+                    .next()
+                    .and_then(|first| self.offer(Some(lane), width, first)),
+            );
+        }
+        let rest: Vec<T> = items.collect();
+        if let Some(busy) = self.busy.get_mut(lane) {
+            self.waiting += rest.len();
+            for item in rest.into_iter().rev() {
+                busy.queue.push_front(item);
+            }
+        }
+        start
+    }
+
     /// Whether an item offered to `lane` of `width` now would wait.
     pub fn would_wait(&self, lane: Option<&Lane>, width: usize) -> bool {
         lane.and_then(|lane| self.busy.get(lane))
@@ -139,6 +166,32 @@ mod tests {
         assert_eq!(lanes.finish(&lane(1)), None);
         assert_eq!((lanes.waiting(), lanes.busy_lanes()), (0, 0));
         assert!(!lanes.would_wait(Some(&lane(1)), 1));
+    }
+
+    #[test]
+    fn an_item_offered_first_goes_before_the_waiting_ones() {
+        let mut lanes = Lanes::default();
+        let a = Some(lane(1));
+        assert_eq!(
+            lanes.offer_first(a.as_ref(), 1, vec!["a1", "a2"]),
+            vec!["a1"],
+            "an idle lane"
+        );
+        assert_eq!(lanes.offer(a.as_ref(), 1, "a5"), None);
+        assert!(lanes
+            .offer_first(a.as_ref(), 1, vec!["a3", "a4"])
+            .is_empty());
+        assert_eq!(lanes.waiting(), 4);
+        for next in ["a3", "a4", "a2", "a5"] {
+            assert_eq!(lanes.finish(&lane(1)), Some(next));
+        }
+        assert_eq!(lanes.finish(&lane(1)), None);
+        assert_eq!((lanes.waiting(), lanes.busy_lanes()), (0, 0));
+        assert_eq!(
+            lanes.offer_first(None, 1, vec!["f1", "f2"]),
+            vec!["f1", "f2"]
+        );
+        assert!(lanes.offer_first(a.as_ref(), 1, Vec::new()).is_empty());
     }
 
     #[test]

@@ -44,6 +44,14 @@ pub mod names {
     pub const IN_FLIGHT: &str = "outrigger_in_flight_messages";
     /// Messages waiting behind another one of their ordering lane.
     pub const ORDERING_WAITING: &str = "outrigger_ordering_waiting_messages";
+    /// Messages waiting for a predecessor in the reorder buffer (`ordering.sequence`).
+    pub const REORDER_WAITING: &str = "outrigger_reorder_waiting_messages";
+    /// Gaps in a key's sequence given up (timed out, or the buffer was full), by what
+    /// `ordering.on_gap` did with the messages behind them (`on_gap`: deliver, dead_letter).
+    pub const SEQUENCE_GAPS: &str = "outrigger_sequence_gaps_total";
+    /// Messages whose sequence their key had already passed, without a dedup record: come
+    /// after their gap was given up, or sent again under another id. Dead-lettered.
+    pub const SEQUENCE_BEHIND: &str = "outrigger_sequence_behind_total";
     /// Payload bytes of messages in flight.
     pub const BUFFERED_BYTES: &str = "outrigger_buffered_bytes";
     /// Time from request start to the end of the app's response body.
@@ -113,6 +121,8 @@ pub mod labels {
     pub const RESULT: &str = "result";
     /// A policy file's hash.
     pub const HASH: &str = "hash";
+    /// What `ordering.on_gap` did: deliver, dead_letter.
+    pub const ON_GAP: &str = "on_gap";
 }
 
 /// `metric`, registered in `registry`.
@@ -243,6 +253,9 @@ pub struct Metrics {
     fenced: IntCounterVec,
     in_flight: IntGaugeVec,
     ordering_waiting: IntGaugeVec,
+    reorder_waiting: IntGaugeVec,
+    sequence_gaps: IntCounterVec,
+    sequence_behind: IntCounterVec,
     buffered_bytes: IntGaugeVec,
     duration: HistogramVec,
     stages: HistogramVec,
@@ -339,6 +352,14 @@ pub struct SourceMetrics {
     pub in_flight: IntGauge,
     /// Messages waiting in an ordering lane.
     pub ordering_waiting: IntGauge,
+    /// Messages waiting for a predecessor.
+    pub reorder_waiting: IntGauge,
+    /// Gaps given up, under `deliver`.
+    pub gaps_delivered: IntCounter,
+    /// Gaps given up, under `dead_letter`.
+    pub gaps_dead_lettered: IntCounter,
+    /// Messages behind their key's sequence.
+    pub sequence_behind: IntCounter,
     /// In-flight payload bytes.
     pub buffered_bytes: IntGauge,
     /// Delivery durations.
@@ -431,6 +452,20 @@ impl Metrics {
             ordering_waiting: gauge(
                 names::ORDERING_WAITING,
                 "Messages waiting behind another one of their ordering lane.",
+            ),
+            reorder_waiting: gauge(
+                names::REORDER_WAITING,
+                "Messages waiting for a predecessor in the reorder buffer.",
+            ),
+            sequence_gaps: counter(
+                names::SEQUENCE_GAPS,
+                "Gaps in a key's sequence given up, by what ordering.on_gap did.",
+                &[labels::SOURCE, labels::ON_GAP],
+            ),
+            sequence_behind: counter(
+                names::SEQUENCE_BEHIND,
+                "Messages whose key's sequence had passed them, dead-lettered.",
+                src,
             ),
             buffered_bytes: gauge(
                 names::BUFFERED_BYTES,
@@ -544,6 +579,12 @@ impl Metrics {
             fenced: self.fenced.with_label_values(l),
             in_flight: self.in_flight.with_label_values(l),
             ordering_waiting: self.ordering_waiting.with_label_values(l),
+            reorder_waiting: self.reorder_waiting.with_label_values(l),
+            gaps_delivered: self.sequence_gaps.with_label_values(&[source, "deliver"]),
+            gaps_dead_lettered: self
+                .sequence_gaps
+                .with_label_values(&[source, "dead_letter"]),
+            sequence_behind: self.sequence_behind.with_label_values(l),
             buffered_bytes: self.buffered_bytes.with_label_values(l),
             duration: self.duration.with_label_values(l),
             lane_wait: self.stages.with_label_values(&[source, "lane"]),

@@ -21,7 +21,7 @@ use crate::delivery::{Batching, DeliverySettings, HeaderPlan, HttpDelivery};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::pipeline::{
     self, AppConcurrency, Batcher, Breaker, BreakerSettings, Dedup, Pipeline, Probe, Route,
-    RouteTable, Routes, StoreFailureMode, Unrecorded,
+    RouteTable, Routes, Sequencer, StoreFailureMode, Unrecorded,
 };
 use crate::reload::Reloader;
 use crate::store::Store;
@@ -336,6 +336,7 @@ fn route(name: &str, config: &Config, action: RouteAction) -> Route {
             app_faults: config.breaker.enabled,
         },
         ordering: config.ordering.mode(&config.source),
+        sequence: config.ordering.sequence_policy(),
         throttle: Default::default(),
     }
 }
@@ -386,6 +387,10 @@ pub fn build_pipeline<D: outrigger_core::DedupStore>(
         }),
         max_in_flight: usize::from(config.backpressure.max_in_flight),
         max_in_flight_per_key: config.backpressure.max_in_flight_per_key.map(usize::from),
+        max_waiting: config
+            .ordering
+            .max_waiting(config.backpressure.max_in_flight),
+        sequencer: Sequencer::default(),
         concurrency: match config.backpressure.adaptive_bounds() {
             Some(bounds) => AppConcurrency::adaptive(bounds, metrics.concurrency_limit.clone()),
             None => AppConcurrency::fixed(

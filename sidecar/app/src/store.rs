@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use outrigger_core::{ChainId, Claim, Completion, DedupStore, ParkingStore, Release, StoreError};
+use outrigger_core::{
+    ChainId, Claim, Completion, DedupStore, ParkingStore, Release, SequenceId, SequenceStore,
+    StoreError,
+};
 use outrigger_embedded::{EmbeddedStore, EmbeddedStoreConfig};
 use outrigger_redis::RedisStore;
 
@@ -124,6 +127,22 @@ impl ParkingStore for Store {
         match self {
             Store::Redis(s) => s.parked_chains(group).await,
             Store::Embedded(s) => s.parked_chains(group).await,
+        }
+    }
+}
+
+impl SequenceStore for Store {
+    async fn next_sequence(&self, id: &SequenceId) -> Result<Option<u64>, StoreError> {
+        match self {
+            Store::Redis(s) => s.next_sequence(id).await,
+            Store::Embedded(s) => s.next_sequence(id).await,
+        }
+    }
+
+    async fn advance_sequence(&self, id: &SequenceId, next: u64) -> Result<u64, StoreError> {
+        match self {
+            Store::Redis(s) => s.advance_sequence(id, next).await,
+            Store::Embedded(s) => s.advance_sequence(id, next).await,
         }
     }
 }

@@ -38,6 +38,7 @@ pub mod parking;
 pub mod reconnect;
 pub mod reply;
 pub mod retry;
+pub mod sequence;
 pub mod source;
 pub mod stats;
 
@@ -57,5 +58,6 @@ pub use parking::{ChainId, ParkingStore};
 pub use reconnect::ReconnectDelay;
 pub use reply::{Reply, Response, TransportError, TransportErrorKind};
 pub use retry::{Trail, TrailError};
+pub use sequence::{SequenceId, SequenceStore};
 pub use source::{Acker, Delivery, HealthFlag, Settlement, Source, SourceError, Unsettled};
 pub use stats::{PartitionStats, StatsFuture, StatsProbe};

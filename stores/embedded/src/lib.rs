@@ -23,6 +23,7 @@
 mod chains;
 mod config;
 mod error;
+mod sequences;
 mod store;
 mod table;
 mod writer;

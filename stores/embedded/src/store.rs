@@ -7,7 +7,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use outrigger_core::{ChainId, Claim, Completion, DedupStore, ParkingStore, Release, StoreError};
+use outrigger_core::{
+    ChainId, Claim, Completion, DedupStore, ParkingStore, Release, SequenceId, SequenceStore,
+    StoreError,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::EmbeddedStoreConfig;
@@ -276,6 +279,26 @@ impl ParkingStore for EmbeddedStore {
         match self.call(op).await? {
             Answer::ParkedChains(count) => Ok(count),
             other => Err(mismatched("parked count", other)),
+        }
+    }
+}
+
+impl SequenceStore for EmbeddedStore {
+    async fn next_sequence(&self, id: &SequenceId) -> Result<Option<u64>, StoreError> {
+        match self.call(Op::LoadSequence { id: id.clone() }).await? {
+            Answer::Sequence(next) => Ok(next),
+            other => Err(mismatched("sequence load", other)),
+        }
+    }
+
+    async fn advance_sequence(&self, id: &SequenceId, next: u64) -> Result<u64, StoreError> {
+        let op = Op::AdvanceSequence {
+            id: id.clone(),
+            next,
+        };
+        match self.call(op).await? {
+            Answer::Sequence(Some(stored)) => Ok(stored),
+            other => Err(mismatched("sequence advance", other)),
         }
     }
 }

@@ -10,13 +10,14 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use outrigger_core::{ChainId, Claim, Completion, Release, StoreError};
+use outrigger_core::{ChainId, Claim, Completion, Release, SequenceId, StoreError};
 use outrigger_policies::dedup::{DedupRecord, Step};
 use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::chains::Chains;
 use crate::error::{disk, unavailable};
+use crate::sequences::Sequences;
 use crate::table::{decode, Tables};
 
 /// Most operations in one transaction: bounds how long the first of them waits for the last
@@ -66,6 +67,13 @@ pub(crate) enum Op {
     ParkedChains {
         group: String,
     },
+    LoadSequence {
+        id: SequenceId,
+    },
+    AdvanceSequence {
+        id: SequenceId,
+        next: u64,
+    },
 }
 
 /// The answer to an [`Op`], of the same kind.
@@ -78,6 +86,7 @@ pub(crate) enum Answer {
     LoadChain(Option<Vec<u8>>),
     SwapChain(bool),
     ParkedChains(u64),
+    Sequence(Option<u64>),
 }
 
 /// An operation and where its answer goes once its transaction has committed.
@@ -147,6 +156,7 @@ impl Writer {
             let mut batch = Batch {
                 tables: Tables::open(&txn)?,
                 chains: Chains::open(&txn)?,
+                sequences: Sequences::open(&txn)?,
                 now: clock(),
                 lease: self.lease,
                 ttl: self.ttl,
@@ -160,6 +170,7 @@ impl Writer {
             if batch.writes > 0 {
                 let limit = batch.writes * PRUNE_PER_WRITE;
                 batch.tables.prune(batch.now, limit)?;
+                batch.sequences.prune(batch.now, limit)?;
             }
             (answers, batch.writes + batch.chain_writes)
         };
@@ -179,8 +190,9 @@ impl Writer {
         loop {
             let txn = self.db.begin_write()?;
             let removed = Tables::open(&txn)?.prune(now, PRUNE_ON_OPEN_BATCH)?;
+            let positions = Sequences::open(&txn)?.prune(now, PRUNE_ON_OPEN_BATCH)?;
             txn.commit()?;
-            if removed < PRUNE_ON_OPEN_BATCH {
+            if removed < PRUNE_ON_OPEN_BATCH && positions < PRUNE_ON_OPEN_BATCH {
                 return Ok(());
             }
         }
@@ -191,6 +203,7 @@ impl Writer {
 struct Batch<'txn> {
     tables: Tables<'txn>,
     chains: Chains<'txn>,
+    sequences: Sequences<'txn>,
     now: u64,
     lease: Duration,
     ttl: Duration,
@@ -241,6 +254,14 @@ impl Batch<'_> {
                 Ok(Answer::SwapChain(swapped))
             }
             Op::ParkedChains { group } => Ok(Answer::ParkedChains(self.chains.parked(group)?)),
+            Op::LoadSequence { id } => Ok(Answer::Sequence(self.sequences.load(id, self.now)?)),
+            Op::AdvanceSequence { id, next } => {
+                let expires = self.now.saturating_add(millis(self.ttl));
+                let stored = self.sequences.advance(id, *next, self.now, expires)?;
+                // Like a dedup record's, its expiry is made up for by pruning.
+                self.writes += 1;
+                Ok(Answer::Sequence(Some(stored)))
+            }
         })
     }
 
@@ -265,6 +286,10 @@ impl Batch<'_> {
         }
         Ok(Ok(step.answer))
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Wall-clock milliseconds since the Unix epoch: records outlive the process.

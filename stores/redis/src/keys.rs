@@ -17,13 +17,14 @@
 
 use std::fmt::Write as _;
 
-use outrigger_core::ChainId;
+use outrigger_core::{ChainId, SequenceId};
 
 /// The key prefixes of one namespace.
 pub(crate) struct Keys {
     dedup: String,
     chain: String,
     parked: String,
+    sequence: String,
     /// `}` closing the hash tag after the group on a cluster, else nothing.
     tag_end: &'static str,
 }
@@ -37,6 +38,7 @@ impl Keys {
             dedup: format!("outrigger:dedup:{namespace}:"),
             chain: format!("outrigger:chain:{tag}{namespace}:"),
             parked: format!("outrigger:parked:{tag}{namespace}:"),
+            sequence: format!("outrigger:seq:{namespace}:"),
             tag_end: if cluster { "}" } else { "" },
         }
     }
@@ -52,6 +54,14 @@ impl Keys {
     pub(crate) fn chain(&self, chain: &ChainId) -> String {
         let mut key = format!("{}{}{}:", self.chain, chain.group, self.tag_end);
         escape_into(&mut key, &chain.key);
+        key
+    }
+
+    /// The next expected sequence of `id`: the source verbatim, then the key escaped (as for
+    /// a chain, the last `:` ends the source).
+    pub(crate) fn sequence(&self, id: &SequenceId) -> String {
+        let mut key = format!("{}{}:", self.sequence, id.source);
+        escape_into(&mut key, &id.key);
         key
     }
 

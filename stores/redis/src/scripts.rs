@@ -183,6 +183,20 @@ redis.call('SREM', KEYS[2], KEYS[1])
 return 1
 ";
 
+/// KEYS[1] a key's next expected sequence. ARGV[1] the position to raise it to, ARGV[2] its TTL
+/// in ms. Never lowers it. Replies the position stored afterwards, as the decimal string stored
+/// (compared as Lua numbers: exact up to 2^53).
+const ADVANCE_SEQUENCE: &str = r"
+local raw = redis.call('GET', KEYS[1])
+local current = raw and tonumber(raw)
+if current and current >= tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return raw
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+";
+
 /// The scripts, hashed once so calls go out as `EVALSHA`.
 pub(crate) struct Scripts {
     pub(crate) claim: Script,
@@ -193,6 +207,7 @@ pub(crate) struct Scripts {
     pub(crate) dead_lettered: Script,
     pub(crate) revive: Script,
     pub(crate) swap_chain: Script,
+    pub(crate) advance_sequence: Script,
 }
 
 impl Scripts {
@@ -206,6 +221,7 @@ impl Scripts {
             dead_lettered: Script::new(DEAD_LETTERED),
             revive: Script::new(REVIVE),
             swap_chain: Script::new(SWAP_CHAIN),
+            advance_sequence: Script::new(ADVANCE_SEQUENCE),
         }
     }
 }

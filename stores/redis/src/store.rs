@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use outrigger_core::{ChainId, Claim, Completion, DedupStore, ParkingStore, Release, StoreError};
+use outrigger_core::{
+    ChainId, Claim, Completion, DedupStore, ParkingStore, Release, SequenceId, SequenceStore,
+    StoreError,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterConfig;
 use redis::cluster_routing::Slot;
@@ -330,6 +333,35 @@ impl ParkingStore for RedisStore {
         self.bounded("parked_chains", scard.query_async(&mut connection))
             .await
     }
+}
+
+impl SequenceStore for RedisStore {
+    async fn next_sequence(&self, id: &SequenceId) -> Result<Option<u64>, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(self.keys.sequence(id));
+        let value: Option<String> = self
+            .bounded("next_sequence", get.query_async(&mut connection))
+            .await?;
+        value.map(|v| decode_sequence(id, &v)).transpose()
+    }
+
+    async fn advance_sequence(&self, id: &SequenceId, next: u64) -> Result<u64, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.scripts.advance_sequence.key(self.keys.sequence(id));
+        invocation.arg(next).arg(self.ttl_ms);
+        let stored: String = self
+            .bounded("advance_sequence", invocation.invoke_async(&mut connection))
+            .await?;
+        decode_sequence(id, &stored)
+    }
+}
+
+/// A stored sequence position.
+fn decode_sequence(id: &SequenceId, value: &str) -> Result<u64, StoreError> {
+    value.parse().map_err(|_| {
+        StoreError::Protocol(format!("the sequence of {id} is {value:?}, not a number"))
+    })
 }
 
 /// The answers of each group's script put back in the batch's order, and the first failure:

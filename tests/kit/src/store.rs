@@ -1,20 +1,21 @@
-//! The store contract: the dedup protocol ([`DedupStore`]) and the parked-key chains
-//! ([`ParkingStore`]) every dedup store keeps, checked against the real thing.
+//! The store contract: the dedup protocol ([`DedupStore`]), the parked-key chains
+//! ([`ParkingStore`]) and the sequence positions ([`SequenceStore`]) every dedup store keeps, checked against the real thing.
 //!
 //! A store's tests implement [`StoreFixture`] (open a fresh, empty store; clean up after it)
 //! and call [`store_contract!`](crate::store_contract) with it: one `#[tokio::test]` per case
-//! of [`dedup`] and [`parking`]. Each case runs in a task of its own on a multi-threaded
+//! of [`dedup`], [`parking`] and [`sequence`]. Each case runs in a task of its own on a multi-threaded
 //! runtime, so that it can race tasks on the store and the fixture cleans up even when the
 //! case failed.
 
 pub mod dedup;
 pub mod parking;
+pub mod sequence;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use outrigger_core::{DedupStore, ParkingStore};
+use outrigger_core::{DedupStore, ParkingStore, SequenceStore};
 
 /// How long a store's claims and done records last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +29,7 @@ pub struct Lifetimes {
 /// A store of the test's own: a namespace of a shared server, or a file in a fresh directory.
 pub trait StoreFixture: Sized + 'static {
     /// The store under test.
-    type Store: DedupStore + ParkingStore;
+    type Store: DedupStore + ParkingStore + SequenceStore;
 
     /// A fresh, empty store with these lifetimes.
     fn open(lifetimes: Lifetimes) -> impl Future<Output = Self>;
@@ -60,7 +61,8 @@ where
 }
 
 /// Expands to modules `dedup_contract` and `parking_contract` with one `#[tokio::test]` per
-/// case of [`dedup`](crate::store::dedup) and [`parking`](crate::store::parking) for the
+/// case of [`dedup`](crate::store::dedup), [`parking`](crate::store::parking) and
+/// [`sequence`](crate::store::sequence) for the
 /// [`StoreFixture`] `$fixture`. The crate needs `tokio` (with `macros` and `rt-multi-thread`)
 /// among its dependencies. A new case goes in the lists below, so that every store runs it.
 #[macro_export]
@@ -87,11 +89,17 @@ macro_rules! store_contract {
                 racing_swaps_from_one_value_have_one_winner,
                 racing_increments_lose_no_update,
             ];
+            sequence: [
+                positions_only_grow,
+                positions_expire_after_the_ttl,
+                racing_advances_keep_the_highest,
+            ];
         );
     };
     (@cases $fixture:ty;
         dedup: [$($dedup:ident),+ $(,)?];
         parking: [$($parking:ident),+ $(,)?];
+        sequence: [$($sequence:ident),+ $(,)?];
     ) => {
         mod dedup_contract {
             #[allow(unused_imports)]
@@ -110,6 +118,16 @@ macro_rules! store_contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $parking() {
                     $crate::store::parking::$parking::<$fixture>().await;
+                }
+            )+
+        }
+        mod sequence_contract {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $sequence() {
+                    $crate::store::sequence::$sequence::<$fixture>().await;
                 }
             )+
         }

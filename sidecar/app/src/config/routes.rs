@@ -216,7 +216,7 @@ impl RouteConfig {
             .chain(&top.classify.rules)
             .cloned()
             .collect();
-        c.ordering.mode = self.ordering.mode.or(top.ordering.mode);
+        c.ordering = self.ordering.over(&top.ordering);
         c
     }
 
@@ -242,7 +242,9 @@ impl RouteConfig {
         on(r.max.is_some(), "retry.max");
         on(r.multiplier.is_some(), "retry.multiplier");
         on(r.jitter.is_some(), "retry.jitter");
-        on(self.ordering.mode.is_some(), "ordering.mode");
+        for (path, written) in self.ordering.written() {
+            on(written, path);
+        }
         for i in 0..self.classify.rules.len() {
             set.push(KeyPath::parse("classify.rules").index(i));
         }
@@ -290,6 +292,12 @@ pub(crate) fn validate(c: &Config, per_route: impl Fn(&Config) -> Vec<Problem>, 
             v.at_paths(
                 vec![at("name")],
                 format!("two routes are named {name:?}; each needs its own name"),
+            );
+        }
+        if route.ordering.max_waiting.is_some() {
+            v.at_paths(
+                vec![at("ordering").key("max_waiting")],
+                "bounds every key's waiting messages together: set it in [ordering], not in a route",
             );
         }
         if let Some(first) = catch_all {

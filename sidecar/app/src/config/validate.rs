@@ -50,8 +50,9 @@ fn per_message(config: &Config) -> Vec<Problem> {
     issues.into_vec()
 }
 
-/// The ordering mode asked for must be one the broker can keep.
+/// The ordering mode asked for must be one the broker can keep; a sequence needs what keeps it.
 fn ordering(c: &Config, capabilities: &Capabilities, v: &mut Problems) {
+    sequence(c, v);
     if let Some(mode) = c.ordering.mode {
         if !capabilities.ordering.contains(&mode) {
             let kept: Vec<&str> = capabilities.ordering.iter().map(|m| m.as_str()).collect();
@@ -64,6 +65,62 @@ fn ordering(c: &Config, capabilities: &Capabilities, v: &mut Problems) {
                 ),
             );
         }
+    }
+}
+
+/// `ordering.sequence`: kept per key, in the dedup store, by messages retried in place.
+fn sequence(c: &Config, v: &mut Problems) {
+    let o = &c.ordering;
+    if o.sequence.is_none() {
+        for (path, written) in o.written().into_iter().skip(2) {
+            if written {
+                v.at(
+                    &[path],
+                    "applies with ordering.sequence only, which is not set",
+                );
+            }
+        }
+        return;
+    }
+    let mode = o.mode(&c.source);
+    if mode != OrderingMode::Key {
+        v.at(
+            &["ordering.sequence", "ordering.mode"],
+            format!(
+                "a sequence is kept per key: set ordering.mode = \"key\" (it is {:?})",
+                mode.as_str()
+            ),
+        );
+    }
+    if !c.dedup.enabled {
+        v.at(
+            &["ordering.sequence", "dedup.enabled"],
+            "each key's next sequence is kept in the dedup store, which is off: set dedup.enabled = true",
+        );
+    }
+    if c.retry.mode != RetryMode::InPlace {
+        v.at(
+            &["ordering.sequence", "retry.mode"],
+            "a message waiting in a retry queue would leave a gap its successors give up on: \
+             sequences need retry.mode = \"in_place\"",
+        );
+    }
+    if c.delivery.batch.is_some() {
+        v.at(
+            &["ordering.sequence", "delivery.batch"],
+            "sequences are not kept with batch delivery yet: remove one of them",
+        );
+    }
+    if let Some(timeout) = o.gap_timeout {
+        v.positive("ordering.gap_timeout", timeout);
+    }
+    if o.max_waiting_per_key == Some(0) {
+        v.at(&["ordering.max_waiting_per_key"], "must be at least 1");
+    }
+    if o.first_sequence
+        .is_some_and(|n| n > outrigger_policies::sequence::MAX_SEQUENCE)
+    {
+        v.at(&["ordering.first_sequence"], "must be at most 2^53");
     }
 }
 
@@ -386,6 +443,26 @@ fn backpressure(c: &Config, capabilities: &Capabilities, v: &mut Problems) {
                 b.max_in_flight_per_partition, b.max_in_flight
             ),
         );
+    }
+    if let Some(n) = c.ordering.max_waiting {
+        let prefetch = b.prefetch.filter(|_| c.source.kind() == "amqp");
+        let cap = prefetch.map_or(b.max_in_flight, |p| p.min(b.max_in_flight));
+        if n == 0 {
+            v.at(&["ordering.max_waiting"], "must be at least 1");
+        } else if n >= cap {
+            v.at(
+                &["ordering.max_waiting", "backpressure.max_in_flight"],
+                format!(
+                    "ordering.max_waiting ({n}) must stay below {} ({cap}): messages waiting for a \
+                     predecessor hold their place there, and the predecessor needs one too",
+                    if prefetch.is_some_and(|p| p < b.max_in_flight) {
+                        "backpressure.prefetch"
+                    } else {
+                        "backpressure.max_in_flight"
+                    }
+                ),
+            );
+        }
     }
     match (b.max_in_flight_per_key, c.ordering.mode(&c.source)) {
         (None, _) => {}

@@ -12,6 +12,7 @@ mod concurrency;
 mod parking;
 mod preclaim;
 mod route;
+mod sequence;
 mod throttle;
 mod unrecorded;
 mod worker;
@@ -24,9 +25,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use outrigger_core::{
-    Acker, DedupStore, Delivery, Episode, Message, OrderingMode, ParkingStore, Settlement, Source,
-    SourceError,
+    Acker, DedupStore, Delivery, Episode, Message, OrderingMode, ParkingStore, SequenceId,
+    SequenceStore, Settlement, Source, SourceError,
 };
+use outrigger_policies::sequence::{resolve, Reorder, Resolution};
 use outrigger_policies::{Lane, Lanes};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -39,6 +41,7 @@ pub use batcher::Batcher;
 pub use breaker::{Breaker, BreakerSettings, BreakerState, Probe};
 pub use concurrency::AppConcurrency;
 pub use route::{Route, RouteTable, Routes};
+pub use sequence::Sequencer;
 pub use throttle::ThrottleGate;
 pub use unrecorded::Unrecorded;
 
@@ -77,6 +80,11 @@ pub struct Pipeline<D> {
     pub max_in_flight: usize,
     /// In ordering mode `none`, messages of one key delivered at once; `None`: no limit.
     pub max_in_flight_per_key: Option<usize>,
+    /// Messages waiting for a predecessor in the reorder buffer at most, all keys together
+    /// (`ordering.max_waiting`); below `max_in_flight`.
+    pub max_waiting: usize,
+    /// The keys' next sequences (`ordering.sequence`).
+    pub sequencer: Sequencer,
     /// Deliveries to the app at once.
     pub concurrency: AppConcurrency,
     /// The circuit breaker in front of the app.
@@ -101,7 +109,7 @@ pub async fn run<S, D>(
 ) -> Result<(), SourceError>
 where
     S: Source,
-    D: DedupStore + ParkingStore,
+    D: DedupStore + ParkingStore + SequenceStore,
 {
     let permits = Arc::new(Semaphore::new(pipeline.max_in_flight.max(1)));
     // Cancelled once the grace period is over: workers then release their claims and requeue.
@@ -110,6 +118,11 @@ where
     let mut lanes: Lanes<Job<S::Acker, D>> = Lanes::default();
     // Workers report their lane when they settle; bounded by the permits in circulation.
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Lane>();
+    // Sequenced messages ahead of their key's next come back to wait, with their permits.
+    let mut reorder: Reorder<SequenceId, Job<S::Acker, D>> = Reorder::new(pipeline.max_waiting);
+    let (wait_tx, mut wait_rx) = mpsc::unbounded_channel::<Waiting<S::Acker, D>>();
+    // A finite source that said it is drained is asked again once something settles.
+    let mut drained = false;
     let mut permit = None;
     let mut failure = None;
     let mut backoff = Duration::from_millis(100);
@@ -127,22 +140,53 @@ where
     let mut breaker = pipeline.breaker.watch();
     let spawn = |tasks: &mut JoinSet<()>, job: Job<S::Acker, D>| {
         let done = LaneDone {
-            lane: job.lane,
+            lane: job.lane.clone(),
             tx: done_tx.clone(),
         };
         pipeline
             .metrics
             .lane_wait
             .observe(job.received.elapsed().as_secs_f64());
-        tasks.spawn(worker::process(
-            pipeline.clone(),
-            job.route,
-            job.delivery,
-            abort.clone(),
-            job.permit,
-            job.early,
-            done,
-        ));
+        let (pipeline, abort, wait_tx) = (pipeline.clone(), abort.clone(), wait_tx.clone());
+        tasks.spawn(async move {
+            let gate = sequence::gate(
+                &pipeline.sequencer,
+                pipeline.dedup.as_ref(),
+                &pipeline.metrics,
+                &job.route,
+                &job.delivery.message,
+                job.resolution,
+                &abort,
+            )
+            .await;
+            let sequenced = match gate {
+                Some(sequence::Gate::Free) => None,
+                Some(sequence::Gate::Run(ticket)) => Some(Ok(ticket)),
+                Some(sequence::Gate::Unreadable(why)) => Some(Err(why)),
+                Some(sequence::Gate::Wait { id, seq }) => {
+                    // Back to the loop to wait; its lane goes on meanwhile (`done` drops).
+                    if let Err(back) = wait_tx.send(Waiting { job, id, seq }) {
+                        requeue(back.0.job).await;
+                    }
+                    return;
+                }
+                // Shutdown during a store outage: the broker delivers it again.
+                None => return requeue(job).await,
+            };
+            worker::process(
+                pipeline,
+                job.route,
+                job.delivery,
+                abort,
+                job.permit,
+                worker::Before {
+                    early: job.early,
+                    sequence: sequenced,
+                },
+                done,
+            )
+            .await;
+        });
     };
     loop {
         // While the app cannot be reached, nothing more is taken from the broker: Kafka's
@@ -153,14 +197,49 @@ where
             _ = shutdown.cancelled() => break,
             Ok(()) = breaker.changed() => {}
             Some(lane) = done_rx.recv() => {
+                drained = false;
                 if let Some(next) = lanes.finish(&lane) {
                     spawn(&mut tasks, next);
+                }
+            }
+            Some(waiting) = wait_rx.recv() => {
+                drained = false;
+                for job in wait(&pipeline, &mut reorder, &mut lanes, waiting) {
+                    spawn(&mut tasks, job);
+                }
+                pipeline.metrics.reorder_waiting.set(reorder.len() as i64);
+            }
+            raised = pipeline.sequencer.raised(), if !reorder.is_empty() => {
+                for id in raised {
+                    let Some(next) = pipeline.sequencer.known(&id) else { continue };
+                    let ready = reorder.ready(&id, next, std::time::Instant::now());
+                    let jobs = ready.into_iter().map(|(_, job)| job).collect();
+                    for job in offer_first(&mut lanes, jobs) {
+                        spawn(&mut tasks, job);
+                    }
+                }
+                pipeline.metrics.reorder_waiting.set(reorder.len() as i64);
+            }
+            _ = gap_deadline(reorder.next_deadline()), if !reorder.is_empty() => {
+                for id in reorder.due(std::time::Instant::now()) {
+                    let waiting = reorder.take(&id);
+                    let why = "A gap in a key's sequence outlived ordering.gap_timeout";
+                    for job in give_up(&pipeline, &mut lanes, &id, waiting, why) {
+                        spawn(&mut tasks, job);
+                    }
+                }
+                pipeline.metrics.reorder_waiting.set(reorder.len() as i64);
+            }
+            Some(done) = tasks.join_next(), if drained && !tasks.is_empty() => {
+                drained = false;
+                if let Err(e) = done {
+                    warn!(error = %e, "Delivery task failed.");
                 }
             }
             p = permits.clone().acquire_owned(), if permit.is_none() => {
                 permit = Some(p.expect("semaphore is never closed"));
             }
-            next = source.recv(), if permit.is_some() && app_up => match next {
+            next = source.recv(), if permit.is_some() && app_up && !drained => match next {
                 Ok(Some(delivery)) => {
                     backoff = Duration::from_millis(100);
                     source_down.recovered();
@@ -181,27 +260,17 @@ where
                         delivery,
                         permit: permit.take().expect("guarded by the select"),
                         early,
+                        resolution: None,
                     };
                     if let Some(job) = lanes.offer(lane.as_ref(), width, job) {
                         spawn(&mut tasks, job);
                     }
                     pipeline.metrics.ordering_waiting.set(lanes.waiting() as i64);
                 }
-                Ok(None) if tasks.is_empty() && lanes.waiting() == 0 => break,
-                // A finite source said it is drained, but work is still settling: wait for some
-                // of it to finish, then ask again.
-                Ok(None) => tokio::select! {
-                    Some(lane) = done_rx.recv() => {
-                        if let Some(next) = lanes.finish(&lane) {
-                            spawn(&mut tasks, next);
-                        }
-                    }
-                    Some(done) = tasks.join_next() => {
-                        if let Err(e) = done {
-                            warn!(error = %e, "Delivery task failed.");
-                        }
-                    }
-                },
+                Ok(None) if tasks.is_empty() && lanes.waiting() == 0 && reorder.is_empty() => break,
+                // A finite source said it is drained, but work is still settling or waiting:
+                // ask again once some of it moved.
+                Ok(None) => drained = true,
                 Err(e) if !e.is_retryable() => {
                     failure = Some(e);
                     break;
@@ -217,18 +286,23 @@ where
             },
         }
         while let Some(done) = tasks.try_join_next() {
+            drained = false;
             if let Err(e) = done {
                 warn!(error = %e, "Delivery task failed.");
             }
         }
     }
-    // Messages still waiting in a lane never started: hand them straight back.
-    for job in lanes.drain_waiting() {
-        if let Err(unsettled) = job.delivery.acker.settle(Settlement::Requeue).await {
-            warn!(error = %unsettled.error, "Could not return a waiting message; the broker will redeliver it.");
-        }
+    // Messages still waiting in a lane or for a predecessor never started: hand them straight
+    // back. Gates still running send theirs back once this receiver is gone.
+    wait_rx.close();
+    while let Ok(waiting) = wait_rx.try_recv() {
+        requeue(waiting.job).await;
+    }
+    for job in lanes.drain_waiting().into_iter().chain(reorder.drain()) {
+        requeue(job).await;
     }
     pipeline.metrics.ordering_waiting.set(0);
+    pipeline.metrics.reorder_waiting.set(0);
     drain(&mut tasks, pipeline.grace_period, &abort).await;
     stop_probing.cancel();
     let _ = prober.await;
@@ -242,6 +316,20 @@ where
     }
 }
 
+/// A sequenced message ahead of its key's next, back from its gate to wait.
+struct Waiting<A, D: DedupStore> {
+    job: Job<A, D>,
+    id: SequenceId,
+    seq: u64,
+}
+
+/// Hands a message that never started back to the broker.
+async fn requeue<A: Acker, D: DedupStore>(job: Job<A, D>) {
+    if let Err(unsettled) = job.delivery.acker.settle(Settlement::Requeue).await {
+        warn!(error = %unsettled.error, "Could not return a waiting message; the broker will redeliver it.");
+    }
+}
+
 /// A delivery with its permit, on its way to a worker.
 struct Job<A, D: DedupStore> {
     lane: Option<Lane>,
@@ -252,23 +340,135 @@ struct Job<A, D: DedupStore> {
     permit: OwnedSemaphorePermit,
     /// Its key's claim, made while it waits for its lane.
     early: Option<preclaim::PreClaim<D>>,
+    /// What a given-up gap in its key's sequence made of it, when it waited behind one.
+    resolution: Option<Resolution>,
 }
 
 /// The claim of a message queued behind its lane, when one can be made early: the message has
 /// an idempotency key, and its route has no parked-key chain (whose turn is taken before any
-/// claim, and may settle the message without one).
+/// claim, and may settle the message without one) and no sequence.
 fn early_claim<D: DedupStore>(
     dedup: &Dedup<D>,
     route: &Route,
     message: &Message,
 ) -> Option<preclaim::PreClaim<D>> {
-    if route.attempts.queue.is_some() {
+    // A sequenced message may wait for its predecessors after its lane took it: no claim
+    // may run out meanwhile.
+    if route.attempts.queue.is_some() || route.sequence.is_some() {
         return None;
     }
     match worker::idempotency_key(route, message) {
         outrigger_policies::Keyed::Key(key) => preclaim::PreClaim::start(dedup, key),
         _ => None,
     }
+}
+
+/// Waits until `deadline`; never without one.
+async fn gap_deadline(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Where a message ahead of its key's next goes: into the reorder buffer, or back to its lane
+/// (its turn came while it went back, or the buffer is full and its key's gap is given up).
+/// Returns the jobs that may start now.
+fn wait<A, D>(
+    pipeline: &Pipeline<D>,
+    reorder: &mut Reorder<SequenceId, Job<A, D>>,
+    lanes: &mut Lanes<Job<A, D>>,
+    waiting: Waiting<A, D>,
+) -> Vec<Job<A, D>>
+where
+    D: DedupStore,
+{
+    let Waiting { job, id, seq } = waiting;
+    if pipeline
+        .sequencer
+        .known(&id)
+        .is_some_and(|next| seq <= next)
+    {
+        return offer_first(lanes, vec![job]);
+    }
+    let Some(policy) = job.route.sequence.clone() else {
+        return offer_first(lanes, vec![job]);
+    };
+    let now = std::time::Instant::now();
+    match reorder.hold(
+        id.clone(),
+        seq,
+        job,
+        policy.max_per_key,
+        policy.gap_timeout,
+        now,
+    ) {
+        Ok(()) => Vec::new(),
+        Err(job) => {
+            let mut waiting = reorder.take(&id);
+            waiting.push((seq, job));
+            // Stable: copies of one sequence keep their arrival order.
+            waiting.sort_by_key(|(seq, _)| *seq);
+            let why = "The reorder buffer is full";
+            give_up(pipeline, lanes, &id, waiting, why)
+        }
+    }
+}
+
+/// Gives up the gap before `waiting` (a key's messages, lowest sequence first) as the lowest
+/// one's route says (`ordering.on_gap`); returns the jobs that may start now.
+fn give_up<A, D>(
+    pipeline: &Pipeline<D>,
+    lanes: &mut Lanes<Job<A, D>>,
+    id: &SequenceId,
+    waiting: Vec<(u64, Job<A, D>)>,
+    why: &str,
+) -> Vec<Job<A, D>>
+where
+    D: DedupStore,
+{
+    let Some((lowest, first)) = waiting.first() else {
+        return Vec::new();
+    };
+    let Some(policy) = first.route.sequence.clone() else {
+        return offer_first(lanes, waiting.into_iter().map(|(_, job)| job).collect());
+    };
+    let missing = pipeline
+        .sequencer
+        .known(id)
+        .unwrap_or_else(|| policy.start(*lowest));
+    let metrics = &pipeline.metrics;
+    match policy.on_gap {
+        outrigger_policies::OnGap::Deliver => metrics.gaps_delivered.inc(),
+        outrigger_policies::OnGap::DeadLetter => metrics.gaps_dead_lettered.inc(),
+    }
+    warn!(
+        sequence = %id,
+        missing,
+        waiting = waiting.len(),
+        on_gap = policy.on_gap.as_str(),
+        "{why}; giving up the gap in the key's sequence."
+    );
+    let jobs = resolve(policy.on_gap, missing, waiting)
+        .into_iter()
+        .map(|(mut job, how)| {
+            job.resolution = Some(how);
+            job
+        })
+        .collect();
+    offer_first(lanes, jobs)
+}
+
+/// Puts `jobs` (of one key, in order) before whatever waits in their lane; returns those that
+/// may start now.
+fn offer_first<A, D: DedupStore>(
+    lanes: &mut Lanes<Job<A, D>>,
+    jobs: Vec<Job<A, D>>,
+) -> Vec<Job<A, D>> {
+    let Some(lane) = jobs.first().and_then(|job| job.lane.clone()) else {
+        return jobs;
+    };
+    lanes.offer_first(Some(&lane), 1, jobs)
 }
 
 /// Tells the consumer loop a lane is free when the worker is done, even if it panicked.

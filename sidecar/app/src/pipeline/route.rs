@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use outrigger_core::{Message, OrderingMode};
-use outrigger_policies::{AttemptPolicy, Classifier, KeyPolicy, MessageMatch};
+use outrigger_policies::{AttemptPolicy, Classifier, KeyPolicy, MessageMatch, SequencePolicy};
 
 use super::ThrottleGate;
 use crate::config::RouteAction;
@@ -33,6 +33,8 @@ pub struct Route {
     pub attempts: AttemptPolicy,
     /// What keeps its order.
     pub ordering: OrderingMode,
+    /// The sequence its keys' messages are delivered in (`ordering.sequence`), if any.
+    pub sequence: Option<SequencePolicy>,
     /// The slow-down every message of the route waits at after the app throttled one.
     pub throttle: Arc<ThrottleGate>,
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use outrigger_core::dlq::resubmit_headers;
 use outrigger_core::{
     Acker, Claim, Completion, DeadLetter, DedupStore, Delivery, Message, OrderingMode,
-    ParkingStore, Release, Reply, Settlement, StoreError, Trail,
+    ParkingStore, Release, Reply, SequenceStore, Settlement, StoreError, Trail,
 };
 use outrigger_policies::chain::link::{self, ChainStep, Meeting, Settling};
 use outrigger_policies::{Attempts, Done, Keyed, Next, Tried, Wait};
@@ -19,6 +19,7 @@ use tracing::{debug, error, warn, Instrument};
 
 use super::parking::{self, Link};
 use super::preclaim::{self, PreClaim};
+use super::sequence::Sequenced;
 use super::{sleep_unless, Doubling, Pipeline, Route, StoreFailureMode, WAIT_MAX};
 use crate::config::RouteAction;
 use crate::delivery::Attempt;
@@ -55,6 +56,13 @@ const PARKED_CLASS: &str = "parked";
 
 /// The failure class of dead letters a route with `action = "dead_letter"` wrote.
 const ROUTE_CLASS: &str = "route";
+
+/// The failure class of dead letters the reorder buffer wrote: behind their key's sequence, or
+/// given up with their gap.
+const SEQUENCE_CLASS: &str = "sequence";
+
+/// The failure class of a message whose sequence cannot be read.
+const DECODE_CLASS: &str = "decode";
 
 /// Longest wait between writes of a dead letter or retry copy the broker did not confirm.
 const PUBLISH_WAIT_MAX: Duration = Duration::from_secs(5);
@@ -116,6 +124,14 @@ struct Held {
     attempt: u32,
 }
 
+/// What was found out about a message before its worker runs.
+pub(super) struct Before<D: DedupStore> {
+    /// Its key's claim, made while it waited for its lane.
+    pub(super) early: Option<PreClaim<D>>,
+    /// Where it stands in its key's sequence, when it has one.
+    pub(super) sequence: Option<Sequenced>,
+}
+
 /// Processes one delivery to its settlement; the permit is held until then.
 pub(super) async fn process<A, D>(
     pipeline: Arc<Pipeline<D>>,
@@ -123,11 +139,11 @@ pub(super) async fn process<A, D>(
     delivery: Delivery<A>,
     abort: CancellationToken,
     _permit: OwnedSemaphorePermit,
-    early: Option<PreClaim<D>>,
+    before: Before<D>,
     lane: super::LaneDone,
 ) where
     A: Acker,
-    D: DedupStore + ParkingStore,
+    D: DedupStore + ParkingStore + SequenceStore,
 {
     let Delivery { message, acker } = delivery;
     let metrics = &pipeline.metrics;
@@ -146,7 +162,8 @@ pub(super) async fn process<A, D>(
             message: &message,
             abort: &abort,
             lane: parking_lot::Mutex::new(Some(lane)),
-            early: parking_lot::Mutex::new(early),
+            early: parking_lot::Mutex::new(before.early),
+            sequence: before.sequence,
         };
         job.run(acker).await;
     }
@@ -167,6 +184,8 @@ struct Job<'a, D: DedupStore> {
     /// The key's claim made while the message waited for its lane, until its first attempt
     /// takes it (or, dropped unused, gives it back).
     early: parking_lot::Mutex<Option<PreClaim<D>>>,
+    /// Where it stands in its key's sequence (`ordering.sequence`), when it has one.
+    sequence: Option<Sequenced>,
 }
 
 /// The idempotency key of `message` on `route`: the original's for a resubmitted dead letter
@@ -178,7 +197,7 @@ pub(super) fn idempotency_key(route: &Route, message: &Message) -> Keyed {
     }
 }
 
-impl<D: DedupStore + ParkingStore> Job<'_, D> {
+impl<D: DedupStore + ParkingStore + SequenceStore> Job<'_, D> {
     /// Finds the message's fate and settles it, keeping its key's chain in step (retry mode
     /// `queue`): what must be recorded before the broker settles happens before, the rest
     /// after, so a crash in between never loses a message or strands a chain.
@@ -191,15 +210,44 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
                 return;
             }
         }
+        let refused = match &self.sequence {
+            Some(Err(why)) => Some((why.clone(), DECODE_CLASS)),
+            Some(Ok(ticket)) => ticket.refusal().map(|why| (why, SEQUENCE_CLASS)),
+            None => None,
+        };
+        if let Some((why, class)) = refused {
+            let mut fate = self.refuse(why, class).await;
+            let mark = match &mut fate {
+                Fate::DeadLetter(_, mark) => mark.take(),
+                _ => None,
+            };
+            if !self.sequence_moves(&fate).await {
+                self.give_up(mark).await;
+                self.settle(acker, Fate::Requeue).await;
+                return;
+            }
+            if matches!(fate, Fate::DeadLetter(..)) && class == SEQUENCE_CLASS {
+                self.p.metrics.sequence_behind.inc();
+            }
+            if self.settle(acker, fate).await {
+                if let Some(mark) = mark {
+                    self.dead_lettered(mark).await;
+                }
+            } else {
+                self.give_up(mark).await;
+            }
+            return;
+        }
         let queue = self.route.attempts.queue.as_ref();
         let mut link = queue
             .and_then(|_| Link::of(self.message))
             .filter(|_| self.route.ordering != OrderingMode::None);
         let mut fate = match self.enter(link.as_mut()).await {
             Some(fate) => fate,
-            // A parked-key chain moves only once the head's outcome is recorded: its lane
-            // waits for the settlement. Otherwise the lane goes on once the app answered.
-            None => self.decide(link.is_none()).await,
+            // A parked-key chain moves only once the head's outcome is recorded, and a key's
+            // sequence once it is raised: the lane waits for the settlement. Otherwise the lane
+            // goes on once the app answered.
+            None => self.decide(link.is_none() && self.sequence.is_none()).await,
         };
         let mark = match &mut fate {
             Fate::DeadLetter(_, mark) => mark.take(),
@@ -210,6 +258,11 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
             Some(link) => link::around(link.role, fate.settling(), follow),
             None => (None, None),
         };
+        if !self.sequence_moves(&fate).await {
+            self.give_up(mark).await;
+            self.settle(acker, Fate::Requeue).await;
+            return;
+        }
         if let (Some(link), Some(step)) = (&link, &before) {
             if !self.chain(link, step).await {
                 // Shutdown interrupted a store outage: the broker delivers it again.
@@ -262,6 +315,39 @@ impl<D: DedupStore + ParkingStore> Job<'_, D> {
             if !backoff.pause(self.abort).await {
                 return;
             }
+        }
+    }
+
+    /// A sequenced message leaving for good moves its key's sequence past it, before the broker
+    /// settles it: a crash in between finds the message behind, and its dedup record settles
+    /// it. False when shutdown interrupted a store outage: nothing moved, and the message goes
+    /// back to the broker.
+    async fn sequence_moves(&self, fate: &Fate) -> bool {
+        let (Some(Ok(ticket)), Some(dedup)) = (&self.sequence, &self.p.dedup) else {
+            return true;
+        };
+        let (Some(next), Fate::Ack(_) | Fate::DeadLetter(..)) = (ticket.moves_to(), fate) else {
+            return true;
+        };
+        self.p
+            .sequencer
+            .raise(dedup, &self.p.metrics, &ticket.id, next, self.abort)
+            .await
+    }
+
+    /// The fate of a message dead-lettered without delivery by its sequence (behind its key,
+    /// given up with its gap, unreadable): its key is claimed first, so a copy already handled
+    /// is settled as such, and the dead letter is recorded against the key.
+    async fn refuse(&self, why: String, class: &str) -> Fate {
+        let dl = self.undelivered_dead_letter(why, class);
+        let Keyed::Key(key) = self.keyed() else {
+            return Fate::DeadLetter(dl, None);
+        };
+        match self.claim(&key).await {
+            None => Fate::Requeue,
+            Some(Err(handled)) => handled,
+            Some(Ok(None)) => Fate::DeadLetter(dl, None),
+            Some(Ok(Some(held))) => Fate::DeadLetter(dl, mark(Some(&key), Some(held))),
         }
     }
 

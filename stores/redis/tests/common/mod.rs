@@ -76,7 +76,7 @@ pub async fn pttl(namespace: &str, key: &str) -> i64 {
 /// Deletes every record, chain and parked set of `namespace`.
 pub async fn cleanup(namespace: &str) {
     let mut connection = raw().await;
-    for kind in ["dedup", "chain", "parked"] {
+    for kind in ["dedup", "chain", "parked", "seq"] {
         // SCAN rather than KEYS: the test Redis may be shared, and KEYS blocks it.
         let mut cursor: u64 = 0;
         loop {

@@ -282,7 +282,11 @@ fn unknown_sections_and_enum_values_are_errors() {
         errors[2].message,
         "unknown value `strict`, expected one of `partition`, `key`, `none`"
     );
-    assert_eq!(errors[3].message, "unknown key `lanes`, expected `mode`");
+    assert_eq!(
+        errors[3].message,
+        "unknown key `lanes`, expected one of `mode`, `sequence`, `first_sequence`, \
+         `gap_timeout`, `on_gap`, `max_waiting_per_key`, `max_waiting`"
+    );
 }
 
 #[test]
