@@ -683,3 +683,93 @@ fn adaptive_concurrency_needs_a_floor_under_its_ceiling_and_no_batches() {
     let errors = rejected(&format!("{MINIMAL}[backpressure]\nmin_concurrency = 0\n"));
     assert_eq!(places(&errors)[0].2, "backpressure.min_concurrency");
 }
+
+#[test]
+fn a_sequence_without_what_keeps_it_is_refused_at_each_key() {
+    let text = "\
+[source.amqp]
+queue = \"orders\"
+
+[dedup]
+enabled = false
+
+[retry]
+mode = \"queue\"
+
+[ordering]
+sequence = \"{json:/seq}\"
+gap_timeout = \"0s\"
+max_waiting = 64
+first_sequence = 9007199254740993
+
+[backpressure]
+max_in_flight = 64
+
+[[routes]]
+name = \"refunds\"
+ordering = { max_waiting = 3, on_gap = \"dead_letter\" }
+";
+    let errors = rejected(text);
+    // Each refusal points at the sequence, the first key of it written.
+    let at_sequence: Vec<&str> = errors
+        .iter()
+        .filter(|e| e.path == "ordering.sequence")
+        .map(|e| e.message.as_str())
+        .collect();
+    for expected in [
+        "set ordering.mode = \"key\" (it is \"none\")",
+        "set dedup.enabled = true",
+        "sequences need retry.mode = \"in_place\"",
+    ] {
+        assert!(
+            at_sequence.iter().any(|m| m.contains(expected)),
+            "{expected}: {at_sequence:#?}"
+        );
+    }
+    let message = |path: &str| {
+        &errors
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("no error at {path}: {errors:#?}"))
+            .message
+    };
+    assert_eq!(message("ordering.gap_timeout"), "must be longer than 0s");
+    assert_eq!(message("ordering.first_sequence"), "must be at most 2^53");
+    assert!(message("ordering.max_waiting")
+        .contains("ordering.max_waiting (64) must stay below backpressure.max_in_flight (64)"));
+    assert!(
+        message("routes[0].ordering.max_waiting").contains("set it in [ordering], not in a route")
+    );
+
+    // The settings of a sequence, without one.
+    let errors = rejected(&format!("{MINIMAL}[ordering]\non_gap = \"deliver\"\n"));
+    assert_eq!(
+        places(&errors),
+        vec![(4, 1, "ordering.on_gap", Some("\"deliver\""))]
+    );
+    assert!(errors[0].message.contains("with ordering.sequence only"));
+    let errors = rejected(&format!("{MINIMAL}[ordering]\non_gap = \"later\"\n"));
+    assert!(
+        errors[0]
+            .message
+            .contains("expected one of `deliver`, `dead-letter`, `dead_letter`"),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn a_sequence_in_key_order_with_its_store_is_valid_in_a_route_too() {
+    let config = load(&format!(
+        "{MINIMAL}[ordering]\nmode = \"key\"\nsequence = \"{{header:seq}}\"\n\
+         [[routes]]\nname = \"orders\"\nmatch.type = \"order.*\"\n\
+         ordering = {{ gap_timeout = \"5s\", on_gap = \"dead_letter\" }}\n"
+    ))
+    .unwrap();
+    let top = config.ordering.sequence_policy().unwrap();
+    assert_eq!(top.gap_timeout, Duration::from_secs(30));
+    let route = config.routes[0].effective(&config);
+    let policy = route.ordering.sequence_policy().unwrap();
+    assert_eq!(policy.field.to_string(), "{header:seq}", "inherited");
+    assert_eq!(policy.gap_timeout, Duration::from_secs(5));
+    assert_eq!(policy.on_gap, outrigger_policies::OnGap::DeadLetter);
+}
