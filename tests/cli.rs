@@ -66,6 +66,8 @@ fn check_explains_which_route_a_sample_takes_and_refuses_a_bad_sample() {
         "source=payments,header.X-Kind=heartbeat",
         "--explain",
         "type=order.created",
+        "--explain",
+        "source=payments,type=ledger.posted",
     ]);
     assert!(
         out.status.success(),
@@ -74,18 +76,24 @@ fn check_explains_which_route_a_sample_takes_and_refuses_a_bad_sample() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().skip(1).collect();
-    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines.len(), 4, "{stdout}");
     assert!(
         lines[0].contains(r#"takes route "refunds" (routes[0]): POST http://127.0.0.1:8080/refunds (timeout 30s); dedup on {json:/refund_id}; up to 10 attempts; ordering none"#),
         "{stdout}"
     );
     assert!(
-        lines[1].contains(r#"takes route "heartbeats" (routes[2]): dropped"#),
+        lines[1].contains(r#"takes route "heartbeats" (routes[3]): dropped"#),
         "{stdout}"
     );
     assert!(
         lines[2]
             .contains("takes no route, so the top-level policy: POST http://127.0.0.1:8080/events"),
+        "{stdout}"
+    );
+    assert!(
+        lines[3].contains(
+            r#"takes route "ledger" (routes[2]): POST http://127.0.0.1:8080/events (timeout 10s); dedup on {json:/id}; up to 5 attempts; ordering key in {json:/seq} order (a gap waits 10s, then dead_letter)"#
+        ),
         "{stdout}"
     );
 

@@ -445,12 +445,20 @@ pub fn explain(c: &Config, sample: &str) -> Result<String, String> {
                 1 => "1 classify rule".to_owned(),
                 n => format!("{n} classify rules"),
             };
+            let mut ordering = policy.ordering.mode(&policy.source).to_string();
+            if let Some(seq) = policy.ordering.sequence_policy() {
+                ordering = format!(
+                    "{ordering} in {} order (a gap waits {}, then {})",
+                    seq.field,
+                    humantime::format_duration(seq.gap_timeout),
+                    seq.on_gap.as_str()
+                );
+            }
             format!(
-                "POST {} (timeout {}); {dedup}; up to {} attempts; ordering {}; {rules}",
+                "POST {} (timeout {}); {dedup}; up to {} attempts; ordering {ordering}; {rules}",
                 policy.delivery.url,
                 humantime::format_duration(policy.delivery.timeout),
                 policy.retry.max_attempts,
-                policy.ordering.mode(&policy.source),
             )
         }
         RouteAction::Drop => "dropped without delivery (acked, counted as dropped)".to_owned(),
