@@ -178,13 +178,17 @@ impl Config {
         self.changed_sections(&pinned)
     }
 
-    /// The routes that keep another order than the top-level policy: changing which messages
-    /// they take would change the order of messages in flight, so only a restart can.
+    /// The routes that keep another order than the top-level policy (another mode or
+    /// sequence): changing which messages they take would change the order of messages in
+    /// flight, so only a restart can.
     fn reordering_routes(&self) -> Vec<&RouteConfig> {
-        let top = self.ordering.mode(&self.source);
+        let top = (self.ordering.mode(&self.source), self.ordering.sequence_policy());
         self.routes
             .iter()
-            .filter(|r| r.effective(self).ordering.mode(&self.source) != top)
+            .filter(|r| {
+                let o = r.effective(self).ordering;
+                (o.mode(&self.source), o.sequence_policy()) != top
+            })
             .collect()
     }
 

@@ -144,4 +144,13 @@ fn a_reload_may_change_routes_but_not_what_they_order() {
         ["routes"],
         "what a route of its own order takes stays until a restart"
     );
+    let sequenced = load(&format!(
+        "{base}[routes.ordering]\nsequence = \"{{json:/seq}}\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        old.restart_only_changes(&sequenced),
+        ["routes"],
+        "a route gaining a sequence orders its keys anew"
+    );
 }
