@@ -31,6 +31,8 @@ pub struct Ledger {
     pub by_path: HashMap<String, u32>,
     /// Requests of legacy events, which their route drops: must stay 0.
     pub legacy_seen: u32,
+    /// Accepted ledger entries per account, in the order they came: must be 1, 2, 3, ...
+    pub sequences: HashMap<String, Vec<u64>>,
 }
 
 /// The app's workers: more requests at once than this wait inside it, and take longer.
@@ -51,6 +53,11 @@ struct Payload {
     id: String,
     kind: String,
     fail_times: u32,
+    /// A ledger entry's account and number.
+    #[serde(default)]
+    account: Option<String>,
+    #[serde(default)]
+    seq: Option<u64>,
 }
 
 /// A running flaky app.
@@ -171,6 +178,9 @@ async fn handle(
                 ledger.attempt_header_mismatches += 1;
             }
             *ledger.accepted.entry(p.id).or_default() += 1;
+            if let (Some(account), Some(seq)) = (p.account, p.seq) {
+                ledger.sequences.entry(account).or_default().push(seq);
+            }
             *ledger.by_path.entry(uri.path().to_owned()).or_default() += 1;
             if let Some((after, how_long)) = app.outage {
                 if ledger.accepted.len() == after {

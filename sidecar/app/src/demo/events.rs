@@ -137,6 +137,84 @@ pub fn publication_order(events: &[Event], seed: u64) -> Vec<usize> {
     slots.into_iter().map(|(_, i)| i).collect()
 }
 
+/// One ledger entry: the `seq`-th posting of `account`, delivered in sequence order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The account: the message key its sequence runs per.
+    pub account: String,
+    /// Its number within the account, from 1.
+    pub seq: u64,
+}
+
+impl Entry {
+    /// Its CloudEvents type, which the ledger route matches.
+    pub const TYPE: &'static str = "account.posted";
+
+    /// The JSON payload: a plain event the app accepts, with its account and number.
+    pub fn payload(&self) -> String {
+        format!(
+            r#"{{"id":"{}-{}","kind":"ok","fail_times":0,"account":"{}","seq":{}}}"#,
+            self.account, self.seq, self.account, self.seq
+        )
+    }
+}
+
+/// Entries per account.
+pub const ENTRIES: u64 = 10;
+
+/// What is published, in order: each order event's copies (see [`publication_order`]) and
+/// `accounts` ledgers of [`ENTRIES`] entries, each ledger spread over the run with neighbouring
+/// entries sent out of order.
+pub fn with_ledgers(events: &[Event], accounts: u32, seed: u64) -> Vec<Publish> {
+    let orders = publication_order(events, seed);
+    let span = orders.len() as u64 * 16;
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x1ed9e5);
+    let mut slots: Vec<(u64, u64, Publish)> = orders
+        .into_iter()
+        .enumerate()
+        .map(|(n, i)| (n as u64 * 16, 0, Publish::Order(i)))
+        .collect();
+    for a in 0..accounts {
+        let start = span * u64::from(a) / u64::from(accounts.max(1));
+        for seq in 1..=ENTRIES {
+            // 40 slots apart, up to 120 late: an entry often overtakes one or two before it.
+            let at = start + seq * 40 + rng.random_range(0..120);
+            let entry = Entry {
+                account: format!("acct-{a:02}"),
+                seq,
+            };
+            slots.push((at, seq, Publish::Entry(entry)));
+        }
+    }
+    slots.sort_by_key(|(at, seq, _)| (*at, *seq));
+    slots.into_iter().map(|(_, _, p)| p).collect()
+}
+
+/// One message to publish.
+#[derive(Clone, Debug)]
+pub enum Publish {
+    /// A copy of the order event at this index.
+    Order(usize),
+    /// A ledger entry.
+    Entry(Entry),
+}
+
+/// Entries published before one with a lower number of the same account.
+pub fn overtakes(published: &[Publish]) -> usize {
+    let mut highest: std::collections::HashMap<&str, u64> = Default::default();
+    let mut n = 0;
+    for p in published {
+        if let Publish::Entry(e) = p {
+            let top = highest.entry(e.account.as_str()).or_default();
+            if e.seq < *top {
+                n += 1;
+            }
+            *top = (*top).max(e.seq);
+        }
+    }
+    n
+}
+
 /// What the run should end with, computed from the mix alone.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Expected {
@@ -197,5 +275,21 @@ mod tests {
         );
         assert!(x.duplicates > 50 && x.dead_lettered > 10);
         assert_eq!(publication_order(&a, 7).len() as u64, x.published);
+    }
+
+    #[test]
+    fn ledgers_are_sent_with_entries_out_of_order() {
+        let events = generate(1000, 7);
+        let published = with_ledgers(&events, 8, 7);
+        let entries = published
+            .iter()
+            .filter(|p| matches!(p, Publish::Entry(_)))
+            .count();
+        assert_eq!(entries as u64, 8 * ENTRIES);
+        assert_eq!(
+            published.len() - entries,
+            publication_order(&events, 7).len()
+        );
+        assert!(overtakes(&published) > 8, "{}", overtakes(&published));
     }
 }

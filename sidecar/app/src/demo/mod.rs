@@ -21,7 +21,7 @@ use crate::pipeline;
 use crate::run::build_pipeline;
 use crate::store::Store;
 
-use events::{Expected, Kind};
+use events::{Entry, Expected, Kind, Publish};
 
 /// How long the app goes away, once it accepted 70% of the events it will accept.
 const OUTAGE: Duration = Duration::from_millis(500);
@@ -54,7 +54,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
 
     let shutdown = CancellationToken::new();
     let events = events::generate(options.events, options.seed);
-    let expected = Expected::of(&events);
+    let accounts = (options.events / 150).max(4);
+    let published = events::with_ledgers(&events, accounts, options.seed);
+    let overtakes = events::overtakes(&published);
+    let entries = u64::from(accounts) * events::ENTRIES;
+    let mut expected = Expected::of(&events);
+    expected.published += entries;
+    expected.delivered += entries;
     let outage_after = (expected.delivered * 7 / 10) as usize;
     let app = app::start(shutdown.clone(), Some((outage_after, OUTAGE)))
         .await
@@ -62,13 +68,17 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     config.delivery.url = format!("http://{}/orders", app.addr).parse()?;
 
     let broker = MemoryBroker::new();
-    for (n, i) in events::publication_order(&events, options.seed)
-        .into_iter()
-        .enumerate()
-    {
-        let e = &events[i];
-        let mut out = Outgoing::new(Bytes::from(e.payload(n as u32 % 900 + 1)))
-            .header("ce-type", e.event_type());
+    for (n, p) in published.iter().enumerate() {
+        let mut out = match p {
+            Publish::Order(i) => {
+                let e = &events[*i];
+                Outgoing::new(Bytes::from(e.payload(n as u32 % 900 + 1)))
+                    .header("ce-type", e.event_type())
+            }
+            Publish::Entry(entry) => Outgoing::new(Bytes::from(entry.payload()))
+                .header("ce-type", Entry::TYPE)
+                .key(entry.account.clone()),
+        };
         out.content_type = Some("application/json".into());
         out.message_id = Some(format!("msg-{n}"));
         broker.publish(&queue, out);
@@ -160,6 +170,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         .count() as u32;
     let at = |path: &str| ledger.by_path.get(path).copied().unwrap_or(0);
     let (orders, refunds, refunds_v2) = (at("/orders"), at("/refunds"), at(REFUNDS_V2));
+    let in_sequence = ledger
+        .sequences
+        .values()
+        .filter(|got| **got == (1..=events::ENTRIES).collect::<Vec<_>>())
+        .count();
     let reasons = |class: &str| {
         dead.iter()
             .filter(|m| m.header_str(dlq::CLASS) == Some(class))
@@ -205,6 +220,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     println!(
         "  route legacy   dropped          {dropped_by_route:>6} without delivery (the app saw {})",
         ledger.legacy_seen
+    );
+    println!(
+        "  route ledger   → /ledger        {:>6} accepted in sequence order per account ({accounts} accounts, {overtakes} entries sent early)",
+        at("/ledger")
     );
     let median_limit = {
         let mut limits = limits.lock().clone();
@@ -279,8 +298,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
             ),
         ),
         (
+            in_sequence == accounts as usize && at("/ledger") as u64 == entries,
+            format!(
+                "each account's ledger reached the app in sequence order ({in_sequence} of \
+                 {accounts}, {overtakes} entries sent early waited for their predecessor)"
+            ),
+        ),
+        (
             refunds + refunds_v2 == accepted_refunds
-                && orders + accepted_refunds == accepted_ids as u32
+                && orders + accepted_refunds + at("/ledger") == accepted_ids as u32
                 && ledger.legacy_seen == 0,
             format!(
                 "each route's events reached its handler ({accepted_refunds} refunds, before and \
