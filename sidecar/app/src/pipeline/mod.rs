@@ -123,6 +123,9 @@ where
     let (wait_tx, mut wait_rx) = mpsc::unbounded_channel::<Waiting<S::Acker, D>>();
     // A finite source that said it is drained is asked again once something settles.
     let mut drained = false;
+    // Keys with waiting messages are read again from the store, for other replicas' progress.
+    let mut refresh = tokio::time::interval(sequence::REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut permit = None;
     let mut failure = None;
     let mut backoff = Duration::from_millis(100);
@@ -229,6 +232,15 @@ where
                     }
                 }
                 pipeline.metrics.reorder_waiting.set(reorder.len() as i64);
+            }
+            _ = refresh.tick(), if !reorder.is_empty() && pipeline.dedup.is_some() => {
+                let ids = reorder.keys().take(sequence::REFRESH_MAX).cloned().collect();
+                let pipeline = pipeline.clone();
+                tokio::spawn(async move {
+                    if let Some(dedup) = &pipeline.dedup {
+                        pipeline.sequencer.refresh(&*dedup.store, ids).await;
+                    }
+                });
             }
             Some(done) = tasks.join_next(), if drained && !tasks.is_empty() => {
                 drained = false;

@@ -7,11 +7,15 @@
 //! buffer (giving up its lane), one behind is settled as such. The next expected sequence is
 //! read from the dedup store the first time a key is seen and kept here after, raised before a
 //! message is settled at the broker (so a crash in between finds it behind, and dedup settles
-//! it as the duplicate it is), and the loop is told so that what waited for it runs.
+//! it as the duplicate it is), and the loop is told so that what waited for it runs. Replicas
+//! share the positions through the store: a message about to wait reads its key's position
+//! again, and the keys with waiting messages are read again every [`REFRESH`].
 //!
 //! [`Reorder`]: outrigger_policies::Reorder
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use outrigger_core::dlq::resubmit_headers;
@@ -24,6 +28,13 @@ use super::{Dedup, Doubling, Route, WAIT_MAX};
 use crate::config::RouteAction;
 use crate::metrics::SourceMetrics;
 
+/// How often the positions of keys with waiting messages are read again from the store, for
+/// what other replicas settled.
+pub(super) const REFRESH: Duration = Duration::from_secs(1);
+
+/// Keys with waiting messages read per refresh at most.
+pub(super) const REFRESH_MAX: usize = 256;
+
 /// Keys whose next sequence is kept in memory at most; past it the memory starts over, and
 /// keys are read from the store again.
 const KNOWN_MAX: usize = 65_536;
@@ -35,6 +46,7 @@ pub struct Sequencer {
     known: parking_lot::Mutex<HashMap<SequenceId, u64>>,
     raised: parking_lot::Mutex<Vec<SequenceId>>,
     notify: Notify,
+    refreshing: AtomicBool,
 }
 
 impl Sequencer {
@@ -119,6 +131,26 @@ impl Sequencer {
                 return false;
             }
         }
+    }
+
+    /// Reads the positions of `ids` (keys with waiting messages) from the store, and tells the
+    /// consumer loop of those another replica moved. One pass at a time; a failed read is
+    /// left for the next pass.
+    pub(super) async fn refresh<D: SequenceStore>(&self, store: &D, ids: Vec<SequenceId>) {
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for id in ids {
+            let Ok(Some(stored)) = store.next_sequence(&id).await else {
+                continue;
+            };
+            if self.known(&id).is_none_or(|known| stored > known) {
+                self.learn(&id, stored);
+                self.raised.lock().push(id);
+                self.notify.notify_one();
+            }
+        }
+        self.refreshing.store(false, Ordering::Release);
     }
 
     /// Waits until a key was raised, then takes the keys raised since the last call.
@@ -254,9 +286,17 @@ pub(super) async fn gate<D: SequenceStore>(
             expected.max(seq)
         }
         Some(Resolution::Follow) | None => {
-            sequencer
+            let known = sequencer
                 .expected(dedup, metrics, &id, start, false, abort)
-                .await?
+                .await?;
+            if seq > known {
+                // Before it waits: another replica may have moved the key since it was read.
+                sequencer
+                    .expected(dedup, metrics, &id, start, true, abort)
+                    .await?
+            } else {
+                known
+            }
         }
     };
     match place(seq, expected) {
