@@ -182,7 +182,10 @@ impl Config {
     /// sequence): changing which messages they take would change the order of messages in
     /// flight, so only a restart can.
     fn reordering_routes(&self) -> Vec<&RouteConfig> {
-        let top = (self.ordering.mode(&self.source), self.ordering.sequence_policy());
+        let top = (
+            self.ordering.mode(&self.source),
+            self.ordering.sequence_policy(),
+        );
         self.routes
             .iter()
             .filter(|r| {
