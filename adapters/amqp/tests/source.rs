@@ -77,7 +77,7 @@ async fn dead_letter_keeps_body_properties_and_typed_headers() {
     );
     let source_coordinates = message.coordinates.to_string();
     acker
-        .settle(Settlement::DeadLetter(dead_letter()))
+        .settle(Settlement::dead_letter(dead_letter()))
         .await
         .unwrap();
 

@@ -390,7 +390,7 @@ async fn several_streams_are_read_together_and_each_dead_letters_into_its_own_st
         let d = recv(&mut source, DEADLINE).await;
         got.push(payload(&d));
         let context = outrigger_testkit::dead_letter();
-        if let Err(e) = d.acker.settle(Settlement::DeadLetter(context)).await {
+        if let Err(e) = d.acker.settle(Settlement::dead_letter(context)).await {
             panic!("dead letter: {}", e.error);
         }
     }
@@ -467,7 +467,7 @@ async fn an_entry_deleted_while_it_is_delivered_is_still_dead_lettered() {
     })
     .await;
     let context = outrigger_testkit::dead_letter();
-    if let Err(e) = held.acker.settle(Settlement::DeadLetter(context)).await {
+    if let Err(e) = held.acker.settle(Settlement::dead_letter(context)).await {
         panic!("dead letter: {}", e.error);
     }
     let dead = redis.range(&names.dead_letters).await;
