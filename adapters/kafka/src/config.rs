@@ -228,7 +228,9 @@ impl KafkaConfig {
                 ),
             );
         }
-        for route in &context.route_dead_letters {
+        // A blank one is the app's to report, as it is on every broker.
+        let named = context.route_dead_letters.iter();
+        for route in named.filter(|r| !r.destination.trim().is_empty()) {
             if let Err(why) = topic_name(&route.destination) {
                 p.at_paths(vec![route.path.clone()], why);
             }

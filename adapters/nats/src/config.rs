@@ -405,7 +405,9 @@ impl NatsConfig {
     /// stream and not a retry subject.
     fn check_route_dead_letters(&self, p: &mut Problems, context: &SourceContext) {
         let subjects = KeyPath::parse("source.nats.subjects");
-        for route in &context.route_dead_letters {
+        // A blank one is the app's to report, as it is on every broker.
+        let named = context.route_dead_letters.iter();
+        for route in named.filter(|r| !r.destination.trim().is_empty()) {
             let subject = &route.destination;
             if let Err(why) = subject_name(subject, false) {
                 p.at_paths(

@@ -261,10 +261,6 @@ impl RouteConfig {
         on(r.multiplier.is_some(), "retry.multiplier");
         on(r.jitter.is_some(), "retry.jitter");
         on(self.ordering.mode.is_some(), "ordering.mode");
-        on(
-            self.dead_letter.destination.is_some(),
-            "dead_letter.destination",
-        );
         for i in 0..self.classify.rules.len() {
             set.push(KeyPath::parse("classify.rules").index(i));
         }
