@@ -536,7 +536,7 @@ async fn a_routes_dead_letters_go_to_its_own_topic_and_the_rest_to_the_policys()
         )
         .await;
     let policy = kafka::policy(&tansu.kafka, &topic, &app).with_toml(&routes);
-    let sidecar = Sidecar::start(OUTRIGGER, policy);
+    let sidecar = Sidecar::start(OUTRIGGER, policy.clone());
     wait_until("two dead letters", LIMIT, || async {
         sidecar.metric("outrigger_dead_lettered_total", "") >= 2.0
     })
@@ -568,4 +568,14 @@ async fn a_routes_dead_letters_go_to_its_own_topic_and_the_rest_to_the_policys()
         "only the route's message in the route's topic"
     );
     assert_eq!(tansu.kafka.read_all(&dlq, 0).await.len(), 1);
+    let cli = support::Dlq::new(&policy);
+    let keys = |args: &[&str]| -> Vec<String> {
+        let listed = cli.list(args);
+        listed
+            .iter()
+            .map(|r| r["key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(keys(&[]), ["order-0"]);
+    assert_eq!(keys(&["--route", "refunds"]), ["refund-0"]);
 }

@@ -454,7 +454,7 @@ async fn a_routes_dead_letters_go_to_its_own_subject_and_the_rest_to_the_policys
          [routes.dead_letter]\ndestination = \"{refunds_subject}\"\n"
     );
     let policy = policy(&streams, &app, &[]).with_toml(&routes);
-    let sidecar = Sidecar::start(OUTRIGGER, policy);
+    let sidecar = Sidecar::start(OUTRIGGER, policy.clone());
     streams
         .publish(
             &[("idempotency-key", "refund-0"), ("x-kind", "refund")],
@@ -500,5 +500,20 @@ async fn a_routes_dead_letters_go_to_its_own_subject_and_the_rest_to_the_policys
     assert_eq!(status.as_deref(), Some(&b"400"[..]));
     let order = first(streams.dead_letter_subject.clone()).await;
     assert_eq!(key(&order).as_deref(), Some("order-0"));
+    // One stream, two subjects: `outrigger dlq` reads the one it is pointed at.
+    let cli = Dlq::new(&policy);
+    assert_eq!(cli.keys(&[]), set(["order-0".to_owned()]));
+    assert_eq!(
+        cli.keys(&["--route", "refunds"]),
+        set(["refund-0".to_owned()])
+    );
+    let out = cli.ok(&["purge", "--route", "refunds", "--yes"]);
+    assert!(out.contains("Purged 1 of 1"), "{out}");
+    assert!(cli.keys(&["--route", "refunds"]).is_empty());
+    assert_eq!(
+        cli.keys(&[]),
+        set(["order-0".to_owned()]),
+        "the other stays"
+    );
     streams.clean_up().await;
 }
