@@ -271,11 +271,25 @@ impl Config {
             .collect();
         // One `destination` for every topic reads once.
         dead_letters.dedup();
-        let routes = match self.routes.len() {
+        let mut routes = match self.routes.len() {
             0 => String::new(),
             1 => "; 1 route".to_owned(),
             n => format!("; {n} routes"),
         };
+        let own: Vec<String> = self
+            .routes
+            .iter()
+            .filter_map(|r| {
+                Some(format!(
+                    "{:?} to {:?}",
+                    r.name,
+                    r.dead_letter.destination.as_ref()?
+                ))
+            })
+            .collect();
+        if !own.is_empty() {
+            routes.push_str(&format!(" (dead letters of {})", own.join(", ")));
+        }
         format!(
             "{source} → {}; {dedup}; up to {} attempts; {rules}; dead letters to {}{routes}",
             self.delivery.url,

@@ -186,6 +186,14 @@ fn a_route_names_its_dead_letter_destination_and_the_others_inherit_the_policys(
             ),
         ]
     );
+    assert!(
+        c.summary().ends_with(
+            "dead letters to \"all.dlq\"; 3 routes (dead letters of \"refunds\" to \
+             \"refunds.dlq\", \"legacy\" to \"legacy.dlq\")"
+        ),
+        "{}",
+        c.summary()
+    );
     let explained = explain(&c, "type=refund.created").unwrap();
     assert!(
         explained.ends_with("dead letters to \"refunds.dlq\""),
