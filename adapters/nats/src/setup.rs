@@ -208,11 +208,11 @@ pub(crate) async fn route_dead_letter_streams(
 async fn dead_letter_stream_of(
     js: &Context,
     settings: &NatsSettings,
-    subject: &String,
+    subject: &str,
     declare: bool,
 ) -> Result<String, SourceError> {
     let config = &settings.config;
-    match js.stream_by_subject(subject.clone()).await {
+    match js.stream_by_subject(subject.to_owned()).await {
         Ok(name) if name == config.stream => Err(SourceError::Rejected(format!(
             "the dead-letter subject {subject:?} is captured by the source stream {name:?}, so \
              dead letters would be consumed again; set dead_letter.destination to a subject \
@@ -236,7 +236,7 @@ async fn dead_letter_stream_of(
                         .await
                         .map_err(|e| api_error(&format!("looking up stream {name:?}"), &e))?;
                     let mut wanted = info.config.clone();
-                    wanted.subjects.push(subject.clone());
+                    wanted.subjects.push(subject.to_owned());
                     js.update_stream(wanted).await.map_err(|e| {
                         SourceError::Rejected(format!(
                             "adding {subject:?} to the dead-letter stream {name:?}: {e}"
@@ -250,7 +250,7 @@ async fn dead_letter_stream_of(
             }
             js.create_stream(stream::Config {
                 name: name.clone(),
-                subjects: vec![subject.clone()],
+                subjects: vec![subject.to_owned()],
                 // Dead letters wait for an operator: never dropped for age or count.
                 storage: stream::StorageType::File,
                 ..stream::Config::default()
