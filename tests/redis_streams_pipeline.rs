@@ -744,7 +744,7 @@ async fn a_routes_dead_letters_go_to_its_own_stream_and_the_rest_to_the_policys(
          [routes.dead_letter]\ndestination = \"{refunds_dlq}\"\n"
     );
     let policy = s.policy("sidecar-1", &app, "30s").with_toml(&routes);
-    let sidecar = Sidecar::start(OUTRIGGER, policy);
+    let sidecar = Sidecar::start(OUTRIGGER, policy.clone());
     let refund = s
         .add(&[
             (b"payload", b"{}"),
@@ -793,6 +793,17 @@ async fn a_routes_dead_letters_go_to_its_own_stream_and_the_rest_to_the_policys(
         Some(format!("redis:{}@{order}", s.stream))
     );
     assert!(s.pending().await.is_empty(), "both originals acknowledged");
+    let cli = Dlq::new(&policy);
+    let keys = |args: &[&str]| -> Vec<String> {
+        let listed = cli.list(args);
+        listed
+            .iter()
+            .map(|r| r["key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(keys(&[]), ["order-0"]);
+    assert_eq!(keys(&["--route", "refunds"]), ["refund-0"]);
+    assert_eq!(keys(&["--destination", &refunds_dlq]), ["refund-0"]);
     let mut cmd = redis::cmd("DEL");
     cmd.arg(&refunds_dlq);
     let _: i64 = s.run(&cmd).await;
