@@ -82,12 +82,20 @@ fn check_explains_which_route_a_sample_takes_and_refuses_a_bad_sample() {
         "{stdout}"
     );
     assert!(
+        lines[0].ends_with(r#"; dead letters to "refunds.dlq""#),
+        "{stdout}"
+    );
+    assert!(
         lines[1].contains(r#"takes route "heartbeats" (routes[3]): dropped"#),
         "{stdout}"
     );
     assert!(
         lines[2]
             .contains("takes no route, so the top-level policy: POST http://127.0.0.1:8080/events"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].ends_with(r#"; dead letters to "orders.dlq""#),
         "{stdout}"
     );
     assert!(

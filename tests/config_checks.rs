@@ -906,3 +906,97 @@ fn redeliver_mode_is_refused_without_delayed_redelivery_or_under_an_ordering() {
         "NATS with ordering none may redeliver: {text}"
     );
 }
+
+/// A `[[routes]]` entry named `r` whose dead letters go to `destination`.
+macro_rules! routed_to {
+    ($destination:literal) => {
+        concat!(
+            "[[routes]]\nname = \"r\"\n[routes.dead_letter]\ndestination = \"",
+            $destination,
+            "\"\n"
+        )
+    };
+}
+
+/// What each adapter checks of the destination it is told a route names.
+const ROUTE_DEAD_LETTERS: &[Case] = &[
+    Case {
+        policy: concat!("[source.amqp]\nqueue = \"orders\"\n", routed_to!("orders")),
+        at: "6:1: routes[0].dead_letter.destination",
+        says: "the dead-letter destination of route \"r\" must differ from the source queue",
+    },
+    Case {
+        policy: concat!(
+            "[source.amqp]\nqueue = \"orders\"\n",
+            routed_to!(
+                "qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq\
+                 qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq\
+                 qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq\
+                 qqqqqqqqqq"
+            )
+        ),
+        at: "6:1: routes[0].dead_letter.destination",
+        says: "AMQP queue names (a route's dead-letter queue's too) have at most 255 bytes",
+    },
+    Case {
+        policy: concat!(kafka!("topics = [\"o\"]\n"), routed_to!("bad topic")),
+        at: "8:1: routes[0].dead_letter.destination",
+        says: "not a valid Kafka topic name",
+    },
+    Case {
+        policy: concat!(kafka!("topics = [\"o\", \"p\"]\n"), routed_to!("p")),
+        at: "8:1: routes[0].dead_letter.destination",
+        says: "route \"r\" must differ from every source topic",
+    },
+    Case {
+        policy: concat!(redis_streams!("streams = [\"o\"]\n"), routed_to!("o")),
+        at: "8:1: routes[0].dead_letter.destination",
+        says: "route \"r\" must differ from every source stream",
+    },
+    Case {
+        policy: concat!(nats!("\n"), routed_to!("bad subject")),
+        at: "8:1: routes[0].dead_letter.destination",
+        says: "the dead-letter subject \"bad subject\"",
+    },
+    Case {
+        policy: concat!(
+            nats!("subjects = [\"orders.>\"]\ncreate_stream = true\n"),
+            routed_to!("orders.refunds.dlq")
+        ),
+        at: "9:1: routes[0].dead_letter.destination",
+        says: "dead letters of route \"r\" go to \"orders.refunds.dlq\", which the source stream captures",
+    },
+];
+
+#[tokio::test]
+async fn every_check_of_a_route_dead_letter_destination_is_reported_at_the_route() {
+    for case in ROUTE_DEAD_LETTERS {
+        refused_by_check_and_run(case);
+        let (_, rest) = case.policy.split_once("destination = \"").unwrap();
+        let context = SourceContext {
+            route_dead_letters: vec![outrigger_core::RouteDeadLetter {
+                route: "r".into(),
+                destination: rest.split_once('"').unwrap().0.to_owned(),
+                path: outrigger_core::KeyPath::parse("routes")
+                    .index(0)
+                    .key("dead_letter")
+                    .key("destination"),
+            }],
+            ..SourceContext::default()
+        };
+        let says = case.says;
+        if case.policy.starts_with("[source.amqp]") {
+            let config = table(case.policy, "amqp");
+            connect_refuses::<outrigger_amqp::Amqp>(&config, &context, says).await;
+        } else if case.policy.starts_with("[source.kafka]") {
+            let config = table(case.policy, "kafka");
+            connect_refuses::<outrigger_kafka::Kafka>(&config, &context, says).await;
+        } else if case.policy.starts_with("[source.redis_streams]") {
+            let config = table(case.policy, "redis_streams");
+            connect_refuses::<outrigger_redis_streams::RedisStreams>(&config, &context, says).await;
+        } else {
+            let config = table(case.policy, "nats");
+            connect_refuses::<outrigger_nats::Nats>(&config, &context, says).await;
+        }
+    }
+}

@@ -276,3 +276,80 @@ mod dlq {
     mod api;
     mod filters;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_dead_letters_are_listed_and_resubmitted_by_route_or_destination() {
+    let rabbit = Rabbit::connect().await;
+    let queue = unique("dlq-route");
+    let (dlq, refunds_dlq) = (format!("{queue}.dlq"), format!("{queue}.refunds.dlq"));
+    rabbit.declare(&queue).await;
+    let (app, fixed) = app_until_fixed(|_| Some(Reply::status(422).body("unknown product"))).await;
+    let routes = format!(
+        "[[routes]]\nname = \"refunds\"\nmatch = {{ headers = {{ x-kind = \"refund\" }} }}\n\
+         [routes.dead_letter]\ndestination = \"{refunds_dlq}\"\n"
+    );
+    let policy = Policy::amqp(&queue, &app.url(), &unique("ns")).with_toml(&routes);
+    let sidecar = Sidecar::start(OUTRIGGER, policy.clone());
+    let cli = Dlq::new(&policy);
+    for i in 0..3 {
+        let key = format!("refund-{i}");
+        rabbit
+            .publish_keyed_with(&queue, &key, &[("x-kind", "refund")], b"{}")
+            .await;
+    }
+    for i in 0..2 {
+        rabbit
+            .publish_keyed(&queue, &format!("order-{i}"), b"{}")
+            .await;
+    }
+    wait_until("3 + 2 dead letters", LIMIT, || async {
+        rabbit.depth(&refunds_dlq).await == 3 && rabbit.depth(&dlq).await == 2
+    })
+    .await;
+
+    let refunds = set((0..3).map(|i| format!("refund-{i}")));
+    assert_eq!(cli.keys(&["--route", "refunds"]), refunds);
+    assert_eq!(cli.keys(&["--destination", &refunds_dlq]), refunds);
+    let orders = set((0..2).map(|i| format!("order-{i}")));
+    assert_eq!(cli.keys(&[]), orders, "the policy's own by default");
+    assert_eq!(cli.keys(&["--destination", &dlq]), orders);
+    let record = &cli.list(&["--route", "refunds", "--key", "refund-1"])[0];
+    let id = record["id"].as_str().unwrap();
+    let shown = cli.ok(&["show", id, "--route", "refunds"]);
+    assert!(shown.contains("unknown product"), "{shown}");
+
+    let unknown = cli.run(&["list", "--route", "nope"]);
+    assert_eq!(unknown.status.code(), Some(64));
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        said.contains("no route is named \"nope\"; the policy's routes are \"refunds\""),
+        "{said}"
+    );
+    let unknown = cli.run(&["list", "--destination", "elsewhere.dlq"]);
+    assert_eq!(unknown.status.code(), Some(64));
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        said.contains(&format!(
+            "\"elsewhere.dlq\" is no dead-letter destination of this policy; it uses \
+             \"{dlq}\" (the default for \"{queue}\"), \"{refunds_dlq}\" (route \"refunds\")"
+        )),
+        "{said}"
+    );
+    let both = cli.run(&["list", "--route", "refunds", "--destination", &dlq]);
+    assert_eq!(both.status.code(), Some(64), "one or the other");
+    let said = String::from_utf8_lossy(&both.stderr);
+    assert!(said.contains("cannot be used with"), "{said}");
+
+    fixed.store(true, Ordering::SeqCst);
+    let before = app.count();
+    let out = cli.ok(&["resubmit", "--route", "refunds", "--by", "tester"]);
+    assert!(out.contains("Resubmitted 3 of 3"), "{out}");
+    // Back to the source queue, where the route takes them again, now to a fixed app.
+    wait_resubmitted_once(&app, before, "refund", 3, LIMIT).await;
+    assert_eq!(rabbit.depth(&refunds_dlq).await, 0);
+    assert_eq!(rabbit.depth(&dlq).await, 2, "the policy's own stay");
+    sidecar.stop();
+    for q in [&queue, &dlq, &refunds_dlq] {
+        rabbit.delete(q).await;
+    }
+}

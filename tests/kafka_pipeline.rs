@@ -497,3 +497,85 @@ async fn parked_records_follow_a_dead_lettered_head_when_the_policy_says_so() {
     }
     sidecar.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_dead_letters_go_to_its_own_topic_and_the_rest_to_the_policys() {
+    let tansu = Tansu::start().await;
+    let topic = unique("route-dlq");
+    let (dlq, refunds_dlq) = (format!("{topic}.dlq"), format!("{topic}.refunds.dlq"));
+    tansu.kafka.create_topic(&topic, 1).await;
+    tansu.kafka.create_topic(&dlq, 1).await;
+    let app = TestApp::start(|_, _| Reply::status(400).body("no")).await;
+    // The route's topic does not exist: the sidecar creates it at startup.
+    let routes = format!(
+        "[[routes]]\nname = \"refunds\"\nmatch = {{ headers = {{ x-kind = \"refund\" }} }}\n\
+         [routes.dead_letter]\ndestination = \"{refunds_dlq}\"\n"
+    );
+    let producer = tansu.kafka.producer();
+    let kind: &[u8] = b"refund";
+    tansu
+        .kafka
+        .produce(
+            &producer,
+            &topic,
+            0,
+            Some(b"r"),
+            Some(br#"{"id":"refund-0"}"#),
+            &[("x-kind", Some(kind))],
+        )
+        .await;
+    tansu
+        .kafka
+        .produce(
+            &producer,
+            &topic,
+            0,
+            Some(b"o"),
+            Some(br#"{"id":"order-0"}"#),
+            &[],
+        )
+        .await;
+    let policy = kafka::policy(&tansu.kafka, &topic, &app).with_toml(&routes);
+    let sidecar = Sidecar::start(OUTRIGGER, policy.clone());
+    wait_until("two dead letters", LIMIT, || async {
+        sidecar.metric("outrigger_dead_lettered_total", "") >= 2.0
+    })
+    .await;
+    sidecar.stop();
+
+    use rdkafka::message::Message as _;
+    let refunds = tansu.kafka.read(&refunds_dlq, 0, 1).await;
+    assert_eq!(refunds[0].payload(), Some(&br#"{"id":"refund-0"}"#[..]));
+    let headers: HashMap<_, _> = kafka::headers_of(&refunds[0]).into_iter().collect();
+    assert_eq!(
+        headers["x-kind"].as_deref(),
+        Some(kind),
+        "original headers kept"
+    );
+    assert_eq!(
+        headers["outrigger-dlq-status"].as_deref(),
+        Some(&b"400"[..])
+    );
+    assert_eq!(
+        headers["outrigger-dlq-source"].as_deref(),
+        Some(format!("kafka:{topic}/0@0").as_bytes())
+    );
+    let dead = tansu.kafka.read(&dlq, 0, 1).await;
+    assert_eq!(dead[0].payload(), Some(&br#"{"id":"order-0"}"#[..]));
+    assert_eq!(
+        tansu.kafka.read_all(&refunds_dlq, 0).await.len(),
+        1,
+        "only the route's message in the route's topic"
+    );
+    assert_eq!(tansu.kafka.read_all(&dlq, 0).await.len(), 1);
+    let cli = support::Dlq::new(&policy);
+    let keys = |args: &[&str]| -> Vec<String> {
+        let listed = cli.list(args);
+        listed
+            .iter()
+            .map(|r| r["key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(keys(&[]), ["order-0"]);
+    assert_eq!(keys(&["--route", "refunds"]), ["refund-0"]);
+}

@@ -443,3 +443,77 @@ async fn redeliver_mode_naks_a_retry_with_its_delay_and_frees_the_sidecar_meanwh
     sidecar.stop();
     streams.clean_up().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_dead_letters_go_to_its_own_subject_and_the_rest_to_the_policys() {
+    let streams = Streams::new("route-dlq").await;
+    let refunds_subject = format!("{}.refunds.dlq", streams.stream);
+    let app = TestApp::start(|_, _| Reply::status(400).body("no")).await;
+    let routes = format!(
+        "[[routes]]\nname = \"refunds\"\nmatch = {{ headers = {{ x-kind = \"refund\" }} }}\n\
+         [routes.dead_letter]\ndestination = \"{refunds_subject}\"\n"
+    );
+    let policy = policy(&streams, &app, &[]).with_toml(&routes);
+    let sidecar = Sidecar::start(OUTRIGGER, policy.clone());
+    streams
+        .publish(
+            &[("idempotency-key", "refund-0"), ("x-kind", "refund")],
+            "{}",
+        )
+        .await;
+    publish(&streams, "order-0", "{}").await;
+    wait_until("two dead letters", LIMIT, || async {
+        streams.count(&streams.dead_letter_stream).await == 2
+    })
+    .await;
+    streams.wait_all_acked().await;
+    sidecar.stop();
+
+    // No stream captured the route's subject: the dead-letter stream was made to.
+    let first = |subject: String| {
+        let streams = &streams;
+        async move {
+            outrigger_nats::stored_message(
+                &streams.client,
+                &streams.dead_letter_stream,
+                1,
+                &subject,
+            )
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no dead letter on {subject}"))
+        }
+    };
+    let key = |m: &outrigger_nats::StoredMessage| {
+        m.headers
+            .iter()
+            .find(|h| h.name == "idempotency-key")
+            .map(|h| String::from_utf8_lossy(&h.value).into_owned())
+    };
+    let refund = first(refunds_subject.clone()).await;
+    assert_eq!(key(&refund).as_deref(), Some("refund-0"));
+    let status = refund
+        .headers
+        .iter()
+        .find(|h| h.name == "outrigger-dlq-status")
+        .map(|h| h.value.clone());
+    assert_eq!(status.as_deref(), Some(&b"400"[..]));
+    let order = first(streams.dead_letter_subject.clone()).await;
+    assert_eq!(key(&order).as_deref(), Some("order-0"));
+    // One stream, two subjects: `outrigger dlq` reads the one it is pointed at.
+    let cli = Dlq::new(&policy);
+    assert_eq!(cli.keys(&[]), set(["order-0".to_owned()]));
+    assert_eq!(
+        cli.keys(&["--route", "refunds"]),
+        set(["refund-0".to_owned()])
+    );
+    let out = cli.ok(&["purge", "--route", "refunds", "--yes"]);
+    assert!(out.contains("Purged 1 of 1"), "{out}");
+    assert!(cli.keys(&["--route", "refunds"]).is_empty());
+    assert_eq!(
+        cli.keys(&[]),
+        set(["order-0".to_owned()]),
+        "the other stays"
+    );
+    streams.clean_up().await;
+}

@@ -244,3 +244,44 @@ async fn key_order_holds_through_in_place_retries_while_other_keys_flow() {
         "key b was not held back by key a's retries: {order:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_dead_letters_go_to_its_own_queue_in_process_too() {
+    let app = TestApp::start(|key, _| match key {
+        k if k.starts_with("refund") => Reply::status(500),
+        _ => Reply::status(400),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let routes = "[[routes]]\nname = \"refunds\"\nmatch = { headers = { x-kind = \"refund\" } }\n\
+                  [routes.retry]\nmax_attempts = 2\n\
+                  [routes.dead_letter]\ndestination = \"refunds.dlq\"\n\
+                  [[routes]]\nname = \"legacy\"\naction = \"dead_letter\"\n\
+                  match = { headers = { x-kind = \"legacy\" } }\n\
+                  [routes.dead_letter]\ndestination = \"legacy.dlq\"\n";
+    let config = policy_with(&app, dir.path(), routes);
+    let broker = MemoryBroker::new();
+    let keyed = |key: &str, kind: &str| {
+        Outgoing::new("{}")
+            .header("idempotency-key", key.to_owned())
+            .header("x-kind", kind.to_owned())
+    };
+    broker.publish("orders", keyed("refund-1", "refund"));
+    broker.publish("orders", keyed("legacy-1", "legacy"));
+    broker.publish("orders", keyed("order-1", "order"));
+    run_until_drained(&config, &broker).await;
+
+    let only = |queue: &str| {
+        let ready = broker.ready(queue);
+        assert_eq!(ready.len(), 1, "{queue}: {ready:?}");
+        ready[0].clone()
+    };
+    let refund = only("refunds.dlq");
+    assert_eq!(refund.header_str("idempotency-key"), Some("refund-1"));
+    assert_eq!(refund.header_str("outrigger-dlq-attempts"), Some("2"));
+    let legacy = only("legacy.dlq");
+    assert_eq!(legacy.header_str("idempotency-key"), Some("legacy-1"));
+    assert_eq!(legacy.header_str("outrigger-dlq-class"), Some("route"));
+    let order = only("orders.dlq");
+    assert_eq!(order.header_str("idempotency-key"), Some("order-1"));
+}

@@ -724,3 +724,88 @@ async fn key_mode_keeps_each_entitys_order_through_in_place_retries() {
     assert_each_entitys_order(&app.hits(), 8, 10);
     s.clean_up().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_dead_letters_go_to_its_own_stream_and_the_rest_to_the_policys() {
+    let s = Streams::new("rs-route-dlq").await;
+    let refunds_dlq = format!("{}.refunds.dlq", s.stream);
+    // Refunds fail until their route gives up; anything else is refused for good.
+    let app = TestApp::start(|key, _| {
+        if key.starts_with("refund") {
+            Reply::status(500)
+        } else {
+            Reply::status(400)
+        }
+    })
+    .await;
+    let routes = format!(
+        "[[routes]]\nname = \"refunds\"\nmatch = {{ headers = {{ x-kind = \"refund\" }} }}\n\
+         [routes.retry]\nmax_attempts = 2\ninitial = \"50ms\"\n\
+         [routes.dead_letter]\ndestination = \"{refunds_dlq}\"\n"
+    );
+    let policy = s.policy("sidecar-1", &app, "30s").with_toml(&routes);
+    let sidecar = Sidecar::start(OUTRIGGER, policy.clone());
+    let refund = s
+        .add(&[
+            (b"payload", b"{}"),
+            (b"idempotency-key", b"refund-0"),
+            (b"x-kind", b"refund"),
+        ])
+        .await;
+    let order = s.add_keyed("order-0", b"{}").await;
+    wait_until("two dead letters", LIMIT, || async {
+        s.len(&s.dlq).await + s.len(&refunds_dlq).await == 2
+    })
+    .await;
+    sidecar.stop();
+
+    let refunds = s.range(&refunds_dlq).await;
+    assert_eq!(
+        refunds.len(),
+        1,
+        "the route's dead letter in its own stream"
+    );
+    let fields = &refunds[0].1;
+    assert_eq!(
+        field(fields, "idempotency-key").as_deref(),
+        Some("refund-0")
+    );
+    assert_eq!(
+        field(fields, "outrigger-dlq-attempts").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        field(fields, "outrigger-dlq-status").as_deref(),
+        Some("500")
+    );
+    assert_eq!(
+        field(fields, "outrigger-dlq-source"),
+        Some(format!("redis:{}@{refund}", s.stream))
+    );
+    let dead = s.range(&s.dlq).await;
+    assert_eq!(dead.len(), 1, "the other message's in the policy's");
+    assert_eq!(
+        field(&dead[0].1, "idempotency-key").as_deref(),
+        Some("order-0")
+    );
+    assert_eq!(
+        field(&dead[0].1, "outrigger-dlq-source"),
+        Some(format!("redis:{}@{order}", s.stream))
+    );
+    assert!(s.pending().await.is_empty(), "both originals acknowledged");
+    let cli = Dlq::new(&policy);
+    let keys = |args: &[&str]| -> Vec<String> {
+        let listed = cli.list(args);
+        listed
+            .iter()
+            .map(|r| r["key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(keys(&[]), ["order-0"]);
+    assert_eq!(keys(&["--route", "refunds"]), ["refund-0"]);
+    assert_eq!(keys(&["--destination", &refunds_dlq]), ["refund-0"]);
+    let mut cmd = redis::cmd("DEL");
+    cmd.arg(&refunds_dlq);
+    let _: i64 = s.run(&cmd).await;
+    s.clean_up().await;
+}

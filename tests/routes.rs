@@ -174,3 +174,79 @@ async fn a_reload_routes_the_messages_taken_after_it() {
     sidecar.stop();
     rabbit.delete(&queue).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_dead_letters_go_to_its_own_queue_and_the_rest_to_the_policys() {
+    let rabbit = Rabbit::connect().await;
+    let queue = unique("route-dlq");
+    let (dlq, refunds_dlq, legacy_dlq) = (
+        format!("{queue}.dlq"),
+        format!("{queue}.refunds.dlq"),
+        format!("{queue}.legacy.dlq"),
+    );
+    rabbit.declare(&queue).await;
+    // Every message is refused for good: where its dead letter goes is its route's say.
+    let app = TestApp::start(|_, _| Reply::status(422).body("no")).await;
+    let routes = format!(
+        "[[routes]]\nname = \"refunds\"\nmatch = {{ type = \"order.refund*\" }}\n\
+         [routes.dead_letter]\ndestination = \"{refunds_dlq}\"\n\
+         [[routes]]\nname = \"legacy\"\naction = \"dead_letter\"\nmatch = {{ type = \"order.v1.*\" }}\n\
+         [routes.dead_letter]\ndestination = \"{legacy_dlq}\"\n"
+    );
+    let policy = Policy::amqp(&queue, &app.url(), &unique("ns")).with_toml(&routes);
+    // The sidecar declares the route's queues: a dead letter to a missing one is unroutable.
+    let sidecar = Sidecar::start(OUTRIGGER, policy);
+    publish(
+        &rabbit,
+        &queue,
+        "refund-0",
+        &[("ce-type", "order.refunded")],
+    )
+    .await;
+    publish(&rabbit, &queue, "old-0", &[("ce-type", "order.v1.created")]).await;
+    publish(
+        &rabbit,
+        &queue,
+        "created-0",
+        &[("ce-type", "order.created")],
+    )
+    .await;
+
+    wait_until("three dead letters", LIMIT, || async {
+        rabbit.depth(&dlq).await
+            + rabbit.depth(&refunds_dlq).await
+            + rabbit.depth(&legacy_dlq).await
+            == 3
+    })
+    .await;
+    sidecar.stop();
+    let keys = |dead: &[outrigger_testkit::rabbit::Got]| -> Vec<String> {
+        dead.iter()
+            .map(|m| m.header("idempotency-key").unwrap_or_default())
+            .collect()
+    };
+    let refunds = rabbit.drain(&refunds_dlq).await;
+    assert_eq!(keys(&refunds), ["refund-0"]);
+    assert_eq!(
+        refunds[0].header("outrigger-dlq-status").as_deref(),
+        Some("422")
+    );
+    assert_eq!(
+        refunds[0].header("outrigger-dlq-class").as_deref(),
+        Some("4xx")
+    );
+    assert!(refunds[0]
+        .header("outrigger-dlq-source")
+        .unwrap()
+        .starts_with(&format!("amqp:{queue}#")));
+    let legacy = rabbit.drain(&legacy_dlq).await;
+    assert_eq!(keys(&legacy), ["old-0"]);
+    assert_eq!(
+        legacy[0].header("outrigger-dlq-class").as_deref(),
+        Some("route")
+    );
+    assert_eq!(keys(&rabbit.drain(&dlq).await), ["created-0"]);
+    for q in [&queue, &dlq, &refunds_dlq, &legacy_dlq] {
+        rabbit.delete(q).await;
+    }
+}

@@ -151,3 +151,75 @@ async fn the_api_refuses_requests_without_the_token_and_works_with_it() {
     rabbit.delete(&queue).await;
     rabbit.delete(&dlq).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_works_on_a_routes_dead_letters_when_asked() {
+    let rabbit = Rabbit::connect().await;
+    let queue = unique("dlq-api-route");
+    let (dlq, refunds_dlq) = (format!("{queue}.dlq"), format!("{queue}.refunds.dlq"));
+    rabbit.declare(&queue).await;
+    let (app, fixed) = app_until_fixed(|_| Some(Reply::status(400))).await;
+    let routes = format!(
+        "[[routes]]\nname = \"refunds\"\nmatch = {{ headers = {{ x-kind = \"refund\" }} }}\n\
+         [routes.dead_letter]\ndestination = \"{refunds_dlq}\"\n"
+    );
+    let policy = Policy::amqp(&queue, &app.url(), &unique("ns")).with_toml(&routes);
+    let sidecar = Sidecar::start(OUTRIGGER, policy);
+    rabbit
+        .publish_keyed_with(&queue, "refund-0", &[("x-kind", "refund")], b"{}")
+        .await;
+    rabbit.publish_keyed(&queue, "order-0", b"{}").await;
+    wait_until("a dead letter in each queue", LIMIT, || async {
+        rabbit.depth(&refunds_dlq).await == 1 && rabbit.depth(&dlq).await == 1
+    })
+    .await;
+    let admin = sidecar.admin;
+    let call = |method: &str, path: &str, body: &str| http(admin, method, path, None, body);
+    let keys = |body: &str| -> Vec<String> {
+        json(body)["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, body) = call("GET", "/dlq", "");
+    assert_eq!(
+        (status, keys(&body)),
+        (200, vec!["order-0".to_owned()]),
+        "{body}"
+    );
+    let (status, body) = call("GET", "/dlq?route=refunds", "");
+    assert_eq!(
+        (status, keys(&body)),
+        (200, vec!["refund-0".to_owned()]),
+        "{body}"
+    );
+    assert_eq!(json(&body)["queue"], refunds_dlq.as_str());
+    let id = json(&body)["records"][0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/dlq/{id}?destination={refunds_dlq}");
+    let (status, body) = call("GET", &path, "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["key"], "refund-0");
+
+    let (status, body) = call("GET", "/dlq?route=nope", "");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no route is named \\\"nope\\\""), "{body}");
+    let (status, body) = call("GET", "/dlq?route=refunds&destination=x", "");
+    assert_eq!(status, 400, "{body}");
+
+    fixed.store(true, Ordering::SeqCst);
+    let (status, body) = call("POST", "/dlq/resubmit", r#"{"route":"refunds"}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["resubmitted"], 1);
+    wait_until("refund-0 delivered", LIMIT, || async {
+        app.successes().get("refund-0") == Some(&1)
+    })
+    .await;
+    assert_eq!(rabbit.depth(&refunds_dlq).await, 0);
+    assert_eq!(rabbit.depth(&dlq).await, 1, "the policy's own stays");
+    sidecar.stop();
+    for q in [&queue, &dlq, &refunds_dlq] {
+        rabbit.delete(q).await;
+    }
+}

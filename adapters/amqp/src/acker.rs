@@ -102,15 +102,27 @@ impl AmqpAcker {
         self.settled_or_lost(done)
     }
 
-    async fn dead_letter(&mut self, dead_letter: &DeadLetter) -> Result<(), SourceError> {
+    /// Publishes the dead letter to `destination` (a queue a route names, declared at
+    /// connect), else to the source's dead-letter queue, then acks.
+    async fn dead_letter(
+        &mut self,
+        dead_letter: &DeadLetter,
+        destination: Option<&str>,
+    ) -> Result<(), SourceError> {
         if !self.published {
+            let queue = match destination {
+                Some(queue) => ShortString::try_new(queue).map_err(|e| {
+                    SourceError::Rejected(format!("dead-letter queue name {queue:?}: {e}"))
+                })?,
+                None => self.dead_letter_queue.clone(),
+            };
             let properties = dead_letter::properties(
                 &self.original.properties,
                 dead_letter.context_headers(&self.coordinates),
                 &self.publisher.user(),
             );
             self.publisher
-                .publish_to_queue(&self.dead_letter_queue, &self.original.payload, properties)
+                .publish_to_queue(&queue, &self.original.payload, properties)
                 .await?;
             self.published = true;
         }
@@ -182,7 +194,10 @@ impl Acker for AmqpAcker {
         let result = match &settlement {
             Settlement::Ack => self.ack().await,
             Settlement::Requeue => self.requeue().await,
-            Settlement::DeadLetter(dead_letter) => self.dead_letter(dead_letter).await,
+            Settlement::DeadLetter {
+                context,
+                destination,
+            } => self.dead_letter(context, destination.as_deref()).await,
             Settlement::Retry(trail) => self.retry(trail).await,
             Settlement::Redeliver(_) => Err(SourceError::Rejected(
                 "RabbitMQ has no delayed redelivery; use retry mode \"in_place\"".to_owned(),

@@ -110,6 +110,14 @@ impl AmqpConfig {
             "queue names (the dead-letter queue's too)",
             &dead_letters,
         );
+        for route in &context.route_dead_letters {
+            short(
+                &mut p,
+                vec![route.path.clone()],
+                "queue names (a route's dead-letter queue's too)",
+                &route.destination,
+            );
+        }
         let names = [outrigger_core::SourceName {
             name: self.queue.clone(),
             path: queue,
@@ -138,15 +146,25 @@ impl AmqpConfig {
                 );
                 break;
             }
-            if name == dead_letters {
-                p.at_paths(
-                    vec![KeyPath::parse("dead_letter.destination"), tiers.clone()],
+            let delay_queue = |path: KeyPath| {
+                (
+                    vec![path, tiers.clone()],
                     format!(
                         "{name:?} is the delay queue of retry tier {}: dead letters there would \
                          come back to the source queue once its delay is over",
                         tier + 1
                     ),
-                );
+                )
+            };
+            if name == dead_letters {
+                let (paths, message) = delay_queue(KeyPath::parse("dead_letter.destination"));
+                p.at_paths(paths, message);
+            }
+            for route in &context.route_dead_letters {
+                if route.destination == name {
+                    let (paths, message) = delay_queue(route.path.clone());
+                    p.at_paths(paths, message);
+                }
             }
             if *delay < Duration::from_millis(1) || *delay > MAX_TIER {
                 p.at_paths(
@@ -218,7 +236,11 @@ pub struct AmqpSettings {
     pub consumer_tag: String,
     /// Queue that receives dead letters, published through the default exchange.
     pub dead_letter_queue: String,
-    /// Declare the dead-letter queue (durable) when it is missing; otherwise it must exist.
+    /// Other queues dead letters may go to: those `[[routes]]` entries name. Declared and
+    /// checked at connect like `dead_letter_queue`.
+    pub route_dead_letter_queues: Vec<String>,
+    /// Declare the dead-letter queues (durable) when they are missing; otherwise they must
+    /// exist.
     pub declare_dead_letter_queue: bool,
     /// Retry mode `queue`: the delay of each tier. Tier `n` (from 0) is the queue
     /// `<queue>.retry.<n + 1>`, declared when missing with this delay as its message TTL,
@@ -241,6 +263,11 @@ impl AmqpSettings {
             prefetch: u16::try_from(prefetch).unwrap_or(u16::MAX),
             consumer_tag: config.consumer_tag.clone(),
             dead_letter_queue: context.dead_letter_for(&config.queue),
+            route_dead_letter_queues: context
+                .route_destinations()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
             declare_dead_letter_queue: context.declare_dead_letters,
             retry_tiers: context.retry_tiers.clone(),
             retry_queue_type: config.retry_queue_type,
@@ -271,6 +298,7 @@ impl fmt::Debug for AmqpSettings {
             .field("prefetch", &self.prefetch)
             .field("consumer_tag", &self.consumer_tag)
             .field("dead_letter_queue", &self.dead_letter_queue)
+            .field("route_dead_letter_queues", &self.route_dead_letter_queues)
             .field("declare_dead_letter_queue", &self.declare_dead_letter_queue)
             .field("retry_tiers", &self.retry_tiers)
             .field("retry_queue_type", &self.retry_queue_type)

@@ -28,6 +28,8 @@ pub(crate) struct Names {
     pub(crate) uri: AMQPUri,
     pub(crate) queue: ShortString,
     pub(crate) dead_letter_queue: ShortString,
+    /// The dead-letter queues routes name.
+    pub(crate) route_dead_letter_queues: Vec<ShortString>,
     pub(crate) consumer_tag: ShortString,
 }
 
@@ -47,11 +49,17 @@ impl Names {
                 "the source queue and the dead-letter queue need names".into(),
             ));
         }
-        if config.queue == config.dead_letter_queue {
+        let route_queues = &config.route_dead_letter_queues;
+        if config.queue == config.dead_letter_queue || route_queues.contains(&config.queue) {
             return Err(SourceError::Rejected(format!(
                 "queue {:?} cannot be its own dead-letter queue",
                 config.queue
             )));
+        }
+        if route_queues.iter().any(String::is_empty) {
+            return Err(SourceError::Rejected(
+                "a route's dead-letter queue needs a name".into(),
+            ));
         }
         Ok(Self {
             uri: config.url.parse().map_err(|e| {
@@ -62,6 +70,10 @@ impl Names {
             })?,
             queue: short("queue name", &config.queue)?,
             dead_letter_queue: short("dead-letter queue name", &config.dead_letter_queue)?,
+            route_dead_letter_queues: route_queues
+                .iter()
+                .map(|q| short("dead-letter queue name", q))
+                .collect::<Result<_, _>>()?,
             consumer_tag: short("consumer tag", &config.consumer_tag)?,
         })
     }
@@ -159,7 +171,8 @@ pub(crate) async fn connect(uri: &AMQPUri) -> Result<Connection, SourceError> {
         .map_err(|e| classify("connecting to the broker", &e))
 }
 
-/// Checks that the source queue exists and that the dead-letter queue exists or is declared.
+/// Checks that the source queue exists and that every dead-letter queue (the source's and
+/// those routes name) exists or is declared.
 ///
 /// A failed declare closes the channel it ran on, so each attempt that may fail gets a
 /// throwaway channel, never the consume or publish channel.
@@ -175,28 +188,41 @@ async fn check_queues(
     declare(connection, &names.queue, passive)
         .await
         .map_err(|e| missing_or(&e, "source", &names.queue))?;
+    let route_queues = names.route_dead_letter_queues.iter();
+    for queue in std::iter::once(&names.dead_letter_queue).chain(route_queues) {
+        dead_letter_queue(connection, config, queue).await?;
+    }
+    Ok(())
+}
 
+/// Checks that one dead-letter queue exists, declaring it first when the policy says so.
+async fn dead_letter_queue(
+    connection: &Connection,
+    config: &AmqpSettings,
+    queue: &ShortString,
+) -> Result<(), SourceError> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
     if !config.declare_dead_letter_queue {
-        return declare(connection, &names.dead_letter_queue, passive)
+        return declare(connection, queue, passive)
             .await
-            .map_err(|e| missing_or(&e, "dead-letter", &names.dead_letter_queue));
+            .map_err(|e| missing_or(&e, "dead-letter", queue));
     }
     // Declared (durable) rather than looked up first: a lookup of a missing queue closes its
     // channel, which the client logs as an error on every first start. A queue an operator
     // created with arguments of their own (quorum type, length limits) refuses the plain
     // declare as inequivalent: it exists, which is all that is needed.
-    match declare(
-        connection,
-        &names.dead_letter_queue,
-        QueueDeclareOptions::durable(),
-    )
-    .await
-    {
+    match declare(connection, queue, QueueDeclareOptions::durable()).await {
         Ok(()) => Ok(()),
-        Err(e) if is_inequivalent(&e) => declare(connection, &names.dead_letter_queue, passive)
+        Err(e) if is_inequivalent(&e) => declare(connection, queue, passive)
             .await
-            .map_err(|e| missing_or(&e, "dead-letter", &names.dead_letter_queue)),
-        Err(e) => Err(classify("declaring the dead-letter queue", &e)),
+            .map_err(|e| missing_or(&e, "dead-letter", queue)),
+        Err(e) => Err(classify(
+            &format!("declaring the dead-letter queue {:?}", queue.as_str()),
+            &e,
+        )),
     }
 }
 

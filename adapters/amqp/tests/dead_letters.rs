@@ -51,7 +51,7 @@ async fn passes_change_nothing_and_resubmit_sends_the_original_back() {
     for _ in 0..3 {
         let d = recv(&mut source).await;
         d.acker
-            .settle(Settlement::DeadLetter(dead_letter()))
+            .settle(Settlement::dead_letter(dead_letter()))
             .await
             .unwrap();
     }

@@ -123,7 +123,7 @@ async fn comes_back_as_its_origin(kind: RetryQueueType) {
     // Its dead letter is the original's, with the origin as source and no retry headers.
     again
         .acker
-        .settle(Settlement::DeadLetter(dead_letter()))
+        .settle(Settlement::dead_letter(dead_letter()))
         .await
         .unwrap();
     let dead = f.take(&f.dead_letter_queue).await;

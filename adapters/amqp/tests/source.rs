@@ -77,7 +77,7 @@ async fn dead_letter_keeps_body_properties_and_typed_headers() {
     );
     let source_coordinates = message.coordinates.to_string();
     acker
-        .settle(Settlement::DeadLetter(dead_letter()))
+        .settle(Settlement::dead_letter(dead_letter()))
         .await
         .unwrap();
 
@@ -201,7 +201,30 @@ async fn missing_queues_are_rejected() {
     let source = AmqpSource::connect(config).await.unwrap();
     drop(source);
     assert_eq!(f.counts(&missing_dlq).await.0, 0);
+
+    // A route's dead-letter queue is checked the same way, and declared when asked to.
+    let missing_route_dlq = unique("missing-route-dlq");
+    let config = AmqpSettings {
+        route_dead_letter_queues: vec![missing_route_dlq.clone()],
+        ..f.settings()
+    };
+    match AmqpSource::connect(config.clone()).await {
+        Err(SourceError::Rejected(text)) => assert!(
+            text.contains(&format!(
+                "dead-letter queue {missing_route_dlq:?} does not exist"
+            )),
+            "{text}"
+        ),
+        other => panic!("expected Rejected, got {:?}", other.map(|_| "a source")),
+    }
+    let declaring = AmqpSettings {
+        declare_dead_letter_queue: true,
+        ..config
+    };
+    drop(AmqpSource::connect(declaring).await.unwrap());
+    assert_eq!(f.counts(&missing_route_dlq).await.0, 0);
     f.delete(&missing_dlq).await;
+    f.delete(&missing_route_dlq).await;
     f.clean_up().await;
 }
 

@@ -44,7 +44,11 @@ impl KafkaAcker {
 
     /// Writes the dead letter, unless the partition moved to another assignment since the
     /// record was fetched: the record is then read again by its new owner, who settles it.
-    async fn dead_letter(&self, dead_letter: &DeadLetter) -> Result<(), SourceError> {
+    async fn dead_letter(
+        &self,
+        dead_letter: &DeadLetter,
+        destination: Option<&str>,
+    ) -> Result<(), SourceError> {
         if !self.shared.is_current(&self.ticket) {
             debug!(coordinates = %self.coordinates, "Dead letter of a revoked partition skipped; its new owner reads the record again.");
             return Ok(());
@@ -56,6 +60,7 @@ impl KafkaAcker {
                 &self.coordinates,
                 &self.original,
                 dead_letter.context_headers(&self.coordinates),
+                destination,
             )
             .await
     }
@@ -99,9 +104,13 @@ impl Acker for KafkaAcker {
         let settled = match &settlement {
             Settlement::Ack => Ok(true),
             Settlement::Requeue => Ok(false),
-            Settlement::DeadLetter(dead_letter) => {
-                self.dead_letter(dead_letter).await.map(|()| true)
-            }
+            Settlement::DeadLetter {
+                context,
+                destination,
+            } => self
+                .dead_letter(context, destination.as_deref())
+                .await
+                .map(|()| true),
             Settlement::Retry(trail) => self.retry(trail).await.map(|()| true),
             Settlement::Redeliver(_) => Err(SourceError::Rejected(
                 "Kafka has no delayed redelivery; use retry mode \"queue\" or \"in_place\""

@@ -228,6 +228,13 @@ impl KafkaConfig {
                 ),
             );
         }
+        // A blank one is the app's to report, as it is on every broker.
+        let named = context.route_dead_letters.iter();
+        for route in named.filter(|r| !r.destination.trim().is_empty()) {
+            if let Err(why) = topic_name(&route.destination) {
+                p.at_paths(vec![route.path.clone()], why);
+            }
+        }
         let names = self.names();
         p.extend(checks::dead_letters_not_consumed(
             &names, context, "topic", true,
@@ -236,6 +243,20 @@ impl KafkaConfig {
             for (i, topic) in self.topics.iter().enumerate() {
                 for tier in 0..context.retry_tiers.len() {
                     let retry = KafkaSettings::retry_topic_for(topic, tier);
+                    for route in &context.route_dead_letters {
+                        if route.destination == retry {
+                            p.at_paths(
+                                vec![route.path.clone(), KeyPath::parse("retry.tiers")],
+                                format!(
+                                    "{retry:?} is the retry topic of tier {} of topic {:?}: \
+                                     dead letters there would be delivered again; name \
+                                     another topic",
+                                    tier + 1,
+                                    self.topics[i]
+                                ),
+                            );
+                        }
+                    }
                     if let Some(j) = self.topics.iter().position(|t| *t == retry) {
                         p.at_paths(
                             vec![topics.index(j), KeyPath::parse("retry.mode")],
@@ -352,6 +373,10 @@ pub struct KafkaSettings {
     /// The dead-letter topic for every source topic; `None` means `<topic>.dlq` per topic.
     /// Created when missing, see [`KafkaSource::connect`](crate::KafkaSource::connect).
     pub dead_letter_topic: Option<String>,
+    /// Other topics dead letters may go to: those `[[routes]]` entries name. Created when
+    /// missing like the dead-letter topics, with as many partitions as the largest source
+    /// topic.
+    pub route_dead_letter_topics: Vec<String>,
     /// Records handed out and not settled, over all partitions; at least 1.
     pub max_in_flight: usize,
     /// Records handed out and not settled, per partition; at least 1.
@@ -391,6 +416,11 @@ impl KafkaSettings {
             start_from: config.start_from,
             properties: config.properties.clone(),
             dead_letter_topic: context.dead_letter_destination.clone(),
+            route_dead_letter_topics: context
+                .route_destinations()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
             max_in_flight,
             max_in_flight_per_partition,
             max_buffered_bytes,
@@ -469,6 +499,7 @@ impl fmt::Debug for KafkaSettings {
             .field("start_from", &self.start_from)
             .field("properties", &redacted(&self.properties))
             .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("route_dead_letter_topics", &self.route_dead_letter_topics)
             .field("max_in_flight", &self.max_in_flight)
             .field(
                 "max_in_flight_per_partition",

@@ -18,10 +18,12 @@ pub(crate) struct Route {
     pub(crate) partitions: i32,
 }
 
-/// The dead-letter producer and the route of each source topic.
+/// The dead-letter producer, the route of each source topic, and the topics routes name.
 pub(crate) struct DeadLetters {
     pub(crate) producer: FutureProducer<LogContext>,
     pub(crate) routes: HashMap<String, Route>,
+    /// The partition count of each dead-letter topic a route names, created at connect.
+    pub(crate) named: HashMap<String, i32>,
 }
 
 impl DeadLetters {
@@ -32,17 +34,34 @@ impl DeadLetters {
     /// topic's retention counts from when the record failed, not from when it was produced.
     /// It goes to the source partition's number when the dead-letter topic has that many
     /// partitions (dead letters of one partition stay in order), else wherever the producer's
-    /// partitioner puts its key.
+    /// partitioner puts its key. It goes to `destination` when one is given (a topic a route
+    /// names), else to the source topic's dead-letter topic.
     pub(crate) async fn write(
         &self,
         source: &TopicPartition,
         coordinates: &Coordinates,
         original: &Original,
         context: Vec<(&'static str, String)>,
+        destination: Option<&str>,
     ) -> Result<(), SourceError> {
-        let route = self.routes.get(&source.topic).ok_or_else(|| {
-            SourceError::Rejected(format!("no dead-letter topic for {}", source.topic))
-        })?;
+        let named;
+        let route = match destination {
+            Some(topic) => {
+                let partitions = *self.named.get(topic).ok_or_else(|| {
+                    SourceError::Rejected(format!(
+                        "dead-letter topic {topic} was not prepared at connect: no route named it"
+                    ))
+                })?;
+                named = Route {
+                    topic: topic.to_owned(),
+                    partitions,
+                };
+                &named
+            }
+            None => self.routes.get(&source.topic).ok_or_else(|| {
+                SourceError::Rejected(format!("no dead-letter topic for {}", source.topic))
+            })?,
+        };
         let context: Vec<(&str, String)> = context.into_iter().collect();
         write_copy(
             &self.producer,

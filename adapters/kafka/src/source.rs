@@ -66,6 +66,7 @@ impl KafkaSource {
             DeadLetters {
                 producer: producer.clone(),
                 routes: routes.dead_letter,
+                named: routes.named,
             },
             (!config.retry_tiers.is_empty()).then(|| RetryTopics {
                 producer,

@@ -23,7 +23,8 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// `default.replication.factor`, which is what the operator chose for durable topics.
 const DEAD_LETTER_REPLICATION: i32 = -1;
 
-/// Checks the source topics and makes sure every dead-letter and retry topic exists; returns
+/// Checks the source topics and makes sure every dead-letter topic (routes' too) and retry
+/// topic exists; returns
 /// where each source topic's records go.
 ///
 /// A missing dead-letter or retry topic is created with as many partitions as its source topic
@@ -59,6 +60,17 @@ pub(crate) async fn prepare(config: &KafkaSettings) -> Result<Routes, SourceErro
         let count = wanted.entry(topic).or_default();
         *count = (*count).max(existing[source.as_str()]);
     }
+    // A route may take records of any source topic: its topic gets the most partitions.
+    let largest = config
+        .topics
+        .iter()
+        .map(|t| existing[t.as_str()])
+        .max()
+        .unwrap_or(1);
+    for topic in &config.route_dead_letter_topics {
+        let count = wanted.entry(topic.clone()).or_default();
+        *count = (*count).max(largest);
+    }
     let mut created = HashMap::new();
     for (topic, partitions) in &wanted {
         if !existing.contains_key(topic.as_str()) {
@@ -91,7 +103,19 @@ pub(crate) async fn prepare(config: &KafkaSettings) -> Result<Routes, SourceErro
             (source.clone(), Route { topic, partitions })
         })
         .collect();
-    Ok(Routes { dead_letter, retry })
+    let named = config
+        .route_dead_letter_topics
+        .iter()
+        .map(|topic| {
+            let partitions = partitions_of(topic);
+            (topic.clone(), partitions)
+        })
+        .collect();
+    Ok(Routes {
+        dead_letter,
+        named,
+        retry,
+    })
 }
 
 /// Where the records of the source topics go when they leave them for another topic.
@@ -99,6 +123,8 @@ pub(crate) async fn prepare(config: &KafkaSettings) -> Result<Routes, SourceErro
 pub(crate) struct Routes {
     /// The dead-letter route of each source topic.
     pub(crate) dead_letter: HashMap<String, Route>,
+    /// The partition count of each dead-letter topic a route names.
+    pub(crate) named: HashMap<String, i32>,
     /// The partition count of each retry topic.
     pub(crate) retry: HashMap<String, i32>,
 }

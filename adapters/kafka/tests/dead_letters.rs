@@ -93,7 +93,7 @@ async fn dead_lettered(kafka: &Kafka, topic: &str, partitions: i32, count: usize
             .expect("a record the test produced");
         delivery
             .acker
-            .settle(Settlement::DeadLetter(context(i)))
+            .settle(Settlement::dead_letter(context(i)))
             .await
             .unwrap();
     }

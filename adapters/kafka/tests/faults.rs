@@ -44,7 +44,7 @@ async fn a_failed_dead_letter_write_holds_the_commit_until_a_retry_succeeds() {
     mock.request_errors(RDKafkaApiKey::Produce, &[not_enough_replicas; 500]);
     let unsettled = poison
         .acker
-        .settle(Settlement::DeadLetter(dead_letter()))
+        .settle(Settlement::dead_letter(dead_letter()))
         .await
         .expect_err("a dead letter the broker never took must not settle");
     assert!(
@@ -52,7 +52,7 @@ async fn a_failed_dead_letter_write_holds_the_commit_until_a_retry_succeeds() {
         "{:?}",
         unsettled.error
     );
-    assert_eq!(unsettled.settlement, Settlement::DeadLetter(dead_letter()));
+    assert_eq!(unsettled.settlement, Settlement::dead_letter(dead_letter()));
 
     let p = partition(&stats.partitions(), &topic, 0);
     assert!(p.stalled_on_dead_letter, "{p:?}");

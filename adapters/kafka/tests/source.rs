@@ -142,7 +142,7 @@ async fn dead_letter_copies_the_record_byte_for_byte() {
     let source_coordinates = delivery.message.coordinates.to_string();
     delivery
         .acker
-        .settle(Settlement::DeadLetter(dead_letter()))
+        .settle(Settlement::dead_letter(dead_letter()))
         .await
         .unwrap();
 

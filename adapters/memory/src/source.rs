@@ -107,9 +107,14 @@ impl Acker for MemoryAcker {
                 self.broker.requeue(&self.queue, self.sequence);
                 Ok(())
             }
-            Settlement::DeadLetter(dl) => {
+            Settlement::DeadLetter {
+                context,
+                destination,
+            } => {
+                // In process any name is a queue: a route's destination needs no declaring.
+                let to = destination.as_deref().unwrap_or(&self.dead_letter_queue);
                 self.broker
-                    .dead_letter(&self.queue, self.sequence, &self.dead_letter_queue, dl)
+                    .dead_letter(&self.queue, self.sequence, to, context)
             }
             Settlement::Retry(_) => Err(SourceError::Rejected(
                 "the memory broker has no retry queues".to_owned(),

@@ -103,7 +103,7 @@ async fn dead_letter_keeps_payload_and_headers_and_adds_context() {
     let mut source = broker.source("orders", "orders.dlq");
     let d = next(&mut source).await;
     d.acker
-        .settle(Settlement::DeadLetter(dead_letter()))
+        .settle(Settlement::dead_letter(dead_letter()))
         .await
         .unwrap();
     assert_eq!(broker.depth("orders"), (0, 0));
@@ -141,11 +141,14 @@ async fn failed_dead_letter_acks_nothing_and_returns_the_handle() {
     let d = next(&mut source).await;
     let unsettled = d
         .acker
-        .settle(Settlement::DeadLetter(dead_letter()))
+        .settle(Settlement::dead_letter(dead_letter()))
         .await
         .unwrap_err();
     assert!(matches!(unsettled.error, SourceError::Publish(_)));
-    assert!(matches!(unsettled.settlement, Settlement::DeadLetter(_)));
+    assert!(matches!(
+        unsettled.settlement,
+        Settlement::DeadLetter { .. }
+    ));
     assert_eq!(broker.depth("orders"), (0, 1));
     assert!(broker.ready("orders.dlq").is_empty());
 
@@ -163,7 +166,7 @@ async fn dropping_a_returned_handle_requeues() {
     let d = next(&mut source).await;
     let unsettled = d
         .acker
-        .settle(Settlement::DeadLetter(dead_letter()))
+        .settle(Settlement::dead_letter(dead_letter()))
         .await
         .unwrap_err();
     drop(unsettled);

@@ -93,9 +93,13 @@ impl NatsAcker {
             })
     }
 
-    async fn dead_letter(&mut self, context: &DeadLetter) -> Result<(), SourceError> {
+    async fn dead_letter(
+        &mut self,
+        context: &DeadLetter,
+        destination: Option<&str>,
+    ) -> Result<(), SourceError> {
         if !self.dead_letter_written {
-            let result = self.publish_dead_letter(context).await;
+            let result = self.publish_dead_letter(context, destination).await;
             self.failing(result.is_err());
             result?;
             self.dead_letter_written = true;
@@ -105,8 +109,14 @@ impl NatsAcker {
         self.ack(AckKind::Term).await
     }
 
-    async fn publish_dead_letter(&self, context: &DeadLetter) -> Result<(), SourceError> {
-        let target = &self.shared.dead_letter_subject;
+    /// Publishes to `destination` (a subject a route names, whose stream connect made sure
+    /// of), else to the source's dead-letter subject.
+    async fn publish_dead_letter(
+        &self,
+        context: &DeadLetter,
+        destination: Option<&str>,
+    ) -> Result<(), SourceError> {
+        let target = destination.unwrap_or(&self.shared.dead_letter_subject);
         let headers = dead_letter::headers(
             self.headers.as_ref(),
             &self.subject,
@@ -208,7 +218,10 @@ impl Acker for NatsAcker {
             Settlement::Ack => self.ack(AckKind::Ack).await,
             Settlement::Requeue => self.ack(AckKind::Nak(None)).await,
             Settlement::Redeliver(delay) => self.ack(AckKind::Nak(Some(*delay))).await,
-            Settlement::DeadLetter(context) => self.dead_letter(context).await,
+            Settlement::DeadLetter {
+                context,
+                destination,
+            } => self.dead_letter(context, destination.as_deref()).await,
             Settlement::Retry(trail) => self.retry(trail).await,
         };
         match result {

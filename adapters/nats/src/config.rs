@@ -277,6 +277,7 @@ impl NatsConfig {
                 ),
             );
         }
+        self.check_route_dead_letters(&mut p, context);
         self.check_retry(&mut p, context, &dead_letters);
         if self.ack_wait < MIN_ACK_WAIT {
             p.at(
@@ -398,6 +399,51 @@ impl NatsConfig {
     /// The subject of retry tier `tier` (from 0): `<stream>.retry.<tier>`.
     pub fn retry_subject(&self, tier: usize) -> String {
         format!("{}.retry.{tier}", self.stream)
+    }
+
+    /// The dead-letter subject of each route: a subject one can publish to, outside the source
+    /// stream and not a retry subject.
+    fn check_route_dead_letters(&self, p: &mut Problems, context: &SourceContext) {
+        let subjects = KeyPath::parse("source.nats.subjects");
+        // A blank one is the app's to report, as it is on every broker.
+        let named = context.route_dead_letters.iter();
+        for route in named.filter(|r| !r.destination.trim().is_empty()) {
+            let subject = &route.destination;
+            if let Err(why) = subject_name(subject, false) {
+                p.at_paths(
+                    vec![route.path.clone()],
+                    format!("the dead-letter subject {subject:?}: {why}"),
+                );
+            } else if let Some(i) = self
+                .subjects
+                .iter()
+                .position(|s| self.create_stream && subject_matches(s, subject))
+            {
+                p.at_paths(
+                    vec![route.path.clone(), subjects.index(i)],
+                    format!(
+                        "dead letters of route {:?} go to {subject:?}, which the source stream \
+                         captures, so they would be consumed again; name a subject outside {:?}",
+                        route.route, self.subjects[i]
+                    ),
+                );
+            }
+            if let Some(tier) =
+                (0..context.retry_tiers.len()).find(|t| self.retry_subject(*t) == *subject)
+            {
+                p.at_paths(
+                    vec![
+                        route.path.clone(),
+                        KeyPath::parse("retry.tiers").index(tier),
+                    ],
+                    format!(
+                        "{subject:?} is the retry subject of retry.tiers[{tier}]; name another \
+                         subject for the dead letters of route {:?}",
+                        route.route
+                    ),
+                );
+            }
+        }
     }
 
     /// Retry mode `queue`: the retry subjects must not be captured by the source stream nor be
@@ -581,6 +627,10 @@ pub struct NatsSettings {
     /// The subject dead letters are published to: `dead_letter.destination`, or
     /// `<stream>.dlq`.
     pub dead_letter_subject: String,
+    /// Other subjects dead letters may go to: those `[[routes]]` entries name. A stream must
+    /// capture each; when none does, the dead-letter stream is made to (created when
+    /// missing), with `declare_dead_letters`.
+    pub route_dead_letter_subjects: Vec<String>,
     /// Create a stream capturing `dead_letter_subject` when none does.
     pub declare_dead_letters: bool,
     /// Messages taken and not settled; at least 1.
@@ -608,6 +658,11 @@ impl NatsSettings {
         Self {
             config: config.clone(),
             dead_letter_subject: context.dead_letter_for(&config.stream),
+            route_dead_letter_subjects: context
+                .route_destinations()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
             declare_dead_letters: context.declare_dead_letters,
             max_in_flight,
             max_buffered_bytes: max_buffered_bytes.max(1),

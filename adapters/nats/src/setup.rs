@@ -187,9 +187,32 @@ pub(crate) async fn dead_letter_stream(
     settings: &NatsSettings,
     declare: bool,
 ) -> Result<String, SourceError> {
-    let subject = &settings.dead_letter_subject;
+    dead_letter_stream_of(js, settings, &settings.dead_letter_subject, declare).await
+}
+
+/// Makes sure a stream captures each dead-letter subject a route names: found, or, when
+/// `dead_letter.declare` is on, added to the dead-letter stream (created when missing).
+pub(crate) async fn route_dead_letter_streams(
+    js: &Context,
+    settings: &NatsSettings,
+) -> Result<(), SourceError> {
+    for subject in &settings.route_dead_letter_subjects {
+        dead_letter_stream_of(js, settings, subject, settings.declare_dead_letters).await?;
+    }
+    Ok(())
+}
+
+/// The stream that captures `subject`, a dead-letter subject; see [`dead_letter_stream`].
+/// A missing one is the dead-letter stream, created, or made to capture `subject` too when it
+/// exists already (it captures the source's dead-letter subject, or another route's).
+async fn dead_letter_stream_of(
+    js: &Context,
+    settings: &NatsSettings,
+    subject: &str,
+    declare: bool,
+) -> Result<String, SourceError> {
     let config = &settings.config;
-    match js.stream_by_subject(subject.clone()).await {
+    match js.stream_by_subject(subject.to_owned()).await {
         Ok(name) if name == config.stream => Err(SourceError::Rejected(format!(
             "the dead-letter subject {subject:?} is captured by the source stream {name:?}, so \
              dead letters would be consumed again; set dead_letter.destination to a subject \
@@ -206,9 +229,28 @@ pub(crate) async fn dead_letter_stream(
                 )));
             }
             let name = config.dead_letter_stream_name();
+            match js.get_stream(&name).await {
+                Ok(mut stream) => {
+                    let info = stream
+                        .info()
+                        .await
+                        .map_err(|e| api_error(&format!("looking up stream {name:?}"), &e))?;
+                    let mut wanted = info.config.clone();
+                    wanted.subjects.push(subject.to_owned());
+                    js.update_stream(wanted).await.map_err(|e| {
+                        SourceError::Rejected(format!(
+                            "adding {subject:?} to the dead-letter stream {name:?}: {e}"
+                        ))
+                    })?;
+                    info!(stream = %name, subject = %subject, "The dead-letter stream captures another subject.");
+                    return Ok(name);
+                }
+                Err(e) if has_code(&e, STREAM_NOT_FOUND) => {}
+                Err(e) => return Err(api_error(&format!("looking up stream {name:?}"), &e)),
+            }
             js.create_stream(stream::Config {
                 name: name.clone(),
-                subjects: vec![subject.clone()],
+                subjects: vec![subject.to_owned()],
                 // Dead letters wait for an operator: never dropped for age or count.
                 storage: stream::StorageType::File,
                 ..stream::Config::default()

@@ -48,6 +48,7 @@ impl NatsSource {
         let stream = setup::stream(&js, config).await?;
         let consumer = setup::consumer(&stream, &settings).await?;
         setup::dead_letter_stream(&js, &settings, settings.declare_dead_letters).await?;
+        setup::route_dead_letter_streams(&js, &settings).await?;
         let info = consumer.cached_info().clone();
         let retry = if settings.retry_tiers.is_empty() {
             None

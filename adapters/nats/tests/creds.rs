@@ -123,7 +123,7 @@ async fn a_creds_file_consumes_acks_and_dead_letters_in_operator_mode() {
     assert_eq!(&second.message.payload[..], b"second");
     second
         .acker
-        .settle(Settlement::DeadLetter(dead_letter()))
+        .settle(Settlement::dead_letter(dead_letter()))
         .await
         .unwrap();
     let dead = streams.dead_letters().await;

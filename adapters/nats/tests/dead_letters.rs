@@ -76,7 +76,7 @@ async fn dead_letter_some(s: &Streams) -> Vec<outrigger_core::Coordinates> {
         assert_eq!(d.message.payload, format!("dlq-{i}"));
         origins.push(d.message.coordinates.clone());
         d.acker
-            .settle(Settlement::DeadLetter(context_of(i)))
+            .settle(Settlement::dead_letter(context_of(i)))
             .await
             .unwrap();
     }

@@ -77,7 +77,7 @@ async fn headers_key_and_payload_round_trip_and_the_dead_letter_keeps_them() {
     let mut failure = dead_letter();
     failure.response_excerpt = Bytes::from_static(b"bad order\nsee the docs");
     d.acker
-        .settle(Settlement::DeadLetter(failure.clone()))
+        .settle(Settlement::dead_letter(failure.clone()))
         .await
         .unwrap();
 
@@ -299,7 +299,7 @@ async fn connect_refuses_what_cannot_work_and_creates_what_it_is_asked_to() {
     nats.publish(&subject, &[], "hello").await;
     let d = recv(&mut source, DEADLINE).await;
     d.acker
-        .settle(Settlement::DeadLetter(dead_letter()))
+        .settle(Settlement::dead_letter(dead_letter()))
         .await
         .unwrap();
     assert_eq!(nats.read(&format!("{missing}_dlq")).await.len(), 1);

@@ -82,11 +82,17 @@ impl RedisStreamsAcker {
         Ok(())
     }
 
-    async fn dead_letter(&self, context: &DeadLetter) -> Result<(), SourceError> {
+    /// Writes the dead letter to `destination` (a stream a route names, checked at connect),
+    /// else to the source stream's dead-letter stream, and acknowledges the entry.
+    async fn dead_letter(
+        &self,
+        context: &DeadLetter,
+        destination: Option<&str>,
+    ) -> Result<(), SourceError> {
         let s = &self.shared.settings;
         let fields = dead_letter::fields(&self.held.fields, context, &self.origin());
         let target = Target {
-            dead_letters: &self.shared.dead_letters[self.held.stream],
+            dead_letters: destination.unwrap_or(&self.shared.dead_letters[self.held.stream]),
             stream: self.stream(),
             group: &s.group,
             id: &self.held.id,
@@ -176,7 +182,10 @@ impl Acker for RedisStreamsAcker {
         let result = match &settlement {
             Settlement::Ack => self.ack().await,
             Settlement::Requeue => self.requeue().await,
-            Settlement::DeadLetter(context) => self.dead_letter(context).await,
+            Settlement::DeadLetter {
+                context,
+                destination,
+            } => self.dead_letter(context, destination.as_deref()).await,
             Settlement::Retry(trail) => self.retry(trail).await,
             Settlement::Redeliver(_) => Err(SourceError::Rejected(
                 "Redis Streams has no delayed redelivery; use retry mode \"in_place\"".to_owned(),

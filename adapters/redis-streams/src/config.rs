@@ -223,6 +223,19 @@ impl RedisStreamsConfig {
                         ),
                     );
                 }
+                for route in &context.route_dead_letters {
+                    if route.destination == retry {
+                        p.at_paths(
+                            vec![route.path.clone(), streams.index(i)],
+                            format!(
+                                "{retry:?} is the retry stream of retry.tiers[{tier}] for stream \
+                                 {stream:?}: dead letters of route {:?} there would be delivered \
+                                 again; name another stream",
+                                route.route
+                            ),
+                        );
+                    }
+                }
                 if let Some(dlq) = self
                     .streams
                     .iter()
@@ -372,6 +385,9 @@ pub struct RedisStreamsSettings {
     pub timeout: Duration,
     /// The dead-letter stream of every source stream; `None`: `<stream>.dlq` each.
     pub dead_letter_stream: Option<String>,
+    /// Other streams dead letters may go to: those `[[routes]]` entries name. Created when
+    /// missing with `declare_dead_letters`, like the dead-letter streams.
+    pub route_dead_letter_streams: Vec<String>,
     /// Create a missing dead-letter stream; otherwise it must exist.
     pub declare_dead_letters: bool,
     /// Entries read and not settled, over every stream; at least 1.
@@ -405,6 +421,11 @@ impl RedisStreamsSettings {
             claim_idle: config.claim_idle,
             timeout: config.timeout,
             dead_letter_stream: context.dead_letter_destination.clone(),
+            route_dead_letter_streams: context
+                .route_destinations()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
             declare_dead_letters: context.declare_dead_letters,
             max_in_flight,
             max_buffered_bytes: limits.max_buffered_bytes.max(1),
@@ -494,6 +515,7 @@ impl fmt::Debug for RedisStreamsSettings {
             .field("claim_idle", &self.claim_idle)
             .field("timeout", &self.timeout)
             .field("dead_letter_stream", &self.dead_letter_stream)
+            .field("route_dead_letter_streams", &self.route_dead_letter_streams)
             .field("declare_dead_letters", &self.declare_dead_letters)
             .field("max_in_flight", &self.max_in_flight)
             .field("max_buffered_bytes", &self.max_buffered_bytes)

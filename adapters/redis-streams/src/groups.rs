@@ -27,6 +27,9 @@ pub(crate) async fn prepare(
     for dead_letters in settings.dead_letter_streams() {
         dead_letter_stream(redis, settings, &dead_letters).await?;
     }
+    for dead_letters in &settings.route_dead_letter_streams {
+        dead_letter_stream(redis, settings, dead_letters).await?;
+    }
     Ok(())
 }
 

@@ -342,7 +342,7 @@ async fn a_copy_dead_letters_as_its_origin_into_the_source_streams_dead_letters(
     d.acker.settle(Settlement::Retry(t)).await.unwrap();
     let copy = recv(&mut source, DEADLINE).await;
     copy.acker
-        .settle(Settlement::DeadLetter(dead_letter()))
+        .settle(Settlement::dead_letter(dead_letter()))
         .await
         .unwrap();
     let records = redis.range(&names.dead_letters).await;

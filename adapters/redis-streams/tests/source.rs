@@ -390,7 +390,7 @@ async fn several_streams_are_read_together_and_each_dead_letters_into_its_own_st
         let d = recv(&mut source, DEADLINE).await;
         got.push(payload(&d));
         let context = outrigger_testkit::dead_letter();
-        if let Err(e) = d.acker.settle(Settlement::DeadLetter(context)).await {
+        if let Err(e) = d.acker.settle(Settlement::dead_letter(context)).await {
             panic!("dead letter: {}", e.error);
         }
     }
@@ -467,7 +467,7 @@ async fn an_entry_deleted_while_it_is_delivered_is_still_dead_lettered() {
     })
     .await;
     let context = outrigger_testkit::dead_letter();
-    if let Err(e) = held.acker.settle(Settlement::DeadLetter(context)).await {
+    if let Err(e) = held.acker.settle(Settlement::dead_letter(context)).await {
         panic!("dead letter: {}", e.error);
     }
     let dead = redis.range(&names.dead_letters).await;
@@ -544,5 +544,44 @@ async fn a_dead_peers_entries_are_claimed_page_by_page_through_the_cursor() {
     assert_eq!(got, want, "every page, each entry once");
     assert!(redis.pending(&names.stream, &names.group).await.is_empty());
     source.stop().await;
+    names.clean_up(&redis).await;
+}
+
+#[tokio::test]
+async fn a_routes_dead_letter_stream_is_checked_and_declared_at_connect() {
+    let redis = Redis::connect().await;
+    let names = Names::new("route-dlq");
+    let route_stream = format!("{}.refunds.dlq", names.stream);
+    let routed = |declare: bool| SourceContext {
+        route_dead_letters: vec![outrigger_core::RouteDeadLetter {
+            route: "refunds".into(),
+            destination: route_stream.clone(),
+            path: outrigger_core::KeyPath::parse("routes")
+                .index(0)
+                .key("dead_letter")
+                .key("destination"),
+        }],
+        declare_dead_letters: declare,
+        ..context(8)
+    };
+    let config = names.config(&support::url(), "me");
+    // The source's own dead-letter stream exists; the route's does not.
+    redis.create_empty(&names.dead_letters).await;
+    let refused = RedisStreams::connect(&config, &routed(false))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains(&format!(
+            "the dead-letter stream {route_stream} does not exist"
+        )),
+        "{refused}"
+    );
+    let mut source = RedisStreams::connect(&config, &routed(true)).await.unwrap();
+    let mut cmd = redis::cmd("TYPE");
+    cmd.arg(&route_stream);
+    let kind: String = redis.run(&cmd).await;
+    assert_eq!(kind, "stream", "created empty, for `outrigger dlq` to find");
+    source.stop().await;
+    redis.del(&[&route_stream]).await;
     names.clean_up(&redis).await;
 }

@@ -271,7 +271,8 @@ pub fn routes(config: &Config) -> Routes {
         .routes
         .iter()
         .map(|r| {
-            let route = route(&r.name, &r.effective(config), r.action);
+            let mut route = route(&r.name, &r.effective(config), r.action);
+            route.dead_letter = r.dead_letter.destination.clone();
             (r.matching.matcher(), route)
         })
         .collect();
@@ -338,6 +339,7 @@ fn route(name: &str, config: &Config, action: RouteAction) -> Route {
         ordering: config.ordering.mode(&config.source),
         sequence: config.ordering.sequence_policy(),
         throttle: Default::default(),
+        dead_letter: None,
     }
 }
 

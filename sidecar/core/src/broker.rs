@@ -123,6 +123,10 @@ pub struct SourceContext {
     /// `dead_letter.destination`: one destination for every source name; `None` means
     /// `<name>.dlq` for each.
     pub dead_letter_destination: Option<String>,
+    /// `routes[].dead_letter.destination`: the other destinations dead letters may go to, one
+    /// per route that names one. Declared (with `declare_dead_letters`) and checked at connect
+    /// like the source's own, and checked by `validate` at the route's key path.
+    pub route_dead_letters: Vec<RouteDeadLetter>,
     /// `dead_letter.declare`: create the destination when it is missing.
     pub declare_dead_letters: bool,
     /// Retry mode `queue`: the delay of each retry tier, shortest first. Empty: retries wait in
@@ -139,6 +143,28 @@ impl SourceContext {
             .clone()
             .unwrap_or_else(|| format!("{name}.dlq"))
     }
+
+    /// The destinations routes name, each once, in the order of the routes.
+    pub fn route_destinations(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for route in &self.route_dead_letters {
+            if !out.contains(&route.destination.as_str()) {
+                out.push(&route.destination);
+            }
+        }
+        out
+    }
+}
+
+/// A dead-letter destination a `[[routes]]` entry names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteDeadLetter {
+    /// The route's name.
+    pub route: String,
+    /// The queue, topic, stream or subject.
+    pub destination: String,
+    /// Where it is set: `routes[<i>].dead_letter.destination`.
+    pub path: KeyPath,
 }
 
 impl Default for SourceContext {
@@ -146,6 +172,7 @@ impl Default for SourceContext {
     fn default() -> Self {
         Self {
             dead_letter_destination: None,
+            route_dead_letters: Vec::new(),
             declare_dead_letters: true,
             retry_tiers: Vec::new(),
             limits: Limits::default(),

@@ -43,7 +43,9 @@ pub mod source;
 pub mod stats;
 
 pub use action::{Action, ParseActionError};
-pub use broker::{Broker, Capabilities, Limits, NoDeadLetters, Noun, SourceContext, SourceName};
+pub use broker::{
+    Broker, Capabilities, Limits, NoDeadLetters, Noun, RouteDeadLetter, SourceContext, SourceName,
+};
 pub use config::{KeyPath, Problem, Problems};
 pub use dead_letter::{ContextError, DeadLetter};
 pub use dedup::{Claim, Completion, DedupStore, Release, StoreError};

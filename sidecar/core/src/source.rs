@@ -31,11 +31,19 @@ pub enum Settlement {
     Ack,
     /// Give it back to the broker unsettled, to be delivered again (shutdown, lost claim).
     Requeue,
-    /// Publish it to the dead-letter destination with this context, confirmed, then ack it.
+    /// Publish it to a dead-letter destination with this context, confirmed, then ack it.
     /// Once the dead letter is confirmed, an ack lost with its connection is no failure: the
     /// broker hands the original out again, and the dedup record of the dead letter settles
     /// that copy.
-    DeadLetter(DeadLetter),
+    DeadLetter {
+        /// Why and how it failed.
+        context: DeadLetter,
+        /// Where it goes: a destination a route names (one of
+        /// [`SourceContext::route_dead_letters`](crate::SourceContext::route_dead_letters),
+        /// which the adapter declared and checked at connect), or `None` for the source's
+        /// own (`dead_letter.destination`, else `<name>.dlq`).
+        destination: Option<String>,
+    },
     /// Write a copy carrying this trail to the retry queue of its tier, confirmed, then ack
     /// it (retry mode `queue`). Adapters without retry queues refuse it with
     /// [`SourceError::Rejected`].
@@ -44,6 +52,16 @@ pub enum Settlement {
     /// spent (retry mode `redeliver`: JetStream's nak with a delay). Adapters without delayed
     /// redelivery refuse it with [`SourceError::Rejected`].
     Redeliver(std::time::Duration),
+}
+
+impl Settlement {
+    /// A dead letter to the source's own destination.
+    pub fn dead_letter(context: DeadLetter) -> Self {
+        Settlement::DeadLetter {
+            context,
+            destination: None,
+        }
+    }
 }
 
 /// A settlement the broker did not take; the handle comes back so the caller can try again.

@@ -47,10 +47,10 @@ pub use load::{load_file, load_str};
 pub use operate::{AdminConfig, LogConfig, LogFormat, ReloadConfig, ShutdownConfig};
 pub use ordering::OrderingConfig;
 pub use retry::{ParkedAfterDeadLetter, RetryConfig, RetryMode};
-pub use routes::{explain, MatchConfig, RouteAction, RouteConfig, DEFAULT_ROUTE};
+pub use routes::{explain, MatchConfig, RouteAction, RouteConfig, RouteDeadLetter, DEFAULT_ROUTE};
 
 pub use crate::brokers::SourceConfig;
-use outrigger_core::{Limits, SourceContext};
+use outrigger_core::{KeyPath, Limits, SourceContext};
 
 /// One sidecar's whole policy. Every section but `[source]` may be left out.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -110,6 +110,22 @@ impl Config {
         let b = &self.backpressure;
         SourceContext {
             dead_letter_destination: self.dead_letter.destination.clone(),
+            route_dead_letters: self
+                .routes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, route)| {
+                    let destination = route.dead_letter.destination.clone()?;
+                    Some(outrigger_core::RouteDeadLetter {
+                        route: route.name.clone(),
+                        destination,
+                        path: KeyPath::parse("routes")
+                            .index(i)
+                            .key("dead_letter")
+                            .key("destination"),
+                    })
+                })
+                .collect(),
             declare_dead_letters: self.dead_letter.declare,
             retry_tiers: match self.retry.mode {
                 RetryMode::Queue => self.retry.tiers.clone(),
@@ -155,12 +171,25 @@ impl Config {
     /// The sections in which `other` differs from this policy in what only a restart can
     /// change: everything but a message's route (`[delivery]`, `[[classify.rules]]`, the
     /// retry budget and backoff, the dedup key, and `[[routes]]` but those that keep another
-    /// order than the top-level policy),
+    /// order than the top-level policy or name a dead-letter destination not in force),
     /// which a reload swaps for the messages taken after it. The source, the store, the
     /// limits, the retry queues and what keeps its order stay.
     pub fn restart_only_changes(&self, other: &Config) -> Vec<&'static str> {
         let mut pinned = other.clone();
-        if self.reordering_routes() == other.reordering_routes() {
+        // A destination a route names is declared and checked when the source connects.
+        let destinations = |c: &Config| {
+            let mut all: Vec<String> = c
+                .source_context()
+                .route_destinations()
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            all.sort();
+            all
+        };
+        if self.reordering_routes() == other.reordering_routes()
+            && destinations(self) == destinations(other)
+        {
             pinned.routes = self.routes.clone();
             pinned.default_action = self.default_action;
         }
@@ -249,11 +278,25 @@ impl Config {
             .collect();
         // One `destination` for every topic reads once.
         dead_letters.dedup();
-        let routes = match self.routes.len() {
+        let mut routes = match self.routes.len() {
             0 => String::new(),
             1 => "; 1 route".to_owned(),
             n => format!("; {n} routes"),
         };
+        let own: Vec<String> = self
+            .routes
+            .iter()
+            .filter_map(|r| {
+                Some(format!(
+                    "{:?} to {:?}",
+                    r.name,
+                    r.dead_letter.destination.as_ref()?
+                ))
+            })
+            .collect();
+        if !own.is_empty() {
+            routes.push_str(&format!(" (dead letters of {})", own.join(", ")));
+        }
         format!(
             "{source} → {}; {dedup}; up to {} attempts; {rules}; dead letters to {}{routes}",
             self.delivery.url,

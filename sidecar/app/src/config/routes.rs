@@ -47,6 +47,21 @@ pub struct RouteConfig {
     /// `[routes.ordering]`: what keeps its order.
     #[serde(default)]
     pub ordering: OrderingConfig,
+    /// `[routes.dead_letter]`: where its dead letters go.
+    #[serde(default)]
+    pub dead_letter: RouteDeadLetter,
+}
+
+/// `[routes.dead_letter]`: the fields of `[dead_letter]` a route may set (`declare` stays the
+/// policy's).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDeadLetter {
+    /// The queue (topic, stream, subject) the dead letters of its messages go to: exhausted
+    /// retries, permanent failures, and `action = "dead_letter"`. Declared and checked at
+    /// startup like `dead_letter.destination`; default: the top-level destination.
+    #[serde(default)]
+    pub destination: Option<String>,
 }
 
 /// `[routes.match]`: glob patterns (`orders`, `order.*`, `order.*.v?`).
@@ -217,6 +232,9 @@ impl RouteConfig {
             .cloned()
             .collect();
         c.ordering = self.ordering.over(&top.ordering);
+        if let Some(destination) = &self.dead_letter.destination {
+            c.dead_letter.destination = Some(destination.clone());
+        }
         c
     }
 
@@ -352,6 +370,21 @@ pub(crate) fn validate(c: &Config, per_route: impl Fn(&Config) -> Vec<Problem>, 
                 ),
             );
         }
+        if let Some(destination) = &route.dead_letter.destination {
+            let path = at("dead_letter").key("destination");
+            if destination.trim().is_empty() {
+                v.at_paths(
+                    vec![path],
+                    "must not be empty; leave it out for the top-level dead-letter destination",
+                );
+            } else if route.action == RouteAction::Drop {
+                v.at_paths(
+                    vec![path, at("action")],
+                    "a route whose action is drop dead-letters nothing: its dead-letter \
+                     destination would never be used",
+                );
+            }
+        }
         if route.action == RouteAction::Deliver {
             let overrides = route.overrides();
             for problem in per_route(&route.effective(c)) {
@@ -455,16 +488,18 @@ pub fn explain(c: &Config, sample: &str) -> Result<String, String> {
                 );
             }
             format!(
-                "POST {} (timeout {}); {dedup}; up to {} attempts; ordering {ordering}; {rules}",
+                "POST {} (timeout {}); {dedup}; up to {} attempts; ordering {ordering}; {rules}; \
+                 dead letters to {:?}",
                 policy.delivery.url,
                 humantime::format_duration(policy.delivery.timeout),
                 policy.retry.max_attempts,
+                policy.dead_letter.destination_for(&source),
             )
         }
         RouteAction::Drop => "dropped without delivery (acked, counted as dropped)".to_owned(),
         RouteAction::DeadLetter => format!(
             "dead-lettered without delivery to {:?}",
-            c.dead_letter.destination_for(&source)
+            policy.dead_letter.destination_for(&source)
         ),
     };
     let of_type = message

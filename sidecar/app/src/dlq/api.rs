@@ -7,6 +7,10 @@
 //!   "dry_run"}`: `{"selected", "resubmitted", "ids", "not_found", "dry_run"}`.
 //! - `POST /dlq/purge`, body `{"ids": [...], <filters>, "limit", "by", "dry_run"}`; without
 //!   ids or filters it purges nothing unless `"everything": true` says so.
+//! - Each works on the policy's dead-letter destination, or with `route=NAME` (`"route"` in a
+//!   body) on that route's, or with `destination=NAME` on one the policy or a route names, as
+//!   `outrigger dlq --route` and `--destination` do; an unknown one is a 404 saying which
+//!   there are.
 //!
 //! The routes sit behind the listener's bearer-token check (a token is mandatory once the
 //! listener is off loopback), so an unauthenticated request is refused before it reaches
@@ -14,6 +18,7 @@
 //! done before it. Operations run one at a time, so a list never sees another request's
 //! records as missing while that request holds them.
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -32,7 +37,10 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::filter::{self, Filter};
-use super::{apply, open_and_select, render, select_and_finish, DeadLetters, Operation, Selection};
+use super::{
+    apply, open_and_select, render, select_and_finish, DeadLetters, Destination, Operation,
+    Selection,
+};
 use crate::admin::AdminState;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -43,6 +51,8 @@ const DEFAULT_BY: &str = "admin-api";
 /// The dead-letter queue behind the admin API, and the counters of what it did.
 pub struct DlqApi {
     queue: Result<DeadLetters, String>,
+    /// The policy, for the destinations routes name, opened when a request asks.
+    config: Config,
     /// One operation at a time.
     lock: Mutex<()>,
     resubmitted: IntCounter,
@@ -60,6 +70,7 @@ impl DlqApi {
         let counters = metrics.dlq(&source);
         Self {
             queue,
+            config: config.clone(),
             lock: Mutex::new(()),
             resubmitted: counters.resubmitted,
             purged: counters.purged,
@@ -98,6 +109,8 @@ struct Request {
     dry_run: bool,
     #[serde(default)]
     everything: bool,
+    route: Option<String>,
+    destination: Option<String>,
 }
 
 impl Request {
@@ -135,7 +148,8 @@ async fn list(
     query: Result<Query<Request>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(request) = query.map_err(|r| ApiError::bad_request(r.body_text()))?;
-    let (api, queue) = queue(&state)?;
+    let (api, queue) = queue(&state, &request)?;
+    let queue = &*queue;
     let selection = request.selection()?;
     let _one_at_a_time = api.lock.lock().await;
     let scope = Scope {
@@ -155,8 +169,11 @@ async fn list(
 async fn show(
     State(state): State<Arc<AdminState>>,
     Path(id): Path<String>,
+    query: Result<Query<Request>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let (api, queue) = queue(&state)?;
+    let Query(request) = query.map_err(|r| ApiError::bad_request(r.body_text()))?;
+    let (api, queue) = queue(&state, &request)?;
+    let queue = &*queue;
     let selection = Selection {
         ids: vec![id.clone()],
         ..Selection::default()
@@ -205,7 +222,8 @@ async fn act(
     } else {
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?
     };
-    let (api, queue) = queue(state)?;
+    let (api, queue) = queue(state, &request)?;
+    let queue = &*queue;
     let selection = request.selection()?;
     let action = action(&request);
     if let Operation::Purge(_) = action {
@@ -264,16 +282,50 @@ async fn act(
     }
 }
 
-fn queue(state: &AdminState) -> Result<(&DlqApi, &DeadLetters), ApiError> {
+/// The dead-letter queue a request works on: the policy's, or a route's.
+enum Queue<'a> {
+    Policy(&'a DeadLetters),
+    Other(Box<DeadLetters>),
+}
+
+impl Deref for Queue<'_> {
+    type Target = DeadLetters;
+
+    fn deref(&self) -> &DeadLetters {
+        match self {
+            Queue::Policy(queue) => queue,
+            Queue::Other(queue) => queue,
+        }
+    }
+}
+
+fn queue<'a>(
+    state: &'a AdminState,
+    request: &Request,
+) -> Result<(&'a DlqApi, Queue<'a>), ApiError> {
     let Some(api) = &state.dlq else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "this listener serves no dead-letter queue".into(),
         ));
     };
-    match &api.queue {
-        Ok(queue) => Ok((api, queue)),
-        Err(why) => Err(ApiError::new(StatusCode::NOT_FOUND, why.clone())),
+    let which = match (&request.route, &request.destination) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "route and destination both name a dead-letter destination: give one".into(),
+            ))
+        }
+        (Some(route), None) => Destination::Route(route),
+        (None, Some(destination)) => Destination::Named(destination),
+        (None, None) => Destination::Policy,
+    };
+    let not_found = |why: String| ApiError::new(StatusCode::NOT_FOUND, why);
+    match (&api.queue, which) {
+        (Ok(queue), Destination::Policy) => Ok((api, Queue::Policy(queue))),
+        (Err(why), _) => Err(not_found(why.clone())),
+        (Ok(_), which) => super::dead_letters_at(&api.config, which)
+            .map(|queue| (api, Queue::Other(Box::new(queue))))
+            .map_err(not_found),
     }
 }
 

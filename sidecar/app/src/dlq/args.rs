@@ -25,6 +25,30 @@ impl DlqArgs {
             | DlqCommand::Purge { config, .. } => config,
         }
     }
+
+    /// Which dead-letter destination every subcommand works on.
+    pub fn target(&self) -> &TargetArgs {
+        match &self.command {
+            DlqCommand::List { target, .. }
+            | DlqCommand::Show { target, .. }
+            | DlqCommand::Resubmit { target, .. }
+            | DlqCommand::Purge { target, .. } => target,
+        }
+    }
+}
+
+/// Which dead-letter destination to work on: the policy's (`dead_letter.destination`, else
+/// `<source>.dlq`) unless one of these names another the policy uses.
+#[derive(Clone, Debug, Default, Args)]
+pub struct TargetArgs {
+    /// The dead letters of this route: the destination its `[routes.dead_letter]` names (the
+    /// policy's when it names none).
+    #[arg(long, value_name = "NAME", conflicts_with = "destination")]
+    pub route: Option<String>,
+    /// The dead letters in this destination (queue, topic, stream or subject): the policy's
+    /// or one a route names.
+    #[arg(long, value_name = "NAME")]
+    pub destination: Option<String>,
 }
 
 /// The `dlq` subcommands.
@@ -35,6 +59,9 @@ pub enum DlqCommand {
         /// The TOML policy file of the sidecar whose dead letters these are.
         #[arg(long, short, env = "OUTRIGGER_CONFIG", value_name = "FILE")]
         config: PathBuf,
+        /// Which dead-letter destination.
+        #[command(flatten)]
+        target: TargetArgs,
         /// Which ones.
         #[command(flatten)]
         filter: FilterArgs,
@@ -55,6 +82,9 @@ pub enum DlqCommand {
         /// The TOML policy file.
         #[arg(long, short, env = "OUTRIGGER_CONFIG", value_name = "FILE")]
         config: PathBuf,
+        /// Which dead-letter destination.
+        #[command(flatten)]
+        target: TargetArgs,
         /// As one JSON object.
         #[arg(long)]
         json: bool,
@@ -68,6 +98,9 @@ pub enum DlqCommand {
         /// The TOML policy file.
         #[arg(long, short, env = "OUTRIGGER_CONFIG", value_name = "FILE")]
         config: PathBuf,
+        /// Which dead-letter destination.
+        #[command(flatten)]
+        target: TargetArgs,
         /// Which ones.
         #[command(flatten)]
         filter: FilterArgs,
@@ -94,6 +127,9 @@ pub enum DlqCommand {
         /// The TOML policy file.
         #[arg(long, short, env = "OUTRIGGER_CONFIG", value_name = "FILE")]
         config: PathBuf,
+        /// Which dead-letter destination.
+        #[command(flatten)]
+        target: TargetArgs,
         /// Which ones.
         #[command(flatten)]
         filter: FilterArgs,

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use super::args::{DlqArgs, DlqCommand};
 use super::progress::Progress;
 use super::{
-    apply, open_and_select, operator, render, select_and_finish, Applied, DeadLetters, Operation,
-    Pass, Selected, Selection,
+    apply, open_and_select, operator, render, select_and_finish, Applied, DeadLetters, Destination,
+    Operation, Pass, Selected, Selection,
 };
 use crate::config::Config;
 
@@ -26,7 +26,13 @@ const EXIT_INTERRUPTED: u8 = 130;
 
 /// Runs one `outrigger dlq` subcommand against the dead-letter queue of `config`'s source.
 pub async fn run(args: DlqArgs, config: Config) -> ExitCode {
-    let queue = match super::dead_letters(&config) {
+    let target = args.target().clone();
+    let which = match (&target.route, &target.destination) {
+        (Some(route), _) => Destination::Route(route),
+        (None, Some(destination)) => Destination::Named(destination),
+        (None, None) => Destination::Policy,
+    };
+    let queue = match super::dead_letters_at(&config, which) {
         Ok(queue) => queue,
         Err(why) => {
             eprintln!("outrigger dlq: {why}");

@@ -36,10 +36,96 @@ use filter::Filter;
 /// The dead-letter queue of the source `config` describes; an error says why there is none to
 /// work on.
 pub fn dead_letters(config: &Config) -> Result<DeadLetters, String> {
+    dead_letters_at(config, Destination::Policy)
+}
+
+/// Which of a policy's dead-letter destinations an operation works on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination<'a> {
+    /// The top-level one: `dead_letter.destination`, else `<source>.dlq`.
+    Policy,
+    /// The one of the route of this name: its `[routes.dead_letter]`, else the top-level one.
+    Route(&'a str),
+    /// This one, which the policy or one of its routes must name.
+    Named(&'a str),
+}
+
+/// The dead-letter queue at `which` of the source `config` describes; an error says why there
+/// is none to work on, or names the routes and destinations there are.
+pub fn dead_letters_at(config: &Config, which: Destination<'_>) -> Result<DeadLetters, String> {
+    let mut context = config.source_context();
+    let in_force = |name: &str| {
+        config
+            .source
+            .names()
+            .iter()
+            .any(|source| config.dead_letter.destination_for(source) == name)
+    };
+    match which {
+        Destination::Policy => {}
+        Destination::Route(name) => {
+            let Some(route) = config.routes.iter().find(|r| r.name == name) else {
+                let names: Vec<String> = config
+                    .routes
+                    .iter()
+                    .map(|r| format!("{:?}", r.name))
+                    .collect();
+                return Err(match names.is_empty() {
+                    true => format!("no route is named {name:?}: the policy has no [[routes]]"),
+                    false => format!(
+                        "no route is named {name:?}; the policy's routes are {}",
+                        names.join(", ")
+                    ),
+                });
+            };
+            if let Some(destination) = &route.dead_letter.destination {
+                context.dead_letter_destination = Some(destination.clone());
+            }
+        }
+        // The policy's own is read as it is, every source name's at once where there are
+        // several: each record says where it came from.
+        Destination::Named(name) if in_force(name) && config.source.names().len() == 1 => {}
+        Destination::Named(name) => {
+            let routed = context
+                .route_dead_letters
+                .iter()
+                .any(|r| r.destination == name);
+            if !routed && !in_force(name) {
+                return Err(format!(
+                    "{name:?} is no dead-letter destination of this policy; it uses {}",
+                    known_destinations(config).join(", ")
+                ));
+            }
+            context.dead_letter_destination = Some(name.to_owned());
+        }
+    }
     config
         .source
-        .dead_letters(&config.source_context())
+        .dead_letters(&context)
         .map_err(|e| e.to_string())
+}
+
+/// Every dead-letter destination of `config`, each with what names it, for error messages.
+fn known_destinations(config: &Config) -> Vec<String> {
+    let mut known: Vec<String> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for source in config.source.names() {
+        let name = config.dead_letter.destination_for(&source);
+        if !seen.contains(&name) {
+            let why = match config.dead_letter.destination {
+                Some(_) => "dead_letter.destination".to_owned(),
+                None => format!("the default for {source:?}"),
+            };
+            known.push(format!("{name:?} ({why})"));
+            seen.push(name);
+        }
+    }
+    for route in &config.routes {
+        if let Some(name) = &route.dead_letter.destination {
+            known.push(format!("{name:?} (route {:?})", route.name));
+        }
+    }
+    known
 }
 
 /// Which records an operation works on.

@@ -37,6 +37,9 @@ pub struct Route {
     pub sequence: Option<SequencePolicy>,
     /// The slow-down every message of the route waits at after the app throttled one.
     pub throttle: Arc<ThrottleGate>,
+    /// Where its dead letters go, when it names a destination of its own; `None`: the
+    /// source's (`dead_letter.destination`, else `<source>.dlq`).
+    pub dead_letter: Option<String>,
 }
 
 /// The routes in force: the snapshot a message picks its route from.

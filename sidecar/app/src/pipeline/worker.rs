@@ -819,11 +819,12 @@ impl<D: DedupStore + ParkingStore + SequenceStore> Job<'_, D> {
             Fate::Ack(label) => (Some(label), None, Settlement::Ack),
             Fate::DeadLetter(dl, _) => {
                 let class = dl.class.clone();
-                (
-                    Some(outcome::DEAD_LETTERED),
-                    Some(class),
-                    Settlement::DeadLetter(dl),
-                )
+                let settlement = Settlement::DeadLetter {
+                    context: dl,
+                    // Whatever sent it there, a message's dead letter goes where its route says.
+                    destination: self.route.dead_letter.clone(),
+                };
+                (Some(outcome::DEAD_LETTERED), Some(class), settlement)
             }
             Fate::Retry(trail) => {
                 let label = if trail.attempts == 0 || trail.first_failure.is_none() {
@@ -853,7 +854,7 @@ impl<D: DedupStore + ParkingStore + SequenceStore> Job<'_, D> {
                 Err(unsettled) => {
                     let unsettled = *unsettled;
                     let what = match &unsettled.settlement {
-                        Settlement::DeadLetter(_) => "Dead-letter publish",
+                        Settlement::DeadLetter { .. } => "Dead-letter publish",
                         Settlement::Retry(_) => "Retry-queue write",
                         _ => {
                             // The broker redelivers what we could not settle; dedup skips it then.

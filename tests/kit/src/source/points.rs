@@ -225,7 +225,7 @@ pub async fn a_dead_letter_is_safe_before_the_original_is_acked<F: SourceFixture
     let none = f.dead_letters().await;
     assert!(none.is_empty(), "nothing dead-lettered yet: {none:?}");
 
-    settle(delivery, Settlement::DeadLetter(dead_letter())).await;
+    settle(delivery, Settlement::dead_letter(dead_letter())).await;
     // No waiting: settled means the broker confirmed the write.
     let dead = f.dead_letters().await;
     assert_eq!(dead.len(), 1, "the dead letter is there at once: {dead:?}");
@@ -264,7 +264,7 @@ pub async fn a_failed_dead_letter_write_keeps_the_original<F: SourceFixture>() {
     f.break_dead_letter_writes().await;
     let unsettled = delivery
         .acker
-        .settle(Settlement::DeadLetter(dead_letter()))
+        .settle(Settlement::dead_letter(dead_letter()))
         .await
         .expect_err("a dead letter the broker did not take must not settle");
     assert!(
@@ -274,7 +274,7 @@ pub async fn a_failed_dead_letter_write_keeps_the_original<F: SourceFixture>() {
     );
     assert_eq!(
         unsettled.settlement,
-        Settlement::DeadLetter(dead_letter()),
+        Settlement::dead_letter(dead_letter()),
         "the settlement comes back with the handle"
     );
     let none = f.dead_letters().await;
@@ -291,7 +291,7 @@ pub async fn a_failed_dead_letter_write_keeps_the_original<F: SourceFixture>() {
     .await;
     let unsettled = again
         .acker
-        .settle(Settlement::DeadLetter(dead_letter()))
+        .settle(Settlement::dead_letter(dead_letter()))
         .await
         .expect_err("still not taken");
     f.heal_dead_letter_writes().await;
@@ -340,7 +340,7 @@ pub async fn payload_key_and_headers_round_trip_byte_for_byte<F: SourceFixture>(
     let origin = m.coordinates.clone();
 
     let context = dead_letter();
-    settle(delivery, Settlement::DeadLetter(context.clone())).await;
+    settle(delivery, Settlement::dead_letter(context.clone())).await;
     let dead = f.dead_letters().await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     let dl = &dead[0];

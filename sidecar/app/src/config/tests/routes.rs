@@ -154,3 +154,157 @@ fn a_reload_may_change_routes_but_not_what_they_order() {
         "a route gaining a sequence orders its keys anew"
     );
 }
+
+#[test]
+fn a_route_names_its_dead_letter_destination_and_the_others_inherit_the_policys() {
+    let text = format!(
+        "{KAFKA}[dead_letter]\ndestination = \"all.dlq\"\n\
+         [[routes]]\nname = \"refunds\"\nmatch = {{ type = \"refund.*\" }}\n\
+         [routes.dead_letter]\ndestination = \"refunds.dlq\"\n\
+         [[routes]]\nname = \"legacy\"\naction = \"dead_letter\"\nmatch = {{ type = \"v1.*\" }}\n\
+         dead_letter = {{ destination = \"legacy.dlq\" }}\n\
+         [[routes]]\nname = \"plain\"\nmatch = {{ type = \"plain.*\" }}\n"
+    );
+    let c = load(&text).unwrap();
+    let refunds = c.routes[0].effective(&c);
+    assert_eq!(
+        refunds.dead_letter.destination.as_deref(),
+        Some("refunds.dlq")
+    );
+    assert!(refunds.dead_letter.declare, "declare stays the policy's");
+    let plain = c.routes[2].effective(&c);
+    assert_eq!(plain.dead_letter.destination.as_deref(), Some("all.dlq"));
+    let context = c.source_context();
+    let named: Vec<(&str, &str, String)> = context
+        .route_dead_letters
+        .iter()
+        .map(|r| (r.route.as_str(), r.destination.as_str(), r.path.to_string()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            (
+                "refunds",
+                "refunds.dlq",
+                "routes[0].dead_letter.destination".to_owned()
+            ),
+            (
+                "legacy",
+                "legacy.dlq",
+                "routes[1].dead_letter.destination".to_owned()
+            ),
+        ]
+    );
+    assert!(
+        c.summary().ends_with(
+            "dead letters to \"all.dlq\"; 3 routes (dead letters of \"refunds\" to \
+             \"refunds.dlq\", \"legacy\" to \"legacy.dlq\")"
+        ),
+        "{}",
+        c.summary()
+    );
+    let explained = explain(&c, "type=refund.created").unwrap();
+    assert!(
+        explained.ends_with("dead letters to \"refunds.dlq\""),
+        "{explained}"
+    );
+    let explained = explain(&c, "type=v1.created").unwrap();
+    assert!(
+        explained.ends_with("dead-lettered without delivery to \"legacy.dlq\""),
+        "{explained}"
+    );
+    let explained = explain(&c, "type=plain.x").unwrap();
+    assert!(
+        explained.ends_with("dead letters to \"all.dlq\""),
+        "{explained}"
+    );
+    let routes = crate::run::routes(&c);
+    let mut message = outrigger_core::Message::new(
+        "{}",
+        outrigger_core::Coordinates::Memory {
+            queue: "orders".into(),
+            sequence: 1,
+        },
+    );
+    message.headers = vec![outrigger_core::Header::new("ce-type", "refund.created")];
+    assert_eq!(
+        routes.pick(&message).dead_letter.as_deref(),
+        Some("refunds.dlq")
+    );
+    message.headers = vec![outrigger_core::Header::new("ce-type", "plain.x")];
+    assert_eq!(
+        routes.pick(&message).dead_letter,
+        None,
+        "the source's own destination, which the adapter knows"
+    );
+}
+
+#[test]
+fn a_route_dead_letter_mistake_is_reported_at_the_route() {
+    let errors = rejected(&format!(
+        "{KAFKA}[[routes]]\nname = \"a\"\nmatch = {{ type = \"a\" }}\n\
+         [routes.dead_letter]\ndestination = \"a.dlq\"\ndeclare = false\n"
+    ));
+    assert_eq!(
+        places(&errors),
+        vec![(9, 1, "routes[0].dead_letter.declare", Some("false"))],
+        "{errors:#?}"
+    );
+    assert!(errors[0].message.contains("unknown"), "{errors:#?}");
+    let errors = rejected(&format!(
+        "{KAFKA}[[routes]]\nname = \"a\"\nmatch = {{ type = \"a\" }}\n\
+         [routes.dead_letter]\ndestination = \" \"\n\
+         [[routes]]\nname = \"b\"\naction = \"drop\"\nmatch = {{ type = \"b\" }}\n\
+         [routes.dead_letter]\ndestination = \"b.dlq\"\n\
+         [[routes]]\nname = \"c\"\nmatch = {{ type = \"c\" }}\n\
+         [routes.dead_letter]\ndestination = \"orders\"\n"
+    ));
+    assert_eq!(
+        places(&errors),
+        vec![
+            (8, 1, "routes[0].dead_letter.destination", Some("\" \"")),
+            (
+                14,
+                1,
+                "routes[1].dead_letter.destination",
+                Some("\"b.dlq\"")
+            ),
+            (
+                19,
+                1,
+                "routes[2].dead_letter.destination",
+                Some("\"orders\"")
+            ),
+        ],
+        "{errors:#?}"
+    );
+    let message = |path: &str| &errors.iter().find(|e| e.path == path).unwrap().message;
+    assert!(message("routes[0].dead_letter.destination").contains("must not be empty"));
+    assert!(message("routes[1].dead_letter.destination").contains("action is drop"));
+    assert!(
+        message("routes[2].dead_letter.destination")
+            .contains("route \"c\" must differ from every source topic"),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn a_reload_may_not_name_a_dead_letter_destination_not_declared_at_start() {
+    let base = format!("{KAFKA}[[routes]]\nname = \"r\"\nmatch = {{ source = \"orders\" }}\n");
+    let old = load(&format!(
+        "{base}[routes.dead_letter]\ndestination = \"r.dlq\"\n"
+    ))
+    .unwrap();
+    let same = load(&format!(
+        "{base}[routes.delivery]\npath = \"/r\"\n[routes.dead_letter]\ndestination = \"r.dlq\"\n"
+    ))
+    .unwrap();
+    assert_eq!(old.restart_only_changes(&same), Vec::<&str>::new());
+    let other = load(&format!(
+        "{base}[routes.dead_letter]\ndestination = \"s.dlq\"\n"
+    ))
+    .unwrap();
+    assert_eq!(old.restart_only_changes(&other), ["routes"]);
+    let none = load(&base).unwrap();
+    assert_eq!(none.restart_only_changes(&old), ["routes"]);
+}

@@ -51,7 +51,7 @@ async fn dead_letter_some<F: SourceFixture>(f: &F) -> Vec<(Outgoing, Coordinates
         let delivery = next::<F>(&mut source).await;
         let i: usize = payload(&delivery.message)["dlq-".len()..].parse().unwrap();
         origins[i] = Some(delivery.message.coordinates.clone());
-        settle(delivery, Settlement::DeadLetter(context(i))).await;
+        settle(delivery, Settlement::dead_letter(context(i))).await;
     }
     source.stop().await;
     origins
