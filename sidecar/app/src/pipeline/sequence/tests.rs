@@ -70,6 +70,12 @@ impl Setup {
     /// `[ordering]` `ordering` (mode `key`, sequence `{json:/seq}` and what it adds; tables
     /// may follow); the same store namespace every run.
     async fn run(&self, ordering: &str) -> SourceMetrics {
+        self.run_on(&self.broker, ordering).await
+    }
+
+    /// As [`Self::run`], consuming `broker`'s queue `q`: another broker's queue of the same
+    /// name is another replica's share of the same source.
+    async fn run_on(&self, broker: &MemoryBroker, ordering: &str) -> SourceMetrics {
         let text = format!(
             "[source.memory]\nqueue = \"q\"\n[delivery]\nurl = \"{}\"\n[dedup]\nstore = \"redis\"\nttl = \"10m\"\n\
              [dedup.redis]\nnamespace = \"{}\"\n[ordering]\nmode = \"key\"\nsequence = \"{{json:/seq}}\"\n{ordering}\n",
@@ -81,7 +87,7 @@ impl Setup {
         let pipeline = Arc::new(build_pipeline(&config, Some(store), metrics.clone()));
         let run = super::super::run(
             pipeline,
-            self.broker.source("q", "q.dlq"),
+            broker.source("q", "q.dlq"),
             CancellationToken::new(),
         );
         tokio::time::timeout(Duration::from_secs(60), run)
@@ -265,4 +271,31 @@ async fn an_unreadable_sequence_is_dead_lettered_and_holds_nothing_up() {
         "{reason}"
     );
     assert_eq!(metrics.delivered.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_each_keys_position_through_the_store() {
+    let s = Setup::new().await;
+    // One replica is handed a's 2 and 3, the other its 1 (two brokers' queues of one name: one
+    // source, shared out).
+    let other = MemoryBroker::new();
+    s.broker.publish("q", event("a", 2));
+    s.broker.publish("q", event("a", 3));
+    other.publish("q", event("a", 1));
+    let (waiting, first) = tokio::join!(s.run("first_sequence = 1"), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.run_on(&other, "first_sequence = 1").await
+    });
+    assert_eq!(
+        s.received("a"),
+        [1, 2, 3],
+        "2 and 3 waited for the other replica's 1"
+    );
+    assert_eq!((first.delivered.get(), waiting.delivered.get()), (1, 2));
+    assert_eq!(
+        waiting.gaps_delivered.get(),
+        0,
+        "released by the store's position, not by the gap timeout"
+    );
+    assert!(s.dead_letters().is_empty(), "{:?}", s.dead_letters());
 }
