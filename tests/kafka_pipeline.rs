@@ -579,3 +579,59 @@ async fn a_routes_dead_letters_go_to_its_own_topic_and_the_rest_to_the_policys()
     assert_eq!(keys(&[]), ["order-0"]);
     assert_eq!(keys(&["--route", "refunds"]), ["refund-0"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_sent_out_of_sequence_reach_the_app_in_sequence_order_per_key() {
+    let tansu = Tansu::start().await;
+    let topic = unique("sequenced");
+    tansu.kafka.create_topic(&topic, 4).await;
+    tansu.kafka.create_topic(&format!("{topic}.dlq"), 1).await;
+    // Ten accounts, twenty entries each, every pair sent the wrong way round: 2, 1, 4, 3, ...
+    let mut records = Vec::new();
+    for pair in 0..10u64 {
+        for key in 0..10 {
+            for seq in [pair * 2 + 2, pair * 2 + 1] {
+                let key = format!("acct-{key}");
+                let body = format!(r#"{{"id":"{key}-{seq}","key":"{key}","seq":{seq}}}"#);
+                records.push((key, body));
+            }
+        }
+    }
+    tansu.kafka.produce_keyed(&topic, &records).await;
+    let app = TestApp::accepting().await;
+    let policy = kafka::policy(&tansu.kafka, &topic, &app)
+        .set("ordering.mode", "key")
+        .set("ordering.sequence", "{json:/seq}")
+        .set("ordering.first_sequence", 1);
+    let sidecar = Sidecar::start(OUTRIGGER, policy);
+    wait_until("every record settled", LIMIT, || async {
+        sidecar.metric(SETTLED, "") >= records.len() as f64
+    })
+    .await;
+    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
+    for hit in app.hits() {
+        let (key, seq) = seq_of(&hit.body);
+        seen.entry(key).or_default().push(seq);
+    }
+    assert_eq!(seen.len(), 10);
+    for (key, seqs) in &seen {
+        assert_eq!(*seqs, (1..=20).collect::<Vec<_>>(), "{key}");
+    }
+    assert_eq!(
+        sidecar.metric("outrigger_reorder_waiting_messages", ""),
+        0.0
+    );
+    assert_eq!(
+        sidecar.metric(SETTLED, r#"outcome="delivered""#),
+        records.len() as f64
+    );
+    sidecar.stop();
+    assert!(
+        tansu
+            .kafka
+            .read_all(&format!("{topic}.dlq"), 0)
+            .await
+            .is_empty(),
+        "nothing dead-lettered"
+    );
+}
