@@ -14,6 +14,13 @@ use std::str::FromStr;
 pub(crate) use outrigger_core::config::de::{byte_size, duration, durations};
 
 /// An absolute URL; the scheme and host are checked by validation, which can say why.
+/// An optional duration: absent keys stay `None` through `#[serde(default)]`.
+pub(crate) fn some_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
 pub(crate) fn uri<'de, D: Deserializer<'de>>(d: D) -> Result<Uri, D::Error> {
     let text = String::deserialize(d)?;
     Uri::from_str(text.trim()).map_err(|e| {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use outrigger_policies::{KeyTemplate, OnGap, OrderingMode, SequencePolicy};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use super::{de, SourceConfig};
 
@@ -32,7 +32,7 @@ pub struct OrderingConfig {
     pub first_sequence: Option<u64>,
     /// How long a key's messages wait for a missing predecessor before `on_gap` decides.
     /// Default 30s.
-    #[serde(default, deserialize_with = "some_duration")]
+    #[serde(default, deserialize_with = "de::some_duration")]
     pub gap_timeout: Option<Duration>,
     /// What happens to the messages waiting behind a gap that outlived `gap_timeout` (or
     /// filled the key's buffer): `deliver` them anyway, lowest first (the missing one, should
@@ -56,10 +56,6 @@ pub struct OrderingConfig {
 pub const DEFAULT_GAP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default of `max_waiting_per_key`.
 pub const DEFAULT_MAX_WAITING_PER_KEY: u16 = 64;
-
-fn some_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    de::duration(d).map(Some)
-}
 
 impl OrderingConfig {
     /// The mode in force for `source`: `mode`, or else the broker's default (`key` for kafka,

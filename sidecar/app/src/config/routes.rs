@@ -131,7 +131,7 @@ pub struct RouteDelivery {
     #[serde(default)]
     pub path: Option<String>,
     /// Another attempt timeout; shorter than `dedup.lease`.
-    #[serde(default, deserialize_with = "some_duration")]
+    #[serde(default, deserialize_with = "de::some_duration")]
     pub timeout: Option<Duration>,
 }
 
@@ -158,16 +158,16 @@ pub struct RouteRetry {
     #[serde(default)]
     pub max_attempts: Option<u32>,
     /// No retry starts once the message is this old.
-    #[serde(default, deserialize_with = "some_duration")]
+    #[serde(default, deserialize_with = "de::some_duration")]
     pub max_age: Option<Duration>,
     /// `constant`, `linear` or `exponential`.
     #[serde(default)]
     pub backoff: Option<BackoffKind>,
     /// The delay before the second attempt.
-    #[serde(default, deserialize_with = "some_duration")]
+    #[serde(default, deserialize_with = "de::some_duration")]
     pub initial: Option<Duration>,
     /// The longest delay.
-    #[serde(default, deserialize_with = "some_duration")]
+    #[serde(default, deserialize_with = "de::some_duration")]
     pub max: Option<Duration>,
     /// Growth factor for `exponential`.
     #[serde(default)]
@@ -179,10 +179,6 @@ pub struct RouteRetry {
 
 fn some_uri<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Uri>, D::Error> {
     de::uri(d).map(Some)
-}
-
-fn some_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    de::duration(d).map(Some)
 }
 
 impl RouteConfig {

@@ -72,7 +72,10 @@ fn ordering(c: &Config, capabilities: &Capabilities, v: &mut Problems) {
 fn sequence(c: &Config, v: &mut Problems) {
     let o = &c.ordering;
     if o.sequence.is_none() {
-        for (path, written) in o.written().into_iter().skip(2) {
+        let settings = o.written().into_iter();
+        for (path, written) in
+            settings.filter(|(p, _)| !matches!(*p, "ordering.mode" | "ordering.sequence"))
+        {
             if written {
                 v.at(
                     &[path],
