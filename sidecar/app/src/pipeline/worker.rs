@@ -215,39 +215,25 @@ impl<D: DedupStore + ParkingStore + SequenceStore> Job<'_, D> {
             Some(Ok(ticket)) => ticket.refusal().map(|why| (why, SEQUENCE_CLASS)),
             None => None,
         };
-        if let Some((why, class)) = refused {
-            let mut fate = self.refuse(why, class).await;
-            let mark = match &mut fate {
-                Fate::DeadLetter(_, mark) => mark.take(),
-                _ => None,
-            };
-            if !self.sequence_moves(&fate).await {
-                self.give_up(mark).await;
-                self.settle(acker, Fate::Requeue).await;
-                return;
-            }
-            if matches!(fate, Fate::DeadLetter(..)) && class == SEQUENCE_CLASS {
-                self.p.metrics.sequence_behind.inc();
-            }
-            if self.settle(acker, fate).await {
-                if let Some(mark) = mark {
-                    self.dead_lettered(mark).await;
-                }
-            } else {
-                self.give_up(mark).await;
-            }
-            return;
-        }
         let queue = self.route.attempts.queue.as_ref();
         let mut link = queue
             .and_then(|_| Link::of(self.message))
-            .filter(|_| self.route.ordering != OrderingMode::None);
-        let mut fate = match self.enter(link.as_mut()).await {
-            Some(fate) => fate,
-            // A parked-key chain moves only once the head's outcome is recorded, and a key's
-            // sequence once it is raised: the lane waits for the settlement. Otherwise the lane
-            // goes on once the app answered.
-            None => self.decide(link.is_none() && self.sequence.is_none()).await,
+            .filter(|_| self.route.ordering != OrderingMode::None && refused.is_none());
+        // Counted once it is sure to go: behind its key, or given up with its gap.
+        let mut behind = false;
+        let mut fate = match refused {
+            Some((why, class)) => {
+                let fate = self.refuse(why, class).await;
+                behind = class == SEQUENCE_CLASS && matches!(fate, Fate::DeadLetter(..));
+                fate
+            }
+            None => match self.enter(link.as_mut()).await {
+                Some(fate) => fate,
+                // A parked-key chain moves only once the head's outcome is recorded, and a
+                // key's sequence once it is raised: the lane waits for the settlement.
+                // Otherwise the lane goes on once the app answered.
+                None => self.decide(link.is_none() && self.sequence.is_none()).await,
+            },
         };
         let mark = match &mut fate {
             Fate::DeadLetter(_, mark) => mark.take(),
@@ -262,6 +248,9 @@ impl<D: DedupStore + ParkingStore + SequenceStore> Job<'_, D> {
             self.give_up(mark).await;
             self.settle(acker, Fate::Requeue).await;
             return;
+        }
+        if behind {
+            self.p.metrics.sequence_behind.inc();
         }
         if let (Some(link), Some(step)) = (&link, &before) {
             if !self.chain(link, step).await {
