@@ -403,18 +403,13 @@ where
     {
         return offer_first(lanes, vec![job]);
     }
-    let Some(policy) = job.route.sequence.clone() else {
+    let Some((max_per_key, gap_timeout)) =
+        (job.route.sequence.as_ref()).map(|policy| (policy.max_per_key, policy.gap_timeout))
+    else {
         return offer_first(lanes, vec![job]);
     };
     let now = std::time::Instant::now();
-    match reorder.hold(
-        id.clone(),
-        seq,
-        job,
-        policy.max_per_key,
-        policy.gap_timeout,
-        now,
-    ) {
+    match reorder.hold(id.clone(), seq, job, max_per_key, gap_timeout, now) {
         Ok(()) => Vec::new(),
         Err(job) => {
             let mut waiting = reorder.take(&id);
@@ -442,15 +437,14 @@ where
     let Some((lowest, first)) = waiting.first() else {
         return Vec::new();
     };
-    let Some(policy) = first.route.sequence.clone() else {
+    let Some((on_gap, start)) =
+        (first.route.sequence.as_ref()).map(|policy| (policy.on_gap, policy.start(*lowest)))
+    else {
         return offer_first(lanes, waiting.into_iter().map(|(_, job)| job).collect());
     };
-    let missing = pipeline
-        .sequencer
-        .known(id)
-        .unwrap_or_else(|| policy.start(*lowest));
+    let missing = pipeline.sequencer.known(id).unwrap_or(start);
     let metrics = &pipeline.metrics;
-    match policy.on_gap {
+    match on_gap {
         outrigger_policies::OnGap::Deliver => metrics.gaps_delivered.inc(),
         outrigger_policies::OnGap::DeadLetter => metrics.gaps_dead_lettered.inc(),
     }
@@ -458,10 +452,10 @@ where
         sequence = %id,
         missing,
         waiting = waiting.len(),
-        on_gap = policy.on_gap.as_str(),
+        on_gap = on_gap.as_str(),
         "{why}; giving up the gap in the key's sequence."
     );
-    let jobs = resolve(policy.on_gap, missing, waiting)
+    let jobs = resolve(on_gap, missing, waiting)
         .into_iter()
         .map(|(mut job, how)| {
             job.resolution = Some(how);

@@ -118,8 +118,7 @@ impl Sequencer {
                 Ok(stored) => {
                     dedup.down.recovered();
                     self.learn(id, stored);
-                    self.raised.lock().push(id.clone());
-                    self.notify.notify_one();
+                    self.tell(id.clone());
                     return true;
                 }
                 Err(e) => {
@@ -146,11 +145,16 @@ impl Sequencer {
             };
             if self.known(&id).is_none_or(|known| stored > known) {
                 self.learn(&id, stored);
-                self.raised.lock().push(id);
-                self.notify.notify_one();
+                self.tell(id);
             }
         }
         self.refreshing.store(false, Ordering::Release);
+    }
+
+    /// Tells the consumer loop `id` moved.
+    fn tell(&self, id: SequenceId) {
+        self.raised.lock().push(id);
+        self.notify.notify_one();
     }
 
     /// Waits until a key was raised, then takes the keys raised since the last call.
