@@ -569,13 +569,7 @@ async fn a_routes_dead_letters_go_to_its_own_topic_and_the_rest_to_the_policys()
     );
     assert_eq!(tansu.kafka.read_all(&dlq, 0).await.len(), 1);
     let cli = support::Dlq::new(&policy);
-    let keys = |args: &[&str]| -> Vec<String> {
-        let listed = cli.list(args);
-        listed
-            .iter()
-            .map(|r| r["key"].as_str().unwrap().to_owned())
-            .collect()
-    };
+    let keys = |args: &[&str]| support::dlq::record_keys(&cli.list(args));
     assert_eq!(keys(&[]), ["order-0"]);
     assert_eq!(keys(&["--route", "refunds"]), ["refund-0"]);
 }

@@ -794,13 +794,7 @@ async fn a_routes_dead_letters_go_to_its_own_stream_and_the_rest_to_the_policys(
     );
     assert!(s.pending().await.is_empty(), "both originals acknowledged");
     let cli = Dlq::new(&policy);
-    let keys = |args: &[&str]| -> Vec<String> {
-        let listed = cli.list(args);
-        listed
-            .iter()
-            .map(|r| r["key"].as_str().unwrap().to_owned())
-            .collect()
-    };
+    let keys = |args: &[&str]| support::dlq::record_keys(&cli.list(args));
     assert_eq!(keys(&[]), ["order-0"]);
     assert_eq!(keys(&["--route", "refunds"]), ["refund-0"]);
     assert_eq!(keys(&["--destination", &refunds_dlq]), ["refund-0"]);

@@ -77,10 +77,7 @@ impl Dlq {
 
     /// The keys of the records these filters select.
     pub fn keys(&self, filters: &[&str]) -> BTreeSet<String> {
-        self.list(filters)
-            .iter()
-            .map(|r| r["key"].as_str().unwrap().to_owned())
-            .collect()
+        set(record_keys(&self.list(filters)))
     }
 }
 
@@ -117,6 +114,14 @@ pub fn set(keys: impl IntoIterator<Item = String>) -> BTreeSet<String> {
 /// `<prefix>-0` to `<prefix>-<n - 1>`.
 pub fn keys(prefix: &str, n: usize) -> BTreeSet<String> {
     set((0..n).map(|i| format!("{prefix}-{i}")))
+}
+
+/// The keys of listed records, in order.
+pub fn record_keys(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r["key"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// The ids of listed records, in order.
